@@ -1,0 +1,3 @@
+//! POP3 as bytes in, values out: no sockets, no runtime.
+
+pub mod crlf;

@@ -1,0 +1,1 @@
+//! passwd-file (being written).

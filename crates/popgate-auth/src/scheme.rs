@@ -1,0 +1,1 @@
+//! schemes (being written).

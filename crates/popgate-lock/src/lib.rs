@@ -1,0 +1,179 @@
+//! The `MailboxLocks` seam: RFC 1939 wants an exclusive lock on a maildrop
+//! for the whole session. This crate holds the trait and the in-process
+//! implementation; a fleet uses the Redis one.
+//!
+//! Every lock carries a fencing token that grows with each acquisition of the
+//! same mailbox, so a store can refuse a commit from a holder whose lock was
+//! lost and taken over by a newer session.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+/// Why a lock could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another session holds the mailbox: `-ERR [IN-USE]`.
+    #[error("mailbox is in use by another session")]
+    InUse,
+    /// The lock service is unreachable or failed: `-ERR [SYS/TEMP]`.
+    #[error("lock service unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A held mailbox lock. Dropping it releases the lock (in the background for
+/// remote backends); [`LockGuard::release`] releases it and waits.
+#[async_trait]
+pub trait LockGuard: Send + Sync {
+    /// The fencing token of this acquisition: larger than every earlier one
+    /// for the same mailbox.
+    fn fence(&self) -> u64;
+
+    /// A receiver that turns `true` once the lock is known to be lost
+    /// (expired, taken over, or the lock service unreachable for too long).
+    fn lost(&self) -> watch::Receiver<bool>;
+
+    /// Confirms, just before a commit, that the lock is still held.
+    async fn verify(&self) -> Result<(), LockError>;
+
+    /// Releases the lock and waits until it is released.
+    async fn release(self: Box<Self>);
+}
+
+/// Exclusive, fleet-wide or process-wide, locks on mailboxes.
+#[async_trait]
+pub trait MailboxLocks: Send + Sync {
+    /// A short name for logs and metrics: `memory`, `redis`.
+    fn backend(&self) -> &'static str;
+
+    /// Takes the lock on `key` (a tenant-qualified mailbox name) or fails at
+    /// once with [`LockError::InUse`] when someone else holds it.
+    async fn acquire(&self, key: &str) -> Result<Box<dyn LockGuard>, LockError>;
+
+    /// Checks that the lock service is reachable (readiness).
+    async fn ping(&self) -> Result<(), LockError> {
+        Ok(())
+    }
+}
+
+/// In-process locks: exclusive within one popgate process. Right for a
+/// single replica; a fleet needs the Redis backend.
+#[derive(Default, Clone)]
+pub struct MemoryLocks {
+    inner: Arc<MemoryInner>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    held: Mutex<HashMap<String, u64>>,
+    next_fence: AtomicU64,
+}
+
+impl MemoryLocks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many mailboxes are locked now.
+    pub fn held(&self) -> usize {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+#[async_trait]
+impl MailboxLocks for MemoryLocks {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn acquire(&self, key: &str) -> Result<Box<dyn LockGuard>, LockError> {
+        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.contains_key(key) {
+            return Err(LockError::InUse);
+        }
+        // Fences start at 1 and increase across all mailboxes, which keeps
+        // them increasing per mailbox too, also across lock releases.
+        let fence = self.inner.next_fence.fetch_add(1, Ordering::Relaxed) + 1;
+        held.insert(key.to_owned(), fence);
+        let (lost_tx, _) = watch::channel(false);
+        Ok(Box::new(MemoryGuard {
+            inner: self.inner.clone(),
+            key: key.to_owned(),
+            fence,
+            lost_tx,
+        }))
+    }
+}
+
+struct MemoryGuard {
+    inner: Arc<MemoryInner>,
+    key: String,
+    fence: u64,
+    lost_tx: watch::Sender<bool>,
+}
+
+#[async_trait]
+impl LockGuard for MemoryGuard {
+    fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    fn lost(&self) -> watch::Receiver<bool> {
+        self.lost_tx.subscribe()
+    }
+
+    async fn verify(&self) -> Result<(), LockError> {
+        let held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.get(&self.key) {
+            Some(&f) if f == self.fence => Ok(()),
+            _ => Err(LockError::Unavailable("lock no longer held".into())),
+        }
+    }
+
+    async fn release(self: Box<Self>) {
+        drop(self);
+    }
+}
+
+impl Drop for MemoryGuard {
+    fn drop(&mut self) {
+        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.get(&self.key) == Some(&self.fence) {
+            held.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn second_acquire_is_in_use_until_release() {
+        let locks = MemoryLocks::new();
+        let a = locks.acquire("t/bob").await.unwrap();
+        assert!(matches!(
+            locks.acquire("t/bob").await,
+            Err(LockError::InUse)
+        ));
+        // Another mailbox is independent.
+        let other = locks.acquire("t/alice").await.unwrap();
+        a.verify().await.unwrap();
+        let fence_a = a.fence();
+        a.release().await;
+        let b = locks.acquire("t/bob").await.unwrap();
+        assert!(b.fence() > fence_a, "fences grow");
+        assert!(b.fence() != other.fence());
+        drop(b);
+        assert_eq!(locks.held(), 1);
+        drop(other);
+        assert_eq!(locks.held(), 0);
+    }
+}

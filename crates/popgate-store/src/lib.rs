@@ -1,0 +1,267 @@
+//! The `MailStore` seam: what the POP3 front end needs from a mail store,
+//! and nothing about POP3 sessions.
+//!
+//! A session asks the store to [`MailStore::open`] the maildrop of one
+//! mailbox. The returned [`Maildrop`] is a snapshot taken once (message
+//! number → key, UIDL, size) that stays fixed for the session. Messages are
+//! streamed with [`Maildrop::fetch`] and removed with [`Maildrop::expunge`],
+//! which carries the fencing token of the session's mailbox lock so that a
+//! store that can refuses a commit from a session whose lock has expired.
+
+use std::fmt;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub mod conformance;
+
+/// A byte stream of one stored message, as stored (line endings untouched).
+pub type MessageStream = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Which mailbox: the tenant and the canonical login that owns it.
+///
+/// `local` and `domain` have been validated by the front end (no `/`, no
+/// leading `.`, no control characters), so a store may put them into paths
+/// and keys through its template (`%n`, `%d`, `%u`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MailboxId {
+    pub tenant: String,
+    pub local: String,
+    pub domain: String,
+}
+
+impl MailboxId {
+    pub fn new(
+        tenant: impl Into<String>,
+        local: impl Into<String>,
+        domain: impl Into<String>,
+    ) -> Self {
+        MailboxId {
+            tenant: tenant.into(),
+            local: local.into(),
+            domain: domain.into(),
+        }
+    }
+
+    /// `local@domain`, or `local` when the login has no domain.
+    pub fn login(&self) -> String {
+        if self.domain.is_empty() {
+            self.local.clone()
+        } else {
+            format!("{}@{}", self.local, self.domain)
+        }
+    }
+
+    /// Expands a Dovecot-style template: `%n` local part, `%d` domain,
+    /// `%u` whole login, `%%` a literal percent sign.
+    pub fn expand(&self, template: &str) -> String {
+        let mut out = String::with_capacity(template.len() + 16);
+        let mut chars = template.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push_str(&self.local),
+                Some('d') => out.push_str(&self.domain),
+                Some('u') => out.push_str(&self.login()),
+                Some('%') => out.push('%'),
+                Some(other) => {
+                    out.push('%');
+                    out.push(other);
+                }
+                None => out.push('%'),
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for MailboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.login())
+    }
+}
+
+/// Checks a template for unknown `%` variables. Returns the offending
+/// sequence, for a config error that names it.
+pub fn validate_template(template: &str) -> Result<(), String> {
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('n' | 'd' | 'u' | '%') => {}
+                Some(other) => {
+                    return Err(format!("unknown variable %{other} (use %n, %d, %u or %%)"));
+                }
+                None => return Err("template ends with a lone %".into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One message of a maildrop snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// The store's own handle (a Maildir file name base, a row id, an object key).
+    pub key: String,
+    /// The unique-id listing: 1-70 characters in 0x21..=0x7E, stable forever.
+    pub uidl: String,
+    /// Octets that RETR sends: every line ending as CRLF, before dot-stuffing.
+    pub size: u64,
+}
+
+/// What happened on expunge.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExpungeReport {
+    /// Messages removed by this expunge.
+    pub deleted: usize,
+    /// Messages already gone (removed by someone else); not an error.
+    pub already_gone: usize,
+}
+
+/// Store failures, typed by what a caller does about them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying later: the backend is unreachable, busy, timed out.
+    /// POP3 answers `-ERR [SYS/TEMP]`.
+    #[error("temporary store failure: {0}")]
+    Temporary(String),
+    /// Retrying will not help: corrupt data, permission denied, bad config.
+    /// POP3 answers `-ERR [SYS/PERM]`.
+    #[error("permanent store failure: {0}")]
+    Permanent(String),
+    /// The message is no longer in the store (deleted behind our back).
+    #[error("message no longer exists")]
+    Gone,
+    /// The expunge carried a fencing token older than one already committed:
+    /// this session's lock expired and another session has owned the mailbox.
+    #[error("stale fencing token {0}: the mailbox lock was lost")]
+    Fenced(u64),
+}
+
+impl StoreError {
+    /// A short, bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Temporary(_) => "temporary",
+            StoreError::Permanent(_) => "permanent",
+            StoreError::Gone => "gone",
+            StoreError::Fenced(_) => "fenced",
+        }
+    }
+
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, StoreError::Temporary(_) | StoreError::Fenced(_))
+    }
+
+    /// Maps an I/O error: not-found and permission problems are permanent,
+    /// everything else (disk full, interrupted, timed out) temporary.
+    pub fn from_io(context: &str, e: &std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            NotFound => StoreError::Gone,
+            PermissionDenied | InvalidData | InvalidInput => {
+                StoreError::Permanent(format!("{context}: {e}"))
+            }
+            _ => StoreError::Temporary(format!("{context}: {e}")),
+        }
+    }
+}
+
+/// A mail store serving many mailboxes.
+#[async_trait]
+pub trait MailStore: Send + Sync {
+    /// A short name for logs and metrics: `maildir`, `postgres`, `s3`.
+    fn backend(&self) -> &'static str;
+
+    /// Takes the snapshot of one mailbox's maildrop. A mailbox that does not
+    /// exist yet is an empty maildrop, not an error.
+    async fn open(&self, mailbox: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError>;
+
+    /// Appends one message (delivery). The store computes and keeps its
+    /// POP3 size. Returns the new message's UIDL.
+    async fn append(
+        &self,
+        mailbox: &MailboxId,
+        message: MessageStream,
+    ) -> Result<String, StoreError>;
+
+    /// Checks that the backend is reachable (readiness).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The snapshot of one maildrop, held for a session.
+#[async_trait]
+pub trait Maildrop: Send + Sync {
+    /// The messages, in POP3 order: message number n is `messages()[n - 1]`.
+    fn messages(&self) -> &[MessageInfo];
+
+    /// Streams message `index` (0-based) as stored. The caller may drop the
+    /// stream early (TOP), so a store should not read ahead far.
+    async fn fetch(&self, index: usize) -> Result<MessageStream, StoreError>;
+
+    /// Removes the messages at these indexes (0-based). `fence` is the
+    /// session lock's fencing token; a store that records fences refuses a
+    /// token older than the newest it has seen with [`StoreError::Fenced`]
+    /// and deletes nothing. On error, nothing must be reported deleted that
+    /// still exists.
+    async fn expunge(&mut self, indexes: &[usize], fence: u64)
+    -> Result<ExpungeReport, StoreError>;
+}
+
+/// Reads a whole stream and returns its POP3 size (CRLF-normalised octets).
+/// For stores that must compute the size of a message they did not write.
+pub async fn pop3_size(mut stream: MessageStream) -> std::io::Result<u64> {
+    let mut counter = pop3_proto::crlf::CrlfCounter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(counter.finish());
+        }
+        counter.feed(&buf[..n]);
+    }
+}
+
+/// Checks a UIDL against RFC 1939: 1 to 70 characters in 0x21..=0x7E.
+pub fn valid_uidl(uidl: &str) -> bool {
+    (1..=70).contains(&uidl.len()) && uidl.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_dovecot_variables() {
+        let m = MailboxId::new("acme", "bob", "acme.example");
+        assert_eq!(
+            m.expand("/var/mail/%d/%n/Maildir"),
+            "/var/mail/acme.example/bob/Maildir"
+        );
+        assert_eq!(m.expand("%u/"), "bob@acme.example/");
+        assert_eq!(m.expand("100%%/%x"), "100%/%x");
+        assert_eq!(MailboxId::new("t", "bob", "").login(), "bob");
+    }
+
+    #[test]
+    fn template_validation_names_the_variable() {
+        assert!(validate_template("/m/%d/%n").is_ok());
+        assert!(validate_template("/m/%q").unwrap_err().contains("%q"));
+        assert!(validate_template("/m/%").is_err());
+    }
+
+    #[test]
+    fn uidl_rules() {
+        assert!(valid_uidl("abc"));
+        assert!(!valid_uidl(""));
+        assert!(!valid_uidl("a b"));
+        assert!(!valid_uidl(&"x".repeat(71)));
+    }
+}

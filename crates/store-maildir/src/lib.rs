@@ -1,0 +1,1 @@
+//! Maildir store (being written).
