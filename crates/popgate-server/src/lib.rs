@@ -1,1 +1,80 @@
-//! front end
+//! The POP3 front end: listeners, the per-connection session, limits and
+//! shutdown. It knows the seams (`MailStore`, `MailboxLocks`, `Directory`)
+//! and no concrete backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use popgate_lock::MailboxLocks;
+
+mod conn;
+mod listener;
+pub mod observer;
+mod session;
+pub mod tenant;
+
+pub use listener::{Listener, Server};
+pub use observer::{SessionObserver, SessionSummary};
+pub use tenant::{Tenant, Tenants};
+
+/// How a listener treats TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    None,
+    StartTls,
+    Implicit,
+}
+
+/// One listening socket's behaviour.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    pub tls: TlsMode,
+    /// Allow USER/PASS, APOP and SASL PLAIN/LOGIN before TLS.
+    pub plaintext_auth: bool,
+    /// The tenant of logins without `@domain`.
+    pub default_tenant: Option<String>,
+}
+
+/// Session rules shared by all listeners.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Shown in the greeting and the APOP timestamp.
+    pub hostname: String,
+    /// Idle time allowed before login.
+    pub auth_timeout: Duration,
+    /// Idle time allowed after login (RFC 1939: at least 10 minutes).
+    pub idle_timeout: Duration,
+    /// How long one write to a client may block on a client that does not read.
+    pub send_timeout: Duration,
+    /// Failed logins after which the connection is closed.
+    pub max_auth_failures: u32,
+    /// Malformed or out-of-state commands after which the connection is closed.
+    pub max_bad_commands: u32,
+    /// Pause before answering a failed login.
+    pub auth_failure_delay: Duration,
+    /// `IMPLEMENTATION` in CAPA; `None` hides it.
+    pub implementation: Option<String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            hostname: "localhost".into(),
+            auth_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(600),
+            send_timeout: Duration::from_secs(60),
+            max_auth_failures: 3,
+            max_bad_commands: 20,
+            auth_failure_delay: Duration::from_secs(2),
+            implementation: Some(concat!("popgate ", env!("CARGO_PKG_VERSION")).into()),
+        }
+    }
+}
+
+/// What every session needs, shared.
+pub struct Shared {
+    pub config: SessionConfig,
+    pub tenants: Tenants,
+    pub locks: Arc<dyn MailboxLocks>,
+    pub observer: Arc<dyn SessionObserver>,
+}

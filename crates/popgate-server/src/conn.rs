@@ -1,0 +1,83 @@
+//! A client connection: the byte stream, a write buffer that batches
+//! responses, and the send timeout.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Any client byte stream: TCP, TLS over TCP, a test pipe.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Flush the response buffer once it holds this much, even mid-command.
+pub const FLUSH_AT: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("client did not read for {0:?}")]
+    SendTimeout(Duration),
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Conn {
+    pub io: Box<dyn Io>,
+    pub out: Vec<u8>,
+    pub bytes_sent: u64,
+    send_timeout: Duration,
+}
+
+impl Conn {
+    pub fn new(io: Box<dyn Io>, send_timeout: Duration) -> Self {
+        Conn {
+            io,
+            out: Vec::with_capacity(4096),
+            bytes_sent: 0,
+            send_timeout,
+        }
+    }
+
+    /// Writes out everything buffered, waiting at most the send timeout for
+    /// a client that does not read.
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            self.io.write_all(&self.out).await?;
+            self.io.flush().await
+        };
+        match tokio::time::timeout(self.send_timeout, write).await {
+            Ok(Ok(())) => {
+                self.bytes_sent += self.out.len() as u64;
+                self.out.clear();
+                // Do not keep a large buffer around after a big RETR.
+                if self.out.capacity() > 4 * FLUSH_AT {
+                    self.out.shrink_to(4096);
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ConnError::SendTimeout(self.send_timeout)),
+        }
+    }
+
+    /// Flushes when the buffer is large.
+    pub async fn flush_if_full(&mut self) -> Result<(), ConnError> {
+        if self.out.len() >= FLUSH_AT {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.io.read(buf).await
+    }
+
+    /// Best-effort close: flush what is buffered and shut the stream down.
+    pub async fn close(&mut self) {
+        let _ = self.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+    }
+}

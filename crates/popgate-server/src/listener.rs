@@ -1,0 +1,122 @@
+//! Listeners and the server's life: accept, spawn sessions, drain on shutdown.
+//!
+//! Shutdown follows mini-redis: the accept loops stop; sessions go on for the
+//! grace period; then a watch tells the remaining ones to say
+//! `-ERR [SYS/TEMP]` and close; the server waits for every session task to
+//! end (each holds a clone of an mpsc sender, so `recv` returns `None` when
+//! the last one is gone).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::session::Session;
+use crate::{ListenerConfig, Shared};
+
+/// A bound socket and how to treat its connections.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub config: ListenerConfig,
+}
+
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    pub fn new(shared: Shared) -> Self {
+        Server {
+            shared: Arc::new(shared),
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Serves until `shutdown` resolves, then drains: sessions get `grace`
+    /// to finish on their own before they are told to close.
+    pub async fn run(
+        self,
+        listeners: Vec<Listener>,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) {
+        let (force_tx, force_rx) = watch::channel(false);
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut accept_tasks = Vec::new();
+        for l in listeners {
+            let shared = self.shared.clone();
+            let force = force_rx.clone();
+            let done = done_tx.clone();
+            let stop = stop_rx.clone();
+            accept_tasks.push(tokio::spawn(accept_loop(shared, l, force, done, stop)));
+        }
+        drop(done_tx);
+        shutdown.await;
+        tracing::info!(
+            "shutting down: no new connections; sessions have {:?} to finish",
+            grace
+        );
+        let _ = stop_tx.send(true);
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+            tracing::info!("grace period over: closing the remaining sessions");
+            let _ = force_tx.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await;
+        }
+        tracing::info!("all sessions closed");
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: Listener,
+    force: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let config = Arc::new(listener.config);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.tcp.accept() => a,
+            _ = stop.wait_for(|&s| s) => return,
+        };
+        let (socket, peer): (_, SocketAddr) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        shared.observer.connection_accepted();
+        let session = Session::new(
+            shared.clone(),
+            config.clone(),
+            Box::new(socket),
+            peer,
+            false,
+            force.clone(),
+        );
+        let done = done.clone();
+        tokio::spawn(async move {
+            session.run().await;
+            drop(done);
+        });
+    }
+}

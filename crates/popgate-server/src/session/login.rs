@@ -1,0 +1,349 @@
+//! AUTHORIZATION: USER/PASS, APOP, SASL PLAIN and LOGIN, and what a
+//! successful login does: tenant cap, LOGIN-DELAY, mailbox lock, snapshot.
+
+use std::time::Instant;
+
+use pop3_proto::sasl::{base64_decode, decode_plain};
+use pop3_proto::{Code, Command, response};
+use popgate_auth::{Login, UserInfo};
+use popgate_lock::LockError;
+use popgate_store::StoreError;
+
+use super::transaction::Mailbox;
+use super::{Flow, Session, State};
+use crate::observer::Outcome;
+
+/// A SASL exchange waiting for the client's next line.
+pub(crate) enum Sasl {
+    Plain,
+    LoginUser,
+    LoginPass { user: String },
+}
+
+const FAILED: &str = "Authentication failed.";
+
+/// What the client proved.
+enum Proof<'a> {
+    Password(&'a [u8]),
+    Apop { timestamp: &'a str, digest: &'a str },
+}
+
+impl Session {
+    pub(super) async fn authorization(&mut self, cmd: Command) -> Flow {
+        match cmd {
+            Command::User(name) => {
+                if !self.plaintext_allowed() {
+                    return self.plaintext_refused();
+                }
+                self.state = State::Authorization { user: Some(name) };
+                response::ok(&mut self.conn.out, "Send your password.");
+                Flow::Continue
+            }
+            Command::Pass(password) => {
+                let State::Authorization { user } = &mut self.state else {
+                    unreachable!()
+                };
+                let Some(user) = user.take() else {
+                    response::err(&mut self.conn.out, None, "Send USER first.");
+                    return self.bad_command();
+                };
+                if !self.plaintext_allowed() {
+                    return self.plaintext_refused();
+                }
+                self.login("user", &user, Proof::Password(&password.0))
+                    .await
+            }
+            Command::Apop { user, digest } => {
+                if !self.plaintext_allowed() {
+                    return self.plaintext_refused();
+                }
+                let Some(timestamp) = self.apop_timestamp.clone() else {
+                    response::err(&mut self.conn.out, None, "APOP is not available.");
+                    return Flow::Continue;
+                };
+                self.login(
+                    "apop",
+                    &user,
+                    Proof::Apop {
+                        timestamp: &timestamp,
+                        digest: &digest,
+                    },
+                )
+                .await
+            }
+            Command::Auth {
+                mechanism: None, ..
+            } => {
+                response::ok(&mut self.conn.out, "Supported mechanisms follow.");
+                if self.plaintext_allowed() {
+                    response::line(&mut self.conn.out, "PLAIN");
+                    response::line(&mut self.conn.out, "LOGIN");
+                }
+                response::end(&mut self.conn.out);
+                Flow::Continue
+            }
+            Command::Auth {
+                mechanism: Some(mech),
+                initial,
+            } => {
+                if !self.plaintext_allowed() {
+                    return self.plaintext_refused();
+                }
+                match mech.as_str() {
+                    "PLAIN" => match initial {
+                        Some(resp) => self.sasl_plain(&resp.0).await,
+                        None => {
+                            self.state = State::Sasl(Sasl::Plain);
+                            response::continuation(&mut self.conn.out, "");
+                            Flow::Continue
+                        }
+                    },
+                    "LOGIN" => match initial {
+                        // RFC 4616-style initial response for LOGIN carries the user name.
+                        Some(resp) => self.sasl_step_login_user(&resp.0),
+                        None => {
+                            self.state = State::Sasl(Sasl::LoginUser);
+                            response::continuation(&mut self.conn.out, "VXNlcm5hbWU6");
+                            Flow::Continue
+                        }
+                    },
+                    _ => {
+                        response::err(
+                            &mut self.conn.out,
+                            None,
+                            "Unsupported authentication mechanism.",
+                        );
+                        Flow::Continue
+                    }
+                }
+            }
+            Command::Stls => {
+                response::err(
+                    &mut self.conn.out,
+                    None,
+                    "STLS is not available on this listener.",
+                );
+                Flow::Continue
+            }
+            _ => self.wrong_state(),
+        }
+    }
+
+    fn plaintext_refused(&mut self) -> Flow {
+        self.state = State::Authorization { user: None };
+        response::err(
+            &mut self.conn.out,
+            Some(Code::Auth),
+            "Plaintext authentication disallowed on non-secure connections; use STLS.",
+        );
+        self.bad_command()
+    }
+
+    /// The client's answer to a SASL continuation.
+    pub(super) async fn sasl_step(&mut self, line: &[u8]) -> Flow {
+        let State::Sasl(step) =
+            std::mem::replace(&mut self.state, State::Authorization { user: None })
+        else {
+            unreachable!()
+        };
+        if line == b"*" {
+            response::err(&mut self.conn.out, None, "Authentication cancelled.");
+            return Flow::Continue;
+        }
+        let line = if line == b"=" { &b""[..] } else { line };
+        match step {
+            Sasl::Plain => self.sasl_plain(line).await,
+            Sasl::LoginUser => self.sasl_step_login_user(line),
+            Sasl::LoginPass { user } => match base64_decode(line) {
+                Some(password) => self.login("login", &user, Proof::Password(&password)).await,
+                None => self.sasl_malformed(),
+            },
+        }
+    }
+
+    fn sasl_step_login_user(&mut self, line: &[u8]) -> Flow {
+        match base64_decode(line).and_then(|u| String::from_utf8(u).ok()) {
+            Some(user) => {
+                self.state = State::Sasl(Sasl::LoginPass { user });
+                response::continuation(&mut self.conn.out, "UGFzc3dvcmQ6");
+                Flow::Continue
+            }
+            None => self.sasl_malformed(),
+        }
+    }
+
+    async fn sasl_plain(&mut self, response_line: &[u8]) -> Flow {
+        let Some(plain) = decode_plain(response_line) else {
+            return self.sasl_malformed();
+        };
+        // Acting as another user (proxy authorization) is not offered.
+        if !plain.authzid.is_empty() && !plain.authzid.eq_ignore_ascii_case(&plain.authcid) {
+            return self.fail_login("plain", None).await;
+        }
+        self.login("plain", &plain.authcid, Proof::Password(&plain.password.0))
+            .await
+    }
+
+    fn sasl_malformed(&mut self) -> Flow {
+        response::err(&mut self.conn.out, None, "Invalid SASL response.");
+        self.bad_command()
+    }
+
+    /// Checks credentials, then opens the mailbox.
+    async fn login(&mut self, mechanism: &'static str, login: &str, proof: Proof<'_>) -> Flow {
+        let Some((tenant, mailbox)) = self
+            .shared
+            .tenants
+            .resolve(login, self.listener.default_tenant.as_deref())
+        else {
+            // An unknown domain or an invalid name looks like a wrong password,
+            // and costs the same time as one.
+            return self.fail_login(mechanism, None).await;
+        };
+        let who = Login {
+            local: &mailbox.local,
+            domain: &mailbox.domain,
+        };
+        let verified = match proof {
+            Proof::Password(p) => tenant.directory.verify(who, p).await,
+            Proof::Apop { timestamp, digest } => {
+                tenant.directory.verify_apop(who, timestamp, digest).await
+            }
+        };
+        let user: UserInfo = match verified {
+            Ok(Some(user)) => user,
+            Ok(None) => return self.fail_login(mechanism, Some(&tenant.name)).await,
+            Err(e) => {
+                tracing::warn!(session = self.id, tenant = %tenant.name, error = %e, "directory failure");
+                self.shared
+                    .observer
+                    .login(Some(&tenant.name), mechanism, "temp_error");
+                response::err(
+                    &mut self.conn.out,
+                    Some(Code::SysTemp),
+                    "Authentication service unavailable, try again later.",
+                );
+                return Flow::Continue;
+            }
+        };
+        self.tenant = Some(tenant.name.clone());
+        self.user = Some(mailbox.login());
+
+        let lock_key = format!("{}/{}", tenant.name, mailbox.login());
+        let login_delay = user.login_delay.or(tenant.login_delay);
+        if !tenant.login_allowed(&lock_key, login_delay) {
+            self.shared
+                .observer
+                .login(Some(&tenant.name), mechanism, "denied");
+            response::err(
+                &mut self.conn.out,
+                Some(Code::LoginDelay),
+                "Logged in too recently, try again later.",
+            );
+            return Flow::Continue;
+        }
+        let Some(tenant_session) = tenant.enter() else {
+            self.shared
+                .observer
+                .login(Some(&tenant.name), mechanism, "denied");
+            response::err(
+                &mut self.conn.out,
+                Some(Code::SysTemp),
+                "Too many sessions for this domain, try again later.",
+            );
+            return Flow::Continue;
+        };
+        let lock = match self.shared.locks.acquire(&lock_key).await {
+            Ok(lock) => {
+                self.shared.observer.lock(&tenant.name, "ok");
+                lock
+            }
+            Err(LockError::InUse) => {
+                self.shared.observer.lock(&tenant.name, "in_use");
+                self.shared
+                    .observer
+                    .login(Some(&tenant.name), mechanism, "in_use");
+                response::err(
+                    &mut self.conn.out,
+                    Some(Code::InUse),
+                    "Mailbox is locked by another POP3 session.",
+                );
+                return Flow::Continue;
+            }
+            Err(e @ LockError::Unavailable(_)) => {
+                tracing::warn!(session = self.id, tenant = %tenant.name, error = %e, "lock failure");
+                self.shared.observer.lock(&tenant.name, "error");
+                self.shared
+                    .observer
+                    .login(Some(&tenant.name), mechanism, "temp_error");
+                response::err(
+                    &mut self.conn.out,
+                    Some(Code::SysTemp),
+                    "Mailbox locking unavailable, try again later.",
+                );
+                return Flow::Continue;
+            }
+        };
+        let started = Instant::now();
+        let opened = tenant.store.open(&mailbox).await;
+        let backend = tenant.store.backend();
+        self.shared.observer.store_operation(
+            backend,
+            "open",
+            started.elapsed(),
+            opened.as_ref().err().map(StoreError::kind),
+        );
+        let maildrop = match opened {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(session = self.id, tenant = %tenant.name, error = %e, "maildrop open failed");
+                lock.release().await;
+                let (code, result) = if e.is_temporary() {
+                    (Code::SysTemp, "temp_error")
+                } else {
+                    (Code::SysPerm, "perm_error")
+                };
+                self.shared
+                    .observer
+                    .login(Some(&tenant.name), mechanism, result);
+                response::err(
+                    &mut self.conn.out,
+                    Some(code),
+                    "Cannot open the mailbox, try again later.",
+                );
+                return Flow::Continue;
+            }
+        };
+        self.shared
+            .observer
+            .login(Some(&tenant.name), mechanism, "ok");
+        let mb = Mailbox::new(tenant, tenant_session, mailbox, lock, maildrop, login_delay);
+        let (count, octets) = mb.stat();
+        response::ok(
+            &mut self.conn.out,
+            &format!("Logged in, {count} messages ({octets} octets)."),
+        );
+        self.state = State::Transaction(Box::new(mb));
+        Flow::Continue
+    }
+
+    async fn fail_login(&mut self, mechanism: &'static str, tenant: Option<&str>) -> Flow {
+        self.shared.observer.login(tenant, mechanism, "failed");
+        self.auth_failures += 1;
+        // Flush what the client pipelined before, then make it wait.
+        if self.conn.flush().await.is_err() {
+            return Flow::Close(Outcome::Error);
+        }
+        tokio::time::sleep(self.shared.config.auth_failure_delay).await;
+        response::err(&mut self.conn.out, Some(Code::Auth), FAILED);
+        if self.auth_failures >= self.shared.config.max_auth_failures {
+            response::err(
+                &mut self.conn.out,
+                None,
+                "Too many authentication failures, closing.",
+            );
+            return Flow::Close(Outcome::Abuse);
+        }
+        Flow::Continue
+    }
+}

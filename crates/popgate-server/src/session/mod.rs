@@ -1,0 +1,328 @@
+//! One POP3 session: the read loop, the state machine, and dispatch.
+//!
+//! AUTHORIZATION → TRANSACTION → UPDATE as RFC 1939 says. Responses are
+//! appended to the connection's buffer and written when the pipelined input
+//! is used up (or the buffer is large), so a pipelining client gets its
+//! answers in as few writes as possible.
+
+mod login;
+mod transaction;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use pop3_proto::capa::Capabilities;
+use pop3_proto::{Code, Command, Line, LineReader, response};
+use tokio::sync::watch;
+
+use crate::conn::{Conn, ConnError, Io};
+use crate::observer::{Outcome, SessionSummary};
+use crate::{ListenerConfig, Shared, TlsMode};
+
+use login::Sasl;
+use transaction::Mailbox;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// What the loop does after a command.
+pub(crate) enum Flow {
+    Continue,
+    Close(Outcome),
+}
+
+enum State {
+    Authorization {
+        user: Option<String>,
+    },
+    /// Waiting for the client's next SASL line.
+    Sasl(Sasl),
+    Transaction(Box<Mailbox>),
+}
+
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    listener: Arc<ListenerConfig>,
+    conn: Conn,
+    reader: LineReader,
+    state: State,
+    id: u64,
+    client: SocketAddr,
+    tls_active: bool,
+    apop_timestamp: Option<String>,
+    auth_failures: u32,
+    bad_commands: u32,
+    commands: u64,
+    retrieved: u64,
+    deleted: u64,
+    tenant: Option<String>,
+    user: Option<String>,
+    /// Turns true when the server's shutdown grace is over.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        listener: Arc<ListenerConfig>,
+        io: Box<dyn Io>,
+        client: SocketAddr,
+        tls_active: bool,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let apop_possible = shared.tenants.iter().any(|t| t.directory.supports_apop());
+        let apop_timestamp = apop_possible.then(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            format!(
+                "<{}.{}.{}@{}>",
+                std::process::id(),
+                id,
+                nanos,
+                shared.config.hostname
+            )
+        });
+        let send_timeout = shared.config.send_timeout;
+        Session {
+            shared,
+            listener,
+            conn: Conn::new(io, send_timeout),
+            reader: LineReader::default(),
+            state: State::Authorization { user: None },
+            id,
+            client,
+            tls_active,
+            apop_timestamp,
+            auth_failures: 0,
+            bad_commands: 0,
+            commands: 0,
+            retrieved: 0,
+            deleted: 0,
+            tenant: None,
+            user: None,
+            shutdown,
+        }
+    }
+
+    /// Serves the connection to its end and records the outcome.
+    pub(crate) async fn run(mut self) {
+        let started = Instant::now();
+        self.shared.observer.session_started();
+        let mut greeting = String::from("popgate ready.");
+        if let Some(ts) = &self.apop_timestamp {
+            greeting.push(' ');
+            greeting.push_str(ts);
+        }
+        response::ok(&mut self.conn.out, &greeting);
+        let outcome = self.serve().await;
+        // Whatever happened, a session that did not commit deletes nothing:
+        // dropping the maildrop and the lock guard leaves the store as it was.
+        if let State::Transaction(mb) =
+            std::mem::replace(&mut self.state, State::Authorization { user: None })
+        {
+            mb.release().await;
+        }
+        let summary = SessionSummary {
+            id: self.id,
+            client: self.client,
+            tenant: self.tenant.take(),
+            user: self.user.take(),
+            commands: self.commands,
+            bytes_sent: self.conn.bytes_sent,
+            retrieved: self.retrieved,
+            deleted: self.deleted,
+            duration: started.elapsed(),
+            outcome,
+        };
+        tracing::info!(
+            session = summary.id,
+            client = %summary.client,
+            tenant = summary.tenant.as_deref().unwrap_or("-"),
+            user = summary.user.as_deref().unwrap_or("-"),
+            commands = summary.commands,
+            bytes_sent = summary.bytes_sent,
+            retrieved = summary.retrieved,
+            deleted = summary.deleted,
+            duration_ms = summary.duration.as_millis() as u64,
+            outcome = summary.outcome.as_str(),
+            "session end"
+        );
+        self.shared.observer.session_ended(&summary);
+    }
+
+    async fn serve(&mut self) -> Outcome {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            while let Some(line) = self.reader.next_line() {
+                if let Flow::Close(outcome) = self.handle_line(line).await {
+                    self.conn.close().await;
+                    return outcome;
+                }
+                if let Err(e) = self.conn.flush_if_full().await {
+                    return conn_outcome(&e);
+                }
+            }
+            if let Err(e) = self.conn.flush().await {
+                return conn_outcome(&e);
+            }
+            let timeout = match self.state {
+                State::Transaction(_) => self.shared.config.idle_timeout,
+                _ => self.shared.config.auth_timeout,
+            };
+            let lost = lock_lost(&mut self.state);
+            let read = tokio::time::timeout(timeout, self.conn.read(&mut buf));
+            let shutdown_rx = &mut self.shutdown;
+            let shutdown = async move {
+                let _ = shutdown_rx.wait_for(|&stop| stop).await;
+            };
+            let n = tokio::select! {
+                r = read => match r {
+                    Ok(Ok(0)) => return Outcome::Dropped,
+                    Ok(Ok(n)) => n,
+                    Ok(Err(_)) => return Outcome::Error,
+                    Err(_) => {
+                        response::err(&mut self.conn.out, None, "Disconnected for inactivity.");
+                        self.conn.close().await;
+                        return Outcome::Timeout;
+                    }
+                },
+                () = lost => {
+                    response::err(&mut self.conn.out, Some(Code::SysTemp), "Mailbox lock lost; no messages were deleted.");
+                    self.conn.close().await;
+                    return Outcome::LockLost;
+                }
+                () = shutdown => {
+                    response::err(&mut self.conn.out, Some(Code::SysTemp), "Server shutting down; no messages were deleted.");
+                    self.conn.close().await;
+                    return Outcome::Shutdown;
+                }
+            };
+            self.reader.push(&buf[..n]);
+        }
+    }
+
+    async fn handle_line(&mut self, line: Line) -> Flow {
+        self.commands += 1;
+        let bytes = match line {
+            Line::TooLong => {
+                response::err(&mut self.conn.out, None, "Line too long.");
+                return self.bad_command();
+            }
+            Line::Complete(bytes) => bytes,
+        };
+        if let State::Sasl(_) = self.state {
+            return self.sasl_step(&bytes).await;
+        }
+        match pop3_proto::command::parse(&bytes) {
+            Ok(cmd) => self.dispatch(cmd).await,
+            Err(e) => {
+                response::err(&mut self.conn.out, None, &e.to_string());
+                self.observe_command("unknown", false);
+                self.bad_command()
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, cmd: Command) -> Flow {
+        let name = cmd.name();
+        let before = self.conn.out.len();
+        let flow = match (&self.state, cmd) {
+            (_, Command::Capa) => {
+                self.capabilities().write(&mut self.conn.out);
+                Flow::Continue
+            }
+            (State::Transaction(_), Command::Quit) => self.update().await,
+            (_, Command::Quit) => {
+                response::ok(&mut self.conn.out, "Logging out.");
+                Flow::Close(Outcome::Quit)
+            }
+            (State::Authorization { .. }, cmd) => self.authorization(cmd).await,
+            (State::Transaction(_), cmd) => self.transaction(cmd).await,
+            (State::Sasl(_), _) => unreachable!("SASL lines are not parsed as commands"),
+        };
+        let ok = self.conn.out.get(before) == Some(&b'+');
+        self.observe_command(name, ok);
+        flow
+    }
+
+    fn observe_command(&self, name: &'static str, ok: bool) {
+        self.shared
+            .observer
+            .command(self.tenant.as_deref(), name, ok);
+    }
+
+    /// Answers a command given in the wrong state.
+    fn wrong_state(&mut self) -> Flow {
+        response::err(&mut self.conn.out, None, "Command not valid in this state.");
+        self.bad_command()
+    }
+
+    /// Counts a malformed or misplaced command; too many close the session.
+    fn bad_command(&mut self) -> Flow {
+        self.bad_commands += 1;
+        if self.bad_commands >= self.shared.config.max_bad_commands {
+            response::err(&mut self.conn.out, None, "Too many bad commands, closing.");
+            return Flow::Close(Outcome::Abuse);
+        }
+        Flow::Continue
+    }
+
+    /// Whether passwords may cross this connection now.
+    fn plaintext_allowed(&self) -> bool {
+        self.tls_active || self.listener.plaintext_auth
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let tenant = match &self.state {
+            State::Transaction(mb) => Some(mb.tenant.clone()),
+            _ => self
+                .listener
+                .default_tenant
+                .as_deref()
+                .and_then(|t| self.shared.tenants.get(t))
+                .cloned(),
+        };
+        let login_allowed =
+            self.plaintext_allowed() && !matches!(self.state, State::Transaction(_));
+        Capabilities {
+            user: login_allowed,
+            sasl: if login_allowed {
+                vec!["PLAIN", "LOGIN"]
+            } else {
+                vec![]
+            },
+            stls: self.listener.tls == TlsMode::StartTls && !self.tls_active,
+            implementation: self.shared.config.implementation.clone(),
+            expire: tenant.as_ref().and_then(|t| t.expire),
+            login_delay: match &self.state {
+                State::Transaction(mb) => mb.login_delay,
+                _ => tenant.as_ref().and_then(|t| t.login_delay),
+            },
+        }
+    }
+}
+
+/// Resolves when the session's mailbox lock is lost; never outside TRANSACTION.
+async fn lock_lost(state: &mut State) {
+    match state {
+        State::Transaction(mb) => {
+            let sender_gone = mb.lost.wait_for(|&lost| lost).await.is_err();
+            if sender_gone {
+                // The lock backend dropped its sender: nothing will report a loss.
+                std::future::pending::<()>().await;
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn conn_outcome(e: &ConnError) -> Outcome {
+    match e {
+        ConnError::SendTimeout(_) => Outcome::Timeout,
+        ConnError::Io(_) => Outcome::Error,
+    }
+}

@@ -1,0 +1,308 @@
+//! TRANSACTION and UPDATE: the maildrop snapshot, deletion marks, RETR/TOP
+//! streaming, and the commit on QUIT.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pop3_proto::encode::MessageEncoder;
+use pop3_proto::{Code, Command, response};
+use popgate_lock::LockGuard;
+use popgate_store::{MailboxId, Maildrop, StoreError};
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use super::{Flow, Session};
+use crate::observer::Outcome;
+use crate::tenant::{Tenant, TenantSession};
+
+/// Read size for streaming a message from the store.
+const CHUNK: usize = 32 * 1024;
+
+/// A logged-in session's mailbox: lock, snapshot, and deletion marks.
+pub(crate) struct Mailbox {
+    pub(super) tenant: Arc<Tenant>,
+    _tenant_session: TenantSession,
+    id: MailboxId,
+    lock: Box<dyn LockGuard>,
+    pub(super) lost: watch::Receiver<bool>,
+    maildrop: Box<dyn Maildrop>,
+    deleted: Vec<bool>,
+    pub(super) login_delay: Option<u32>,
+}
+
+impl Mailbox {
+    pub(super) fn new(
+        tenant: Arc<Tenant>,
+        tenant_session: TenantSession,
+        id: MailboxId,
+        lock: Box<dyn LockGuard>,
+        maildrop: Box<dyn Maildrop>,
+        login_delay: Option<u32>,
+    ) -> Self {
+        let lost = lock.lost();
+        let deleted = vec![false; maildrop.messages().len()];
+        Mailbox {
+            tenant,
+            _tenant_session: tenant_session,
+            id,
+            lock,
+            lost,
+            maildrop,
+            deleted,
+            login_delay,
+        }
+    }
+
+    /// Messages not marked deleted, and their total size.
+    pub(super) fn stat(&self) -> (usize, u64) {
+        self.live()
+            .fold((0, 0), |(n, octets), (_, m)| (n + 1, octets + m.size))
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &popgate_store::MessageInfo)> {
+        self.maildrop
+            .messages()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.deleted[*i])
+    }
+
+    /// Message number → index, or the -ERR text.
+    fn index(&self, n: u32) -> Result<usize, &'static str> {
+        let i = n as usize - 1;
+        match self.deleted.get(i) {
+            None => Err("No such message."),
+            Some(true) => Err("Message is deleted."),
+            Some(false) => Ok(i),
+        }
+    }
+
+    /// Gives up the mailbox without committing anything.
+    pub(super) async fn release(self) {
+        self.lock.release().await;
+    }
+}
+
+impl Session {
+    fn mailbox(&mut self) -> &mut Mailbox {
+        match &mut self.state {
+            super::State::Transaction(mb) => mb,
+            _ => unreachable!("transaction commands run in TRANSACTION"),
+        }
+    }
+
+    pub(super) async fn transaction(&mut self, cmd: Command) -> Flow {
+        let out = &mut self.conn.out;
+        let super::State::Transaction(mb) = &mut self.state else {
+            unreachable!()
+        };
+        match cmd {
+            Command::Stat => {
+                let (n, octets) = mb.stat();
+                response::ok(out, &format!("{n} {octets}"));
+            }
+            Command::List(Some(n)) | Command::Uidl(Some(n)) => {
+                let uidl = matches!(cmd, Command::Uidl(_));
+                match mb.index(n) {
+                    Ok(i) => {
+                        let m = &mb.maildrop.messages()[i];
+                        let text = if uidl {
+                            format!("{n} {}", m.uidl)
+                        } else {
+                            format!("{n} {}", m.size)
+                        };
+                        response::ok(out, &text);
+                    }
+                    Err(text) => response::err(out, None, text),
+                }
+            }
+            Command::List(None) | Command::Uidl(None) => {
+                let uidl = matches!(cmd, Command::Uidl(_));
+                let (n, octets) = mb.stat();
+                response::ok(
+                    out,
+                    &if uidl {
+                        String::new()
+                    } else {
+                        format!("{n} messages ({octets} octets)")
+                    },
+                );
+                let mut line = String::with_capacity(80);
+                for (i, m) in mb.live() {
+                    line.clear();
+                    use std::fmt::Write;
+                    let _ = if uidl {
+                        write!(line, "{} {}", i + 1, m.uidl)
+                    } else {
+                        write!(line, "{} {}", i + 1, m.size)
+                    };
+                    response::line(out, &line);
+                }
+                response::end(out);
+            }
+            Command::Dele(n) => match mb.index(n) {
+                Ok(i) => {
+                    mb.deleted[i] = true;
+                    response::ok(out, &format!("Message {n} deleted."));
+                }
+                Err(text) => response::err(out, None, text),
+            },
+            Command::Rset => {
+                mb.deleted.iter_mut().for_each(|d| *d = false);
+                let (n, octets) = mb.stat();
+                response::ok(out, &format!("{n} messages ({octets} octets)."));
+            }
+            Command::Noop => response::ok(out, ""),
+            Command::Retr(n) => return self.send_message(n, None).await,
+            Command::Top(n, k) => return self.send_message(n, Some(k)).await,
+            _ => return self.wrong_state(),
+        }
+        Flow::Continue
+    }
+
+    /// RETR and TOP: stream the message through the encoder to the client,
+    /// one chunk at a time, waiting for the client to take each one.
+    async fn send_message(&mut self, n: u32, top: Option<u32>) -> Flow {
+        let mb = self.mailbox();
+        let index = match mb.index(n) {
+            Ok(i) => i,
+            Err(text) => {
+                response::err(&mut self.conn.out, None, text);
+                return Flow::Continue;
+            }
+        };
+        let size = mb.maildrop.messages()[index].size;
+        let backend = mb.tenant.store.backend();
+        let started = Instant::now();
+        let fetched = mb.maildrop.fetch(index).await;
+        let mut stream = match fetched {
+            Ok(s) => s,
+            Err(e) => {
+                self.shared.observer.store_operation(
+                    backend,
+                    "fetch",
+                    started.elapsed(),
+                    Some(e.kind()),
+                );
+                let (code, text) = match e {
+                    StoreError::Gone => (None, "Message no longer exists."),
+                    ref e if e.is_temporary() => (
+                        Some(Code::SysTemp),
+                        "Cannot read the message, try again later.",
+                    ),
+                    _ => (Some(Code::SysPerm), "Cannot read the message."),
+                };
+                tracing::warn!(session = self.id, message = n, error = %e, "fetch failed");
+                response::err(&mut self.conn.out, code, text);
+                return Flow::Continue;
+            }
+        };
+        match top {
+            None => response::ok(&mut self.conn.out, &format!("{size} octets")),
+            Some(_) => response::ok(&mut self.conn.out, ""),
+        }
+        let mut encoder = match top {
+            None => MessageEncoder::retr(),
+            Some(k) => MessageEncoder::top(k),
+        };
+        let mut chunk = vec![0u8; CHUNK];
+        loop {
+            let read = match stream.read(&mut chunk).await {
+                Ok(read) => read,
+                Err(e) => {
+                    // The +OK is out: the response cannot turn into -ERR any
+                    // more. Closing without the terminator tells the client the
+                    // message is incomplete; nothing is deleted.
+                    self.shared.observer.store_operation(
+                        backend,
+                        "fetch",
+                        started.elapsed(),
+                        Some("temporary"),
+                    );
+                    tracing::warn!(session = self.id, message = n, error = %e, "store read failed mid-message");
+                    return Flow::Close(Outcome::Error);
+                }
+            };
+            if read == 0 {
+                break;
+            }
+            encoder.feed(&chunk[..read], &mut self.conn.out);
+            if encoder.is_done() {
+                break;
+            }
+            if let Err(e) = self.conn.flush_if_full().await {
+                return Flow::Close(super::conn_outcome(&e));
+            }
+        }
+        encoder.finish(&mut self.conn.out);
+        self.shared
+            .observer
+            .store_operation(backend, "fetch", started.elapsed(), None);
+        if top.is_none() {
+            self.retrieved += 1;
+        }
+        Flow::Continue
+    }
+
+    /// QUIT in TRANSACTION: the UPDATE state. Expunges the marked messages,
+    /// only while the lock is still ours, then releases the mailbox.
+    pub(super) async fn update(&mut self) -> Flow {
+        let super::State::Transaction(mb) =
+            std::mem::replace(&mut self.state, super::State::Authorization { user: None })
+        else {
+            unreachable!()
+        };
+        let mut mb = *mb;
+        let marked: Vec<usize> = mb
+            .deleted
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d)
+            .map(|(i, _)| i)
+            .collect();
+        let outcome = if marked.is_empty() {
+            response::ok(&mut self.conn.out, "Logging out.");
+            Outcome::Quit
+        } else if let Err(e) = mb.lock.verify().await {
+            tracing::warn!(session = self.id, mailbox = %mb.id, error = %e, "lock lost before commit");
+            self.shared.observer.lock_lost(&mb.tenant.name);
+            response::err(
+                &mut self.conn.out,
+                Some(Code::SysTemp),
+                "Mailbox lock lost; no messages were deleted.",
+            );
+            Outcome::UpdateFailed
+        } else {
+            let backend = mb.tenant.store.backend();
+            let started = Instant::now();
+            let result = mb.maildrop.expunge(&marked, mb.lock.fence()).await;
+            self.shared.observer.store_operation(
+                backend,
+                "expunge",
+                started.elapsed(),
+                result.as_ref().err().map(StoreError::kind),
+            );
+            match result {
+                Ok(report) => {
+                    self.deleted = (report.deleted + report.already_gone) as u64;
+                    response::ok(
+                        &mut self.conn.out,
+                        &format!("Logging out, {} messages deleted.", marked.len()),
+                    );
+                    Outcome::Quit
+                }
+                Err(e) => {
+                    tracing::warn!(session = self.id, mailbox = %mb.id, error = %e, "expunge failed");
+                    let text = match e {
+                        StoreError::Fenced(_) => "Mailbox lock lost; no messages were deleted.",
+                        _ => "Some deleted messages were not removed, try again later.",
+                    };
+                    response::err(&mut self.conn.out, Some(Code::SysTemp), text);
+                    Outcome::UpdateFailed
+                }
+            }
+        };
+        mb.release().await;
+        Flow::Close(outcome)
+    }
+}
