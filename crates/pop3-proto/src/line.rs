@@ -107,6 +107,11 @@ impl LineReader {
         self.discarding = false;
     }
 
+    /// Whether a line has started and not ended (held, or being discarded).
+    pub fn mid_line(&self) -> bool {
+        !self.partial.is_empty() || self.discarding
+    }
+
     /// Bytes held for a partial line (bounded by the limit).
     pub fn buffered(&self) -> usize {
         self.partial.len()

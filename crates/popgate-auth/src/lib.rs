@@ -6,6 +6,8 @@ use async_trait::async_trait;
 pub mod passwd_file;
 pub mod scheme;
 
+pub use passwd_file::PasswdFile;
+
 /// A user the directory vouched for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserInfo {

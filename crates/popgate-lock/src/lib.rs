@@ -4,7 +4,13 @@
 //!
 //! Every lock carries a fencing token that grows with each acquisition of the
 //! same mailbox, so a store can refuse a commit from a holder whose lock was
-//! lost and taken over by a newer session.
+//! lost and taken over by a newer session. Fences are at least the current
+//! time in microseconds since the epoch (see [`redis`] for why), so they also
+//! grow across restarts and across a switch between backends.
+
+pub mod redis;
+
+pub use crate::redis::{RedisLocks, RedisLocksConfig};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,9 +104,17 @@ impl MailboxLocks for MemoryLocks {
         if held.contains_key(key) {
             return Err(LockError::InUse);
         }
-        // Fences start at 1 and increase across all mailboxes, which keeps
-        // them increasing per mailbox too, also across lock releases.
-        let fence = self.inner.next_fence.fetch_add(1, Ordering::Relaxed) + 1;
+        // Fences increase across all mailboxes, which keeps them increasing
+        // per mailbox too, also across lock releases; starting from the clock
+        // keeps them increasing across restarts (a store's fence file
+        // outlives the process).
+        let now = now_micros();
+        let previous = self
+            .inner
+            .next_fence
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some((f + 1).max(now)))
+            .unwrap_or_else(|f| f);
+        let fence = (previous + 1).max(now);
         held.insert(key.to_owned(), fence);
         let (lost_tx, _) = watch::channel(false);
         Ok(Box::new(MemoryGuard {
@@ -110,6 +124,14 @@ impl MailboxLocks for MemoryLocks {
             lost_tx,
         }))
     }
+}
+
+/// Microseconds since the Unix epoch (0 on a clock before 1970).
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 struct MemoryGuard {
@@ -175,5 +197,16 @@ mod tests {
         assert_eq!(locks.held(), 1);
         drop(other);
         assert_eq!(locks.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn fences_start_from_the_clock() {
+        // A restarted process must not hand out fences below the ones a
+        // store has already committed.
+        let before = now_micros();
+        let first = MemoryLocks::new().acquire("t/bob").await.unwrap().fence();
+        let second = MemoryLocks::new().acquire("t/bob").await.unwrap().fence();
+        assert!(first >= before);
+        assert!(second >= first);
     }
 }

@@ -25,6 +25,9 @@ pub struct Conn {
     pub out: Vec<u8>,
     pub bytes_sent: u64,
     send_timeout: Duration,
+    /// Where the response being built starts in the outgoing stream (see
+    /// [`Conn::mark`]), and its first byte once a flush has sent it.
+    mark: (u64, Option<u8>),
 }
 
 impl Conn {
@@ -34,6 +37,7 @@ impl Conn {
             out: Vec::with_capacity(4096),
             bytes_sent: 0,
             send_timeout,
+            mark: (0, None),
         }
     }
 
@@ -49,6 +53,11 @@ impl Conn {
         };
         match tokio::time::timeout(self.send_timeout, write).await {
             Ok(Ok(())) => {
+                if let Some(i) = self.mark.0.checked_sub(self.bytes_sent)
+                    && let Some(&b) = self.out.get(i as usize)
+                {
+                    self.mark.1 = Some(b);
+                }
                 self.bytes_sent += self.out.len() as u64;
                 self.out.clear();
                 // Do not keep a large buffer around after a big RETR.
@@ -59,6 +68,20 @@ impl Conn {
             }
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ConnError::SendTimeout(self.send_timeout)),
+        }
+    }
+
+    /// Marks where the next response starts, so that its status byte can be
+    /// read back with [`Conn::marked_byte`] even after a flush sent it.
+    pub fn mark(&mut self) {
+        self.mark = (self.bytes_sent + self.out.len() as u64, None);
+    }
+
+    /// The first byte written at the mark (`b'+'` or `b'-'`), if any yet.
+    pub fn marked_byte(&self) -> Option<u8> {
+        match self.mark.0.checked_sub(self.bytes_sent) {
+            Some(i) => self.out.get(i as usize).copied(),
+            None => self.mark.1,
         }
     }
 

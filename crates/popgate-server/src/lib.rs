@@ -8,14 +8,21 @@ use std::time::Duration;
 use popgate_lock::MailboxLocks;
 
 mod conn;
+pub mod limits;
 mod listener;
 pub mod observer;
+pub mod proxy;
 mod session;
 pub mod tenant;
+pub mod tls;
 
 pub use listener::{Listener, Server};
 pub use observer::{SessionObserver, SessionSummary};
 pub use tenant::{Tenant, Tenants};
+
+use limits::Limits;
+use proxy::Cidr;
+use tls::TlsProvider;
 
 /// How a listener treats TLS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +40,9 @@ pub struct ListenerConfig {
     pub plaintext_auth: bool,
     /// The tenant of logins without `@domain`.
     pub default_tenant: Option<String>,
+    /// Expect a PROXY v1/v2 header from one of `trusted_proxies`.
+    pub proxy_protocol: bool,
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// Session rules shared by all listeners.
@@ -46,6 +56,9 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// How long one write to a client may block on a client that does not read.
     pub send_timeout: Duration,
+    /// How long a started command line may take to complete (slow senders),
+    /// and how long a TLS handshake or PROXY header may take.
+    pub command_timeout: Duration,
     /// Failed logins after which the connection is closed.
     pub max_auth_failures: u32,
     /// Malformed or out-of-state commands after which the connection is closed.
@@ -63,6 +76,7 @@ impl Default for SessionConfig {
             auth_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(600),
             send_timeout: Duration::from_secs(60),
+            command_timeout: Duration::from_secs(30),
             max_auth_failures: 3,
             max_bad_commands: 20,
             auth_failure_delay: Duration::from_secs(2),
@@ -77,4 +91,7 @@ pub struct Shared {
     pub tenants: Tenants,
     pub locks: Arc<dyn MailboxLocks>,
     pub observer: Arc<dyn SessionObserver>,
+    pub limits: Arc<Limits>,
+    /// Certificates for `starttls` and `implicit` listeners.
+    pub tls: Option<Arc<TlsProvider>>,
 }

@@ -14,8 +14,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use pop3_proto::{Code, response};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::conn::Io;
+use crate::proxy::{self, ProxyHeader};
 use crate::session::Session;
-use crate::{ListenerConfig, Shared};
+use crate::{ListenerConfig, Shared, TlsMode};
 
 /// A bound socket and how to treat its connections.
 pub struct Listener {
@@ -105,18 +111,76 @@ async fn accept_loop(
         };
         let _ = socket.set_nodelay(true);
         shared.observer.connection_accepted();
-        let session = Session::new(
-            shared.clone(),
-            config.clone(),
-            Box::new(socket),
-            peer,
-            false,
-            force.clone(),
-        );
-        let done = done.clone();
+        let (shared, config, force, done) = (shared.clone(), config.clone(), force.clone(), done.clone());
         tokio::spawn(async move {
-            session.run().await;
+            connection(shared, config, socket, peer, force).await;
             drop(done);
         });
     }
+}
+
+/// Everything between accept and the greeting: the PROXY header, the
+/// connection caps, the implicit TLS handshake. Then the session.
+async fn connection(
+    shared: Arc<Shared>,
+    config: Arc<ListenerConfig>,
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    force: watch::Receiver<bool>,
+) {
+    let timeout = shared.config.command_timeout;
+    let mut client = peer;
+    if config.proxy_protocol {
+        if !config.trusted_proxies.iter().any(|c| c.contains(peer.ip())) {
+            tracing::warn!(peer = %peer, "PROXY header expected from an untrusted address; closing");
+            shared.observer.connection_rejected("untrusted_proxy");
+            shared.observer.proxy_header_error("untrusted");
+            return;
+        }
+        match proxy::read_header(&mut socket, timeout).await {
+            Ok(ProxyHeader::Proxied(addr)) => client = addr,
+            Ok(ProxyHeader::Local) => {}
+            Err(e) => {
+                tracing::warn!(peer = %peer, error = %e, "bad PROXY header; closing");
+                shared.observer.connection_rejected("proxy_header");
+                shared.observer.proxy_header_error(e.reason());
+                return;
+            }
+        }
+    }
+    let permit = match shared.limits.connect(client.ip()) {
+        Ok(p) => p,
+        Err(rejected) => {
+            shared.observer.connection_rejected(rejected.reason());
+            if config.tls != TlsMode::Implicit {
+                let mut out = Vec::new();
+                response::err(&mut out, Some(Code::SysTemp), "Too many connections, try again later.");
+                let _ = tokio::time::timeout(timeout, socket.write_all(&out)).await;
+            }
+            return;
+        }
+    };
+    let (io, tls_active): (Box<dyn Io>, bool) = if config.tls == TlsMode::Implicit {
+        let Some(tls) = &shared.tls else {
+            return;
+        };
+        match tokio::time::timeout(timeout, tls.acceptor().accept(socket)).await {
+            Ok(Ok(stream)) => {
+                shared.observer.tls_handshake("implicit");
+                (Box::new(stream), true)
+            }
+            Ok(Err(e)) => {
+                shared.observer.tls_handshake_failed("implicit", crate::tls::failure_reason(&e));
+                tracing::debug!(client = %client, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                shared.observer.tls_handshake_failed("implicit", "timeout");
+                return;
+            }
+        }
+    } else {
+        (Box::new(socket), false)
+    };
+    Session::new(shared, config, io, client, tls_active, force, permit).run().await;
 }

@@ -26,6 +26,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, for metrics that want each series present from the start.
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Quit,
+        Outcome::UpdateFailed,
+        Outcome::Dropped,
+        Outcome::Timeout,
+        Outcome::Abuse,
+        Outcome::LockLost,
+        Outcome::Shutdown,
+        Outcome::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Quit => "quit",
@@ -74,6 +86,16 @@ pub trait SessionObserver: Send + Sync {
     }
     fn session_started(&self) {}
     fn session_ended(&self, _summary: &SessionSummary) {}
+    /// A TLS handshake completed. `mode`: `starttls` or `implicit`.
+    fn tls_handshake(&self, _mode: &'static str) {}
+    /// A TLS handshake failed. `reason`: a bounded word (`timeout`, `eof`,
+    /// `protocol`, `certificate`, ...), never a peer-supplied string.
+    fn tls_handshake_failed(&self, _mode: &'static str, _reason: &'static str) {}
+    /// A PROXY protocol header was missing, malformed, late or from an
+    /// untrusted peer. `reason`: a bounded word (`malformed`, `timeout`, ...).
+    fn proxy_header_error(&self, _reason: &'static str) {}
+    /// Brute-force throttling held a login back (or its answer) for `delay`.
+    fn login_penalty(&self, _delay: Duration) {}
 }
 
 /// Observes nothing.

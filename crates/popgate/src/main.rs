@@ -1,1 +1,118 @@
-fn main() {}
+//! popgate: a multi-tenant POP3 gateway. This binary reads the
+//! configuration, wires the concrete backends behind the seams, and serves.
+
+mod config;
+mod wiring;
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "popgate", version, about = "A multi-tenant POP3 gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve POP3. Without --config: the embedded default (./data, 127.0.0.1:1100).
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration and exit: 0 if it is good, 2 with the key at fault if not.
+    CheckConfig {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Append the message on standard input to a user's mailbox, through the tenant's store.
+    Deliver {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The recipient, user@domain (or a bare user of a listener's default tenant).
+        #[arg(long)]
+        user: String,
+    },
+    /// Hash a password (read from standard input) for a passwd-file.
+    Pw {
+        /// ARGON2ID, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT or PLAIN.
+        #[arg(long, short, default_value = "ARGON2ID")]
+        scheme: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve { config } => run(|| wiring::serve(config)),
+        Cmd::CheckConfig { config } => match wiring::load_checked(config.as_deref(), false) {
+            Ok(_) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("popgate: configuration error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Deliver { config, user } => run(|| wiring::deliver(config, user)),
+        Cmd::Pw { scheme } => pw(&scheme),
+    }
+}
+
+/// Runs an async command on a multi-threaded runtime; errors go to stderr.
+fn run<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), wiring::Error>>,
+{
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("popgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("popgate: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn pw(scheme: &str) -> ExitCode {
+    let scheme = match scheme.parse::<popgate_auth::scheme::Scheme>() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("popgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (echoed): ");
+    }
+    let mut line = String::new();
+    if stdin.lock().read_line(&mut line).is_err() || line.is_empty() {
+        eprintln!("popgate: no password on standard input");
+        return ExitCode::from(2);
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    match popgate_auth::scheme::hash(scheme, password.as_bytes()) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("popgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

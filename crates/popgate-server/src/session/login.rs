@@ -11,6 +11,7 @@ use popgate_store::StoreError;
 
 use super::transaction::Mailbox;
 use super::{Flow, Session, State};
+use crate::TlsMode;
 use crate::observer::Outcome;
 
 /// A SASL exchange waiting for the client's next line.
@@ -117,15 +118,46 @@ impl Session {
                     }
                 }
             }
-            Command::Stls => {
-                response::err(
-                    &mut self.conn.out,
-                    None,
-                    "STLS is not available on this listener.",
-                );
+            Command::Stls => self.starttls().await,
+            _ => self.wrong_state(),
+        }
+    }
+
+    /// RFC 2595 STLS: answer, then hand the socket to the TLS handshake.
+    /// Whatever the client pipelined after STLS is dropped, so nothing sent
+    /// in clear can be taken as a command of the protected session.
+    async fn starttls(&mut self) -> Flow {
+        let tls = match &self.shared.tls {
+            Some(tls) if self.listener.tls == TlsMode::StartTls && !self.tls_active => tls.clone(),
+            _ => {
+                response::err(&mut self.conn.out, None, "STLS is not available now.");
+                return self.bad_command();
+            }
+        };
+        self.state = State::Authorization { user: None };
+        response::ok(&mut self.conn.out, "Begin TLS negotiation now.");
+        if self.conn.flush().await.is_err() {
+            return Flow::Close(Outcome::Error);
+        }
+        self.reader.clear();
+        let plain = std::mem::replace(&mut self.conn.io, Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())));
+        let timeout = self.shared.config.command_timeout;
+        match tokio::time::timeout(timeout, tls.acceptor().accept(plain)).await {
+            Ok(Ok(stream)) => {
+                self.shared.observer.tls_handshake("starttls");
+                self.conn.io = Box::new(stream);
+                self.tls_active = true;
                 Flow::Continue
             }
-            _ => self.wrong_state(),
+            Ok(Err(e)) => {
+                self.shared.observer.tls_handshake_failed("starttls", crate::tls::failure_reason(&e));
+                tracing::debug!(session = self.id, error = %e, "STLS handshake failed");
+                Flow::Close(Outcome::Error)
+            }
+            Err(_) => {
+                self.shared.observer.tls_handshake_failed("starttls", "timeout");
+                Flow::Close(Outcome::Timeout)
+            }
         }
     }
 
@@ -191,13 +223,24 @@ impl Session {
 
     /// Checks credentials, then opens the mailbox.
     async fn login(&mut self, mechanism: &'static str, login: &str, proof: Proof<'_>) -> Flow {
-        let Some((tenant, mailbox)) = self
-            .shared
-            .tenants
-            .resolve(login, self.listener.default_tenant.as_deref())
-        else {
-            // An unknown domain or an invalid name looks like a wrong password,
-            // and costs the same time as one.
+        let resolved = self.shared.tenants.resolve(login, self.listener.default_tenant.as_deref());
+        // Brute-force throttling: recent failures from this address or for
+        // this account delay the check itself.
+        let account = resolved
+            .as_ref()
+            .map(|(_, m)| m.to_string())
+            .unwrap_or_else(|| login.to_ascii_lowercase());
+        let penalty = self.shared.limits.penalty(self.client.ip(), &account);
+        if !penalty.is_zero() {
+            self.shared.observer.login_penalty(penalty);
+            if self.conn.flush().await.is_err() {
+                return Flow::Close(Outcome::Error);
+            }
+            tokio::time::sleep(penalty).await;
+        }
+        let Some((tenant, mailbox)) = resolved else {
+            // An unknown domain or an invalid name looks like a wrong password.
+            self.shared.limits.failed(self.client.ip(), &account);
             return self.fail_login(mechanism, None).await;
         };
         let who = Login {
@@ -212,7 +255,10 @@ impl Session {
         };
         let user: UserInfo = match verified {
             Ok(Some(user)) => user,
-            Ok(None) => return self.fail_login(mechanism, Some(&tenant.name)).await,
+            Ok(None) => {
+                self.shared.limits.failed(self.client.ip(), &account);
+                return self.fail_login(mechanism, Some(&tenant.name)).await;
+            }
             Err(e) => {
                 tracing::warn!(session = self.id, tenant = %tenant.name, error = %e, "directory failure");
                 self.shared
@@ -226,6 +272,7 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        self.shared.limits.succeeded(self.client.ip(), &account);
         self.tenant = Some(tenant.name.clone());
         self.user = Some(mailbox.login());
 

@@ -18,6 +18,7 @@ use pop3_proto::{Code, Command, Line, LineReader, response};
 use tokio::sync::watch;
 
 use crate::conn::{Conn, ConnError, Io};
+use crate::limits::ConnectionPermit;
 use crate::observer::{Outcome, SessionSummary};
 use crate::{ListenerConfig, Shared, TlsMode};
 
@@ -60,6 +61,8 @@ pub(crate) struct Session {
     user: Option<String>,
     /// Turns true when the server's shutdown grace is over.
     shutdown: watch::Receiver<bool>,
+    /// Counts this connection against the caps until the session ends.
+    _permit: ConnectionPermit,
 }
 
 impl Session {
@@ -70,6 +73,7 @@ impl Session {
         client: SocketAddr,
         tls_active: bool,
         shutdown: watch::Receiver<bool>,
+        permit: ConnectionPermit,
     ) -> Self {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
         let apop_possible = shared.tenants.iter().any(|t| t.directory.supports_apop());
@@ -105,6 +109,7 @@ impl Session {
             tenant: None,
             user: None,
             shutdown,
+            _permit: permit,
         }
     }
 
@@ -156,8 +161,11 @@ impl Session {
 
     async fn serve(&mut self) -> Outcome {
         let mut buf = vec![0u8; 4096];
+        // When the client started a command line that is not complete yet.
+        let mut partial_since: Option<Instant> = None;
         loop {
             while let Some(line) = self.reader.next_line() {
+                partial_since = None;
                 if let Flow::Close(outcome) = self.handle_line(line).await {
                     self.conn.close().await;
                     return outcome;
@@ -169,10 +177,16 @@ impl Session {
             if let Err(e) = self.conn.flush().await {
                 return conn_outcome(&e);
             }
-            let timeout = match self.state {
+            let mut timeout = match self.state {
                 State::Transaction(_) => self.shared.config.idle_timeout,
                 _ => self.shared.config.auth_timeout,
             };
+            if self.reader.mid_line() {
+                let since = *partial_since.get_or_insert_with(Instant::now);
+                timeout = timeout.min(self.shared.config.command_timeout.saturating_sub(since.elapsed()));
+            } else {
+                partial_since = None;
+            }
             let lost = lock_lost(&mut self.state);
             let read = tokio::time::timeout(timeout, self.conn.read(&mut buf));
             let shutdown_rx = &mut self.shutdown;
@@ -191,6 +205,9 @@ impl Session {
                     }
                 },
                 () = lost => {
+                    if let Some(tenant) = &self.tenant {
+                        self.shared.observer.lock_lost(tenant);
+                    }
                     response::err(&mut self.conn.out, Some(Code::SysTemp), "Mailbox lock lost; no messages were deleted.");
                     self.conn.close().await;
                     return Outcome::LockLost;
@@ -229,7 +246,9 @@ impl Session {
 
     async fn dispatch(&mut self, cmd: Command) -> Flow {
         let name = cmd.name();
-        let before = self.conn.out.len();
+        // RETR, STLS and a failed login flush mid-command: the mark keeps
+        // the status byte of this command's response for the result below.
+        self.conn.mark();
         let flow = match (&self.state, cmd) {
             (_, Command::Capa) => {
                 self.capabilities().write(&mut self.conn.out);
@@ -244,7 +263,7 @@ impl Session {
             (State::Transaction(_), cmd) => self.transaction(cmd).await,
             (State::Sasl(_), _) => unreachable!("SASL lines are not parsed as commands"),
         };
-        let ok = self.conn.out.get(before) == Some(&b'+');
+        let ok = self.conn.marked_byte() == Some(b'+');
         self.observe_command(name, ok);
         flow
     }

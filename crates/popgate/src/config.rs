@@ -1,0 +1,518 @@
+//! The configuration model: one TOML file plus `POPGATE_` environment
+//! overrides (`__` between levels), loaded with figment, then validated
+//! before anything listens. Every error names the key it is about.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Deserializer};
+
+/// The embedded default: everything local, no other service needed.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub listeners: Vec<ListenerSection>,
+    #[serde(default)]
+    pub locks: LocksSection,
+    #[serde(default)]
+    pub metrics: Option<MetricsSection>,
+    #[serde(default)]
+    pub tenants: Vec<TenantSection>,
+    /// The default certificate for TLS listeners.
+    #[serde(default)]
+    pub tls: Option<CertSection>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CertSection {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+impl CertSection {
+    pub fn files(&self) -> popgate_server::tls::CertFiles {
+        popgate_server::tls::CertFiles { certificate: self.certificate.clone(), private_key: self.private_key.clone() }
+    }
+}
+
+impl Config {
+    /// Every certificate the process serves: the default and the tenants'.
+    pub fn tls_settings(&self) -> Option<popgate_server::tls::TlsSettings> {
+        let default = self.tls.as_ref().map(CertSection::files);
+        let by_domains: Vec<_> = self
+            .tenants
+            .iter()
+            .filter_map(|t| t.tls.as_ref().map(|c| (t.domains.clone(), c.files())))
+            .collect();
+        (default.is_some() || !by_domains.is_empty())
+            .then_some(popgate_server::tls::TlsSettings { default, by_domains })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub hostname: String,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Idle time allowed before login.
+    #[serde(deserialize_with = "duration")]
+    pub auth_timeout: Duration,
+    /// Idle time allowed after login; RFC 1939 wants at least 10 minutes.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// How long a write may wait for a client that does not read.
+    #[serde(deserialize_with = "duration")]
+    pub send_timeout: Duration,
+    pub max_auth_failures: u32,
+    pub max_bad_commands: u32,
+    #[serde(deserialize_with = "duration")]
+    pub auth_failure_delay: Duration,
+    /// A started command line, a TLS handshake or a PROXY header must
+    /// complete within this time.
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// Connections open at once in this process.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_ip: usize,
+    /// Failed-login penalty: the delay after one recent failure (doubling
+    /// with each further one, per client address and per account).
+    #[serde(deserialize_with = "duration")]
+    pub auth_penalty: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub auth_penalty_max: Duration,
+    /// Show `IMPLEMENTATION popgate x.y.z` in CAPA.
+    pub show_version: bool,
+    pub log_format: LogFormat,
+    /// A tracing filter: `info`, `popgate=debug,info`, ...
+    pub log_level: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        let s = popgate_server::SessionConfig::default();
+        let l = popgate_server::limits::LimitsConfig::default();
+        ServerSection {
+            hostname: "localhost".into(),
+            shutdown_grace: Duration::from_secs(30),
+            auth_timeout: s.auth_timeout,
+            idle_timeout: s.idle_timeout,
+            send_timeout: s.send_timeout,
+            max_auth_failures: s.max_auth_failures,
+            max_bad_commands: s.max_bad_commands,
+            auth_failure_delay: s.auth_failure_delay,
+            command_timeout: s.command_timeout,
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            auth_penalty: l.penalty_base,
+            auth_penalty_max: l.penalty_max,
+            show_version: true,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    pub address: String,
+    #[serde(default = "tls_none")]
+    pub tls: TlsSetting,
+    #[serde(default)]
+    pub plaintext_auth: bool,
+    #[serde(default)]
+    pub default_tenant: Option<String>,
+    /// Expect a PROXY v1/v2 header from one of `trusted_proxies`.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+fn tls_none() -> TlsSetting {
+    TlsSetting::None
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsSetting {
+    None,
+    Starttls,
+    Implicit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocksSection {
+    pub backend: LockBackend,
+}
+
+impl Default for LocksSection {
+    fn default() -> Self {
+        LocksSection { backend: LockBackend::Memory }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LockBackend {
+    Memory,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub address: String,
+    /// When set, /metrics wants `Authorization: Bearer <token>`; /healthz
+    /// and /readyz stay open. Absent: /metrics is open.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    pub name: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    pub auth: AuthSection,
+    pub store: StoreSection,
+    #[serde(default)]
+    pub max_sessions: Option<u32>,
+    /// RFC 2449 LOGIN-DELAY in seconds.
+    #[serde(default)]
+    pub login_delay: Option<u32>,
+    /// RFC 2449 EXPIRE: days, or "never".
+    #[serde(default)]
+    pub expire: Option<ExpireSetting>,
+    /// This tenant's certificate, served to clients whose SNI names one of
+    /// its domains or a subdomain of one.
+    #[serde(default)]
+    pub tls: Option<CertSection>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ExpireSetting {
+    Days(u32),
+    Word(ExpireWord),
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpireWord {
+    Never,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AuthSection {
+    PasswdFile { path: PathBuf },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StoreSection {
+    Maildir {
+        path: String,
+        #[serde(default = "default_uidl_format")]
+        uidl_format: String,
+    },
+}
+
+fn default_uidl_format() -> String {
+    "%08Xu%08Xv".into()
+}
+
+/// A configuration problem, tied to its key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), message: message.into() }
+    }
+}
+
+/// Loads the file (or the embedded default) and the environment overrides.
+pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+    let base = match file {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(ConfigError::new("--config", format!("{} is not a readable file", path.display())));
+            }
+            Figment::from(Toml::file(path))
+        }
+        None => Figment::from(Toml::string(DEFAULT_CONFIG)),
+    };
+    let figment = base.merge(Env::prefixed("POPGATE_").split("__"));
+    figment.extract::<Config>().map_err(figment_error)
+}
+
+fn figment_error(e: figment::Error) -> ConfigError {
+    let key = if e.path.is_empty() { "config".to_string() } else { e.path.join(".") };
+    let mut message = e.kind.to_string();
+    if let Some(md) = &e.metadata {
+        message.push_str(&format!(" (from {})", md.name));
+    }
+    ConfigError::new(key, message)
+}
+
+impl Config {
+    /// Checks what types alone cannot: references, ranges, paths, templates.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.hostname.is_empty() || s.hostname.contains(char::is_whitespace) {
+            return Err(ConfigError::new("server.hostname", "must be a host name without spaces"));
+        }
+        if s.idle_timeout < Duration::from_secs(600) {
+            return Err(ConfigError::new("server.idle_timeout", "RFC 1939 requires at least 10m"));
+        }
+        if s.auth_timeout.is_zero() || s.send_timeout.is_zero() {
+            return Err(ConfigError::new("server.auth_timeout / send_timeout", "must be more than 0s"));
+        }
+        if s.command_timeout.is_zero() {
+            return Err(ConfigError::new("server.command_timeout", "must be more than 0s"));
+        }
+        if s.max_connections == 0 || s.max_connections_per_ip == 0 {
+            return Err(ConfigError::new("server.max_connections / max_connections_per_ip", "must be at least 1"));
+        }
+        if s.max_auth_failures == 0 || s.max_bad_commands == 0 {
+            return Err(ConfigError::new("server.max_auth_failures / max_bad_commands", "must be at least 1"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&s.log_level)
+            .map_err(|e| ConfigError::new("server.log_level", e.to_string()))?;
+
+        if self.listeners.is_empty() {
+            return Err(ConfigError::new("listeners", "at least one [[listeners]] entry is needed"));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = |k: &str| format!("listeners[{i}].{k}");
+            l.address.parse::<SocketAddr>().map_err(|e| ConfigError::new(key("address"), format!("{:?}: {e}", l.address)))?;
+            if l.tls != TlsSetting::None && self.tls.is_none() {
+                return Err(ConfigError::new(key("tls"), "a TLS listener needs the [tls] certificate and private_key"));
+            }
+            if l.proxy_protocol && l.trusted_proxies.is_empty() {
+                return Err(ConfigError::new(key("trusted_proxies"), "proxy_protocol = true needs the proxies' addresses"));
+            }
+            for p in &l.trusted_proxies {
+                p.parse::<popgate_server::proxy::Cidr>().map_err(|e| ConfigError::new(key("trusted_proxies"), e))?;
+            }
+            if l.tls == TlsSetting::None && !l.plaintext_auth {
+                return Err(ConfigError::new(
+                    key("plaintext_auth"),
+                    "false on a listener without TLS: nobody could log in (set plaintext_auth = true, or use TLS)",
+                ));
+            }
+            if let Some(t) = &l.default_tenant
+                && !self.tenants.iter().any(|x| &x.name == t)
+            {
+                return Err(ConfigError::new(key("default_tenant"), format!("no tenant is named {t:?}")));
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.address.parse::<SocketAddr>().map_err(|e| ConfigError::new("metrics.address", format!("{:?}: {e}", m.address)))?;
+            if let Some(t) = &m.bearer_token
+                && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(ConfigError::new("metrics.bearer_token", "must be printable ASCII without spaces"));
+            }
+        }
+        if let Some(t) = &self.tls {
+            popgate_server::tls::check_pair(&t.files()).map_err(|e| ConfigError::new("tls", e))?;
+        }
+        for (i, t) in self.tenants.iter().enumerate() {
+            if let Some(c) = &t.tls {
+                popgate_server::tls::check_pair(&c.files()).map_err(|e| ConfigError::new(format!("tenants[{i}].tls"), e))?;
+            }
+        }
+        if self.tenants.is_empty() {
+            return Err(ConfigError::new("tenants", "at least one [[tenants]] entry is needed"));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut domains = std::collections::HashMap::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let key = |k: &str| format!("tenants[{i}].{k}");
+            if t.name.is_empty() || !t.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(ConfigError::new(key("name"), "letters, digits, '-' and '_' only"));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(ConfigError::new(key("name"), format!("{:?} is used by another tenant", t.name)));
+            }
+            for d in &t.domains {
+                let d = d.to_ascii_lowercase();
+                if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                    return Err(ConfigError::new(key("domains"), format!("{d:?} is not a domain name")));
+                }
+                if let Some(other) = domains.insert(d.clone(), t.name.clone()) {
+                    return Err(ConfigError::new(key("domains"), format!("{d:?} also belongs to tenant {other:?}")));
+                }
+            }
+            if t.max_sessions == Some(0) {
+                return Err(ConfigError::new(key("max_sessions"), "must be at least 1 (leave it out for no cap)"));
+            }
+            match &t.auth {
+                AuthSection::PasswdFile { path } => {
+                    popgate_auth::PasswdFile::open(path)
+                        .map_err(|e| ConfigError::new(key("auth.path"), format!("{}: {e}", path.display())))?;
+                }
+            }
+            match &t.store {
+                StoreSection::Maildir { path, uidl_format } => {
+                    popgate_store::validate_template(path).map_err(|e| ConfigError::new(key("store.path"), e))?;
+                    if !path.contains("%n") && !path.contains("%u") {
+                        return Err(ConfigError::new(key("store.path"), "must contain %n or %u, or every user shares one Maildir"));
+                    }
+                    let root = static_prefix(path);
+                    if !root.is_dir() {
+                        return Err(ConfigError::new(key("store.path"), format!("{} does not exist or is not a directory", root.display())));
+                    }
+                    store_maildir::validate_uidl_format(uidl_format)
+                        .map_err(|e| ConfigError::new(key("store.uidl_format"), e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The directory part of a path template before its first variable.
+fn static_prefix(template: &str) -> PathBuf {
+    let fixed = &template[..template.find('%').unwrap_or(template.len())];
+    match fixed.rfind('/') {
+        Some(0) => PathBuf::from("/"),
+        Some(i) => PathBuf::from(&fixed[..i]),
+        None => PathBuf::from("."),
+    }
+}
+
+/// Reads `30s`, `10m`, `2h`, `1d`, `500ms`, or a plain number of seconds.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration (like 30s, 10m, 1h, 500ms)"))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<Config, ConfigError> {
+        Figment::from(Toml::string(toml)).extract::<Config>().map_err(figment_error)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(c.listeners[0].address, "127.0.0.1:1100");
+        assert_eq!(c.locks.backend, LockBackend::Memory);
+        assert_eq!(c.metrics.unwrap().address, "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_named() {
+        let e = parse("[server]\nhostnme = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("hostnme"), "{e}");
+        let e = parse("[server]\nmax_auth_failures = \"many\"\n").unwrap_err();
+        assert_eq!(e.key, "server.max_auth_failures", "{e}");
+        let e = parse("[server]\nidle_timeout = \"soon\"\n").unwrap_err();
+        assert!(e.key.contains("idle_timeout") && e.message.contains("soon"), "{e}");
+        let e = parse("[[tenants]]\nname = \"a\"\nauth = { kind = \"ldap\" }\nstore = { kind = \"maildir\", path = \"/m/%n\" }\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("ldap"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, "bob@a.example:{PLAIN}x\n").unwrap();
+        let base = |extra: &str, store: &str| {
+            format!(
+                "[[listeners]]\naddress = \"127.0.0.1:1100\"\nplaintext_auth = true\n{extra}\n\
+                 [[tenants]]\nname = \"a\"\ndomains = [\"a.example\"]\n\
+                 auth = {{ kind = \"passwd-file\", path = \"{}\" }}\nstore = {{ kind = \"maildir\", path = \"{store}\" }}\n",
+                passwd.display()
+            )
+        };
+        let good = format!("{}/%d/%n", dir.path().display());
+        parse(&base("", &good)).unwrap().validate().unwrap();
+
+        let e = parse(&base("default_tenant = \"zz\"", &good)).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "listeners[0].default_tenant");
+        let e = parse(&base("", &format!("{}/%q/%n", dir.path().display()))).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "tenants[0].store.path");
+        assert!(e.message.contains("%q"));
+        let e = parse(&base("", "/nonexistent-popgate/%d/%n")).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "tenants[0].store.path");
+        let bad_listener = base("", &good).replace("127.0.0.1:1100", "localhost:nope");
+        let e = parse(&bad_listener).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "listeners[0].address");
+        let mut two = base("", &good);
+        two.push_str(&format!(
+            "[[tenants]]\nname = \"b\"\ndomains = [\"A.example\"]\nauth = {{ kind = \"passwd-file\", path = \"{}\" }}\n\
+             store = {{ kind = \"maildir\", path = \"{good}\" }}\n",
+            passwd.display()
+        ));
+        let e = parse(&two).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "tenants[1].domains");
+        let missing = base("", &good).replace(&passwd.display().to_string(), "/nonexistent/passwd");
+        let e = parse(&missing).unwrap().validate().unwrap_err();
+        assert_eq!(e.key, "tenants[0].auth.path");
+    }
+}

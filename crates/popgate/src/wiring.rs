@@ -1,0 +1,252 @@
+//! From a validated configuration to running parts: the only place that
+//! names concrete backends.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use popgate_auth::{Directory, PasswdFile};
+use popgate_lock::{MailboxLocks, MemoryLocks};
+use popgate_metrics::{Exporter, Metrics, ServeState, ServerReadiness};
+use popgate_server::limits::{Limits, LimitsConfig};
+use popgate_server::tls::TlsProvider;
+use popgate_server::{Listener, ListenerConfig, Server, SessionConfig, Shared, Tenant, Tenants, TlsMode};
+use popgate_store::MailStore;
+use store_maildir::{MaildirConfig, MaildirStore};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, AuthSection, Config, ConfigError, ExpireSetting, LogFormat, StoreSection, TlsSetting};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Config(_) => ExitCode::from(2),
+            Error::Runtime(_) => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// Loads and validates. Without a file, prepares the embedded default's
+/// data folder first (when `prepare` is set), so it works out of the box.
+pub fn load_checked(file: Option<&Path>, prepare: bool) -> Result<Config, ConfigError> {
+    if file.is_none() && prepare {
+        prepare_default_data().map_err(|e| ConfigError::new("data", e))?;
+    }
+    let config = config::load(file)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn prepare_default_data() -> Result<(), String> {
+    let mail = Path::new("data/mail");
+    std::fs::create_dir_all(mail).map_err(|e| format!("cannot create {}: {e}", mail.display()))?;
+    let passwd = Path::new("data/passwd");
+    if !passwd.exists() {
+        std::fs::write(
+            passwd,
+            "# Dovecot passwd-file: user@domain:{SCHEME}hash\n\
+             # Add a user:  echo \"bob@localhost:$(echo secret | popgate pw)\" >> data/passwd\n",
+        )
+        .map_err(|e| format!("cannot create {}: {e}", passwd.display()))?;
+    }
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_env("POPGATE_LOG").unwrap_or_else(|_| EnvFilter::new(&config.server.log_level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let _ = match config.server.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn build_tenants(config: &Config) -> Result<Tenants, ConfigError> {
+    let mut list = Vec::new();
+    for (i, t) in config.tenants.iter().enumerate() {
+        let directory: Arc<dyn Directory> = match &t.auth {
+            AuthSection::PasswdFile { path } => Arc::new(
+                PasswdFile::open(path)
+                    .map_err(|e| ConfigError::new(format!("tenants[{i}].auth.path"), format!("{}: {e}", path.display())))?,
+            ),
+        };
+        let store: Arc<dyn MailStore> = match &t.store {
+            StoreSection::Maildir { path, uidl_format } => Arc::new(
+                MaildirStore::new(MaildirConfig { path_template: path.clone(), uidl_format: uidl_format.clone() })
+                    .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?,
+            ),
+        };
+        let mut tenant = Tenant::new(t.name.clone(), t.domains.clone(), directory, store);
+        tenant.max_sessions = t.max_sessions;
+        tenant.login_delay = t.login_delay;
+        tenant.expire = t.expire.map(|e| match e {
+            ExpireSetting::Days(d) => pop3_proto::capa::Expire::Days(d),
+            ExpireSetting::Word(_) => pop3_proto::capa::Expire::Never,
+        });
+        list.push(tenant);
+    }
+    Tenants::new(list).map_err(|e| ConfigError::new("tenants", e.to_string()))
+}
+
+fn session_config(config: &Config) -> SessionConfig {
+    let s = &config.server;
+    SessionConfig {
+        hostname: s.hostname.clone(),
+        auth_timeout: s.auth_timeout,
+        idle_timeout: s.idle_timeout,
+        send_timeout: s.send_timeout,
+        max_auth_failures: s.max_auth_failures,
+        max_bad_commands: s.max_bad_commands,
+        auth_failure_delay: s.auth_failure_delay,
+        command_timeout: s.command_timeout,
+        implementation: s.show_version.then(|| concat!("popgate ", env!("CARGO_PKG_VERSION")).to_string()),
+    }
+}
+
+fn build_locks(config: &Config) -> Arc<dyn MailboxLocks> {
+    match config.locks.backend {
+        config::LockBackend::Memory => Arc::new(MemoryLocks::new()),
+    }
+}
+
+pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
+    let config = load_checked(file.as_deref(), true)?;
+    init_logging(&config);
+    let tenants = build_tenants(&config)?;
+    let tls = match config.tls_settings() {
+        Some(settings) => {
+            let provider = TlsProvider::load(settings).map_err(|e| ConfigError::new("tls", e))?;
+            let provider = Arc::new(provider);
+            tokio::spawn(reload_certificates(provider.clone()));
+            Some(provider)
+        }
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), config.tenants.iter().map(|t| t.name.clone())));
+    let serve_state = Arc::new(ServeState::default());
+    // Bound before POP3 listens: a taken metrics port stops the start.
+    let metrics_tcp = match &config.metrics {
+        Some(m) => Some(
+            tokio::net::TcpListener::bind(&m.address)
+                .await
+                .map_err(|e| Error::Runtime(format!("metrics.address: cannot listen on {}: {e}", m.address)))?,
+        ),
+        None => None,
+    };
+    let mut listeners = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let tcp = tokio::net::TcpListener::bind(&l.address)
+            .await
+            .map_err(|e| Error::Runtime(format!("listeners[{i}].address: cannot listen on {}: {e}", l.address)))?;
+        let tls = match l.tls {
+            TlsSetting::None => TlsMode::None,
+            TlsSetting::Starttls => TlsMode::StartTls,
+            TlsSetting::Implicit => TlsMode::Implicit,
+        };
+        let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(address = %local, "listening for POP3");
+        listeners.push(Listener {
+            tcp,
+            config: ListenerConfig {
+                tls,
+                plaintext_auth: l.plaintext_auth,
+                default_tenant: l.default_tenant.clone(),
+                proxy_protocol: l.proxy_protocol,
+                // Validated by Config::validate.
+                trusted_proxies: l.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect(),
+            },
+        });
+    }
+    let server = Server::new(Shared {
+        config: session_config(&config),
+        tenants,
+        locks: build_locks(&config),
+        observer: metrics.clone(),
+        limits: Limits::new(LimitsConfig {
+            max_connections: config.server.max_connections,
+            max_connections_per_ip: config.server.max_connections_per_ip,
+            penalty_base: config.server.auth_penalty,
+            penalty_max: config.server.auth_penalty_max,
+            ..LimitsConfig::default()
+        }),
+        tls: tls.clone(),
+    });
+    if let (Some(tcp), Some(m)) = (metrics_tcp, &config.metrics) {
+        let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(address = %local, "serving metrics");
+        let readiness = Arc::new(ServerReadiness::new(server.shared().clone(), serve_state.clone()));
+        tokio::spawn(Exporter::new(metrics, readiness).bearer_token(m.bearer_token.clone()).serve(tcp));
+    }
+    serve_state.set_listening();
+    // /readyz turns 503 as soon as the drain begins.
+    let shutdown = async move {
+        shutdown_signal().await;
+        serve_state.set_draining();
+    };
+    server.run(listeners, shutdown, config.server.shutdown_grace).await;
+    Ok(())
+}
+
+/// Reloads the certificates on SIGHUP, and when their files change.
+async fn reload_certificates(tls: Arc<TlsProvider>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        let reason = tokio::select! {
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            _ = tick.tick() => {
+                if !tls.files_changed() {
+                    continue;
+                }
+                "file change"
+            }
+        };
+        match tls.reload() {
+            Ok(()) => tracing::info!(reason, "TLS certificates reloaded"),
+            Err(e) => tracing::error!(reason, error = %e, "TLS certificate reload failed; keeping the old ones"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+pub async fn deliver(file: Option<PathBuf>, user: String) -> Result<(), Error> {
+    let config = load_checked(file.as_deref(), true)?;
+    let tenants = build_tenants(&config)?;
+    let default_tenant = config.listeners.iter().find_map(|l| l.default_tenant.as_deref());
+    let (tenant, mailbox) = tenants
+        .resolve(&user, default_tenant)
+        .ok_or_else(|| Error::Runtime(format!("{user:?} is not a valid user of any tenant")))?;
+    let stdin: popgate_store::MessageStream = Box::pin(tokio::io::stdin());
+    let uidl = tenant
+        .store
+        .append(&mailbox, stdin)
+        .await
+        .map_err(|e| Error::Runtime(format!("delivery to {mailbox} failed: {e}")))?;
+    println!("{uidl}");
+    Ok(())
+}

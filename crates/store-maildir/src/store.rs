@@ -1,0 +1,254 @@
+//! `MaildirStore` and its `Maildrop`: the async face of [`crate::maildir`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use popgate_store::{
+    ExpungeReport, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream, StoreError,
+    valid_uidl,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::warn;
+
+use crate::MaildirConfig;
+use crate::filename;
+use crate::maildir::{FileRef, Maildir, Snapshot, io_error};
+use crate::uidl_format::{UidlFormat, UidlVars};
+
+/// How long to wait for `dovecot-uidlist.lock` before giving up.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+const CHUNK: usize = 64 * 1024;
+
+/// A Maildir store that reads and writes Maildirs exactly as Dovecot does,
+/// so both can serve the same mailboxes with the same UIDLs.
+#[derive(Clone, Debug)]
+pub struct MaildirStore {
+    path_template: String,
+    uidl_format: Arc<UidlFormat>,
+    lock_timeout: Duration,
+}
+
+impl MaildirStore {
+    /// Checks the configuration and builds the store.
+    pub fn new(config: MaildirConfig) -> Result<Self, String> {
+        popgate_store::validate_template(&config.path_template)
+            .map_err(|e| format!("path_template: {e}"))?;
+        let uidl_format =
+            UidlFormat::parse(&config.uidl_format).map_err(|e| format!("uidl_format: {e}"))?;
+        Ok(MaildirStore {
+            path_template: config.path_template,
+            uidl_format: Arc::new(uidl_format),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        })
+    }
+
+    /// How long `open`, `append` and `expunge` wait for the uidlist lock
+    /// (default 10 s). `open` then goes on without new messages; the others
+    /// fail with a temporary error.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The Maildir of a mailbox.
+    pub fn maildir_path(&self, mailbox: &MailboxId) -> PathBuf {
+        PathBuf::from(mailbox.expand(&self.path_template))
+    }
+
+    fn maildir(&self, mailbox: &MailboxId) -> Maildir {
+        Maildir::new(self.maildir_path(mailbox), self.lock_timeout)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Temporary(format!("maildir task failed: {e}")))?
+}
+
+#[async_trait]
+impl MailStore for MaildirStore {
+    fn backend(&self) -> &'static str {
+        "maildir"
+    }
+
+    async fn open(&self, mailbox: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError> {
+        let maildir = self.maildir(mailbox);
+        let md = maildir.clone();
+        let snapshot = blocking(move || md.snapshot()).await?;
+        Ok(Box::new(MaildirDrop::new(
+            maildir,
+            snapshot,
+            &self.uidl_format,
+        )))
+    }
+
+    async fn append(
+        &self,
+        mailbox: &MailboxId,
+        message: MessageStream,
+    ) -> Result<String, StoreError> {
+        let maildir = self.maildir(mailbox);
+        let md = maildir.clone();
+        blocking(move || md.create().map_err(|e| io_error("creating maildir", &e))).await?;
+
+        let tmp_name = filename::generate_base();
+        let tmp = maildir.tmp_path(&tmp_name);
+        let sizes = write_tmp(&tmp, message).await;
+        let (physical, virtual_size) = match sizes {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(io_error("writing to tmp/", &e));
+            }
+        };
+        let name = format!("{tmp_name},S={physical},W={virtual_size}");
+
+        let md = maildir.clone();
+        let base = name.clone();
+        let (uid, uid_validity) = blocking(move || {
+            let failure = match md.deliver(&tmp, &base) {
+                Ok(true) => None,
+                Ok(false) => Some(StoreError::Temporary(format!("{base} exists in new/"))),
+                Err(e) => Some(io_error("moving tmp/ to new/", &e)),
+            };
+            if let Some(e) = failure {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            md.assign_uid(&base).inspect_err(|_| {
+                // Undo the delivery: the caller will retry, and a message
+                // without a UIDL must not show up later as a duplicate.
+                let _ = md.unlink_message(&FileRef::new(crate::maildir::Dir::New, base.clone()));
+            })
+        })
+        .await?;
+        Ok(self.uidl_format.expand(&UidlVars {
+            uid,
+            uid_validity,
+            base: &name,
+            guid: None,
+        }))
+    }
+}
+
+/// Streams a message into a new tmp/ file, fsyncs it, and returns its
+/// physical and POP3 sizes.
+async fn write_tmp(
+    tmp: &std::path::Path,
+    mut message: MessageStream,
+) -> std::io::Result<(u64, u64)> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .await?;
+    let mut counter = pop3_proto::crlf::CrlfCounter::default();
+    let mut physical = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = message.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        counter.feed(&buf[..n]);
+        physical += n as u64;
+        file.write_all(&buf[..n]).await?;
+    }
+    file.flush().await?;
+    file.sync_all().await?;
+    Ok((physical, counter.finish()))
+}
+
+/// One session's snapshot of a Maildir.
+pub struct MaildirDrop {
+    maildir: Maildir,
+    messages: Vec<MessageInfo>,
+    files: Vec<FileRef>,
+}
+
+impl MaildirDrop {
+    fn new(maildir: Maildir, snapshot: Snapshot, format: &UidlFormat) -> Self {
+        let mut messages = Vec::with_capacity(snapshot.entries.len());
+        let mut files = Vec::with_capacity(snapshot.entries.len());
+        for e in snapshot.entries {
+            let base = e.file.base().to_owned();
+            let uidl = match e.saved_uidl.as_deref() {
+                // A saved UIDL wins; an empty one means the base name.
+                Some("") => base.clone(),
+                Some(saved) => saved.to_owned(),
+                None => format.expand(&UidlVars {
+                    uid: e.uid,
+                    uid_validity: snapshot.uid_validity,
+                    base: &base,
+                    guid: e.guid.as_deref(),
+                }),
+            };
+            if !valid_uidl(&uidl) {
+                warn!(maildir = %maildir.root().display(), uid = e.uid, uidl = %uidl, "UIDL breaks RFC 1939");
+            }
+            messages.push(MessageInfo {
+                key: base,
+                uidl,
+                size: e.size,
+            });
+            files.push(e.file);
+        }
+        MaildirDrop {
+            maildir,
+            messages,
+            files,
+        }
+    }
+}
+
+#[async_trait]
+impl Maildrop for MaildirDrop {
+    fn messages(&self) -> &[MessageInfo] {
+        &self.messages
+    }
+
+    async fn fetch(&self, index: usize) -> Result<MessageStream, StoreError> {
+        let Some(hint) = self.files.get(index).cloned() else {
+            return Err(StoreError::Permanent(format!(
+                "no message at index {index}"
+            )));
+        };
+        let md = self.maildir.clone();
+        let file = blocking(move || {
+            md.open_message(&hint)
+                .map_err(|e| StoreError::from_io(&format!("opening {}", hint.name), &e))
+        })
+        .await?
+        .ok_or(StoreError::Gone)?;
+        let mut file = tokio::fs::File::from_std(file);
+        // Reads go to the blocking pool in chunks no larger than this.
+        file.set_max_buf_size(CHUNK);
+        Ok(Box::pin(file))
+    }
+
+    async fn expunge(
+        &mut self,
+        indexes: &[usize],
+        fence: u64,
+    ) -> Result<ExpungeReport, StoreError> {
+        let mut indexes = indexes.to_vec();
+        indexes.sort_unstable();
+        indexes.dedup();
+        if let Some(&bad) = indexes.iter().find(|&&i| i >= self.files.len()) {
+            return Err(StoreError::Permanent(format!("no message at index {bad}")));
+        }
+        let targets: Vec<FileRef> = indexes.iter().map(|&i| self.files[i].clone()).collect();
+        let md = self.maildir.clone();
+        let (deleted, already_gone) = blocking(move || md.expunge(&targets, fence)).await?;
+        Ok(ExpungeReport {
+            deleted,
+            already_gone,
+        })
+    }
+}

@@ -1,0 +1,103 @@
+"""Dovecot compatibility: on the same Maildir, Dovecot's POP3 and popgate
+show the same UIDLs, sizes and message bytes, whichever opened it first.
+
+Clients that leave mail on the server re-download everything when UIDLs
+change, so a mailbox moved from Dovecot to popgate (or back) must keep them.
+"""
+
+import shutil
+
+from dovecot_pop3 import dovecot_listing, dovecot_retr
+
+A = "compat1@acme.example"
+B = "compat2@acme.example"
+
+
+def popgate_listing(srv, user):
+    with srv.session(user) as c:
+        uidls = c.listing("UIDL")
+        sizes = c.listing("LIST")
+        bodies = [c.retr(n)[1] for n in range(1, len(uidls) + 1)]
+        assert c.cmd("QUIT").startswith(b"+OK")
+    listing = []
+    for u, s in zip(uidls, sizes):
+        num, uidl = u.decode().split(" ", 1)
+        num2, size = s.decode().split(" ", 1)
+        assert num == num2
+        listing.append((int(num), uidl, int(size)))
+    return listing, bodies
+
+
+def dovecot_bodies(maildir, count):
+    return [dovecot_retr(str(maildir), n) for n in range(1, count + 1)]
+
+
+def fill(srv, user):
+    """Mail arriving every way a Maildir gets it."""
+    srv.deliver(user, b"From: a@example.org\r\nSubject: delivered, CRLF\r\n\r\n.dot\r\nbody\r\n")
+    srv.deliver(user, b"From: b@example.org\nSubject: delivered, LF only\n\nline\n..two\n")
+    srv.deliver(user, b"Subject: delivered, no final newline\n\nno newline")
+    srv.drop(user, b"Subject: dropped, LF only, no sizes\n\nhello\n\n\nworld\n")
+    srv.drop(user, b"Subject: dropped, CRLF, no sizes\r\n\r\nhello\r\n")
+    srv.drop(user, b"Subject: dropped, with sizes\n\nsized\n", sizes=True)
+    srv.drop(user, b"Subject: dropped, no final newline\n\nlast")
+
+
+def more(srv, user):
+    srv.deliver(user, b"Subject: later, delivered\n\nlater\n")
+    srv.drop(user, b"Subject: later, dropped\n\nlater too\n")
+
+
+def test_same_listing_whichever_opens_first(server):
+    fill(server, A)
+    # Two identical copies, neither opened yet.
+    shutil.copytree(server.maildir(A), server.maildir(B))
+    md_a, md_b = server.maildir(A), server.maildir(B)
+
+    # Copy A: popgate first, then Dovecot.
+    pg_a, bodies_a = popgate_listing(server, A)
+    assert len(pg_a) == 7
+    assert dovecot_listing(str(md_a)) == pg_a
+    assert dovecot_bodies(md_a, 7) == bodies_a
+    assert popgate_listing(server, A) == (pg_a, bodies_a)
+
+    # Copy B: Dovecot first, then popgate.
+    dc_b = dovecot_listing(str(md_b))
+    assert len(dc_b) == 7
+    pg_b, bodies_b = popgate_listing(server, B)
+    assert pg_b == dc_b
+    assert dovecot_bodies(md_b, 7) == bodies_b
+    assert dovecot_listing(str(md_b)) == dc_b
+
+    # The same messages in the same order with the same sizes on both copies
+    # (UIDLs carry each copy's UIDVALIDITY, so they may differ between copies).
+    assert [(n, s) for n, _, s in pg_a] == [(n, s) for n, _, s in pg_b]
+    assert bodies_a == bodies_b
+
+    # New mail after both have seen the mailbox: still in agreement, and
+    # the old messages keep their UIDLs.
+    for user, md, first in ((A, md_a, pg_a), (B, md_b, pg_b)):
+        more(server, user)
+        pg, bodies = popgate_listing(server, user)
+        assert pg[:7] == first
+        assert len(pg) == 9
+        assert dovecot_listing(str(md)) == pg
+        assert dovecot_bodies(md, 9) == bodies
+
+
+def test_deletion_by_one_is_seen_by_the_other(server):
+    fill(server, A)
+    before, _ = popgate_listing(server, A)
+    with server.session(A) as c:
+        c.ok("DELE 2")
+        c.ok("DELE 5")
+        assert c.cmd("QUIT").startswith(b"+OK")
+    expected = [x for x in before if x[0] not in (2, 5)]
+    got = dovecot_listing(str(server.maildir(A)))
+    assert [(u, s) for _, u, s in got] == [(u, s) for _, u, s in expected]
+    # And Dovecot's deletions are seen by popgate.
+    from dovecot_pop3 import dovecot_session
+
+    dovecot_session(str(server.maildir(A)), ["DELE 1"])
+    after, _ = popgate_listing(server, A)
+    assert [(u, s) for _, u, s in after] == [(u, s) for _, u, s in expected[1:]]
