@@ -163,11 +163,62 @@ pub enum TlsSetting {
 #[serde(deny_unknown_fields)]
 pub struct LocksSection {
     pub backend: LockBackend,
+    /// Redis: `redis://[:password@]host:port[/db]` or `rediss://...`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Redis: how long a lock lives without renewal (renewed every ttl/3).
+    #[serde(default = "default_lock_ttl", deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// Redis: the first part of every key (`{key_prefix}:{tenant/login}:lock`).
+    #[serde(default = "default_lock_prefix")]
+    pub key_prefix: String,
+    /// Redis: how long a login waits for a mailbox in use before [IN-USE].
+    #[serde(default, deserialize_with = "duration")]
+    pub wait: Duration,
+    /// Redis: PEM CA certificates to trust for `rediss://` instead of the system's.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for LocksSection {
     fn default() -> Self {
-        LocksSection { backend: LockBackend::Memory }
+        LocksSection {
+            backend: LockBackend::Memory,
+            url: None,
+            ttl: default_lock_ttl(),
+            key_prefix: default_lock_prefix(),
+            wait: Duration::ZERO,
+            tls_ca_file: None,
+        }
+    }
+}
+
+fn default_lock_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_lock_prefix() -> String {
+    "popgate".into()
+}
+
+impl LocksSection {
+    /// The Redis backend's settings, checked; `None` for the memory backend.
+    pub fn redis_config(&self) -> Result<Option<popgate_lock::RedisLocksConfig>, ConfigError> {
+        if self.backend != LockBackend::Redis {
+            return Ok(None);
+        }
+        let url = self.url.clone().ok_or_else(|| ConfigError::new("locks.url", "backend = \"redis\" needs a url"))?;
+        let mut c = popgate_lock::RedisLocksConfig::new(url);
+        c.ttl = self.ttl;
+        c.key_prefix = self.key_prefix.clone();
+        c.wait = self.wait;
+        if let Some(path) = &self.tls_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| ConfigError::new("locks.tls_ca_file", format!("{}: {e}", path.display())))?;
+            c.tls_ca = Some(pem);
+        }
+        c.validate().map_err(|(field, e)| ConfigError::new(format!("locks.{field}"), e))?;
+        Ok(Some(c))
     }
 }
 
@@ -175,6 +226,7 @@ impl Default for LocksSection {
 #[serde(rename_all = "lowercase")]
 pub enum LockBackend {
     Memory,
+    Redis,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +384,7 @@ impl Config {
                 return Err(ConfigError::new(key("default_tenant"), format!("no tenant is named {t:?}")));
             }
         }
+        self.locks.redis_config()?;
         if let Some(m) = &self.metrics {
             m.address.parse::<SocketAddr>().map_err(|e| ConfigError::new("metrics.address", format!("{:?}: {e}", m.address)))?;
             if let Some(t) = &m.bearer_token
@@ -454,6 +507,22 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn redis_locks_settings() {
+        let c = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379\"\nttl = \"10s\"\nwait = \"250ms\"\n").unwrap();
+        let r = c.locks.redis_config().unwrap().unwrap();
+        assert_eq!((r.ttl, r.wait, r.key_prefix.as_str()), (Duration::from_secs(10), Duration::from_millis(250), "popgate"));
+        let e = parse("[locks]\nbackend = \"redis\"\n").unwrap().locks.redis_config().unwrap_err();
+        assert_eq!(e.key, "locks.url");
+        let e = parse("[locks]\nbackend = \"redis\"\nurl = \"http://x\"\n").unwrap().locks.redis_config().unwrap_err();
+        assert_eq!(e.key, "locks.url");
+        let e = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://h\"\nttl = \"100ms\"\n").unwrap().locks.redis_config().unwrap_err();
+        assert_eq!(e.key, "locks.ttl");
+        let e = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://h\"\nkey_prefix = \"a b\"\n").unwrap().locks.redis_config().unwrap_err();
+        assert_eq!(e.key, "locks.key_prefix");
+        assert!(parse("[locks]\nbackend = \"memory\"\n").unwrap().locks.redis_config().unwrap().is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use popgate_auth::{Directory, PasswdFile};
-use popgate_lock::{MailboxLocks, MemoryLocks};
+use popgate_lock::{MailboxLocks, MemoryLocks, RedisLocks};
 use popgate_metrics::{Exporter, Metrics, ServeState, ServerReadiness};
 use popgate_server::limits::{Limits, LimitsConfig};
 use popgate_server::tls::TlsProvider;
@@ -112,9 +112,13 @@ fn session_config(config: &Config) -> SessionConfig {
     }
 }
 
-fn build_locks(config: &Config) -> Arc<dyn MailboxLocks> {
-    match config.locks.backend {
-        config::LockBackend::Memory => Arc::new(MemoryLocks::new()),
+/// Inside the runtime: the Redis client spawns its connection task there.
+/// It connects on first use, so popgate starts while Redis is down (logins
+/// answer [SYS/TEMP] and /readyz fails until it is back).
+fn build_locks(config: &Config) -> Result<Arc<dyn MailboxLocks>, ConfigError> {
+    match config.locks.redis_config()? {
+        None => Ok(Arc::new(MemoryLocks::new())),
+        Some(redis) => Ok(Arc::new(RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?)),
     }
 }
 
@@ -169,7 +173,7 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     let server = Server::new(Shared {
         config: session_config(&config),
         tenants,
-        locks: build_locks(&config),
+        locks: build_locks(&config)?,
         observer: metrics.clone(),
         limits: Limits::new(LimitsConfig {
             max_connections: config.server.max_connections,
@@ -183,7 +187,7 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     if let (Some(tcp), Some(m)) = (metrics_tcp, &config.metrics) {
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(address = %local, "serving metrics");
-        let readiness = Arc::new(ServerReadiness::new(server.shared().clone(), serve_state.clone()));
+        let readiness = Arc::new(ServerReadiness::of(server.shared(), serve_state.clone()));
         tokio::spawn(Exporter::new(metrics, readiness).bearer_token(m.bearer_token.clone()).serve(tcp));
     }
     serve_state.set_listening();
