@@ -26,7 +26,7 @@ pub fn base64_encode(input: &[u8]) -> String {
 
 /// Strict base64 (RFC 4648, padded). `None` on any invalid input.
 pub fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
-    if input.len() % 4 != 0 {
+    if !input.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| -> Option<u32> {

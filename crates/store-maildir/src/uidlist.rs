@@ -369,7 +369,6 @@ mod tests {
         assert_eq!(list.add("y"), Some(2));
         list.next_uid = u32::MAX;
         assert_eq!(list.add("z"), None);
-        list.records.pop();
         list.records[0].set_ext(b'W', "10");
         list.records[0].set_ext(b'W', "11");
         assert_eq!(list.records[0].ext, [(b'W', "11".to_owned())]);
