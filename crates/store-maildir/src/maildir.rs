@@ -185,7 +185,12 @@ impl Maildir {
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
             if let Some(&first) = seen.get(f.base()) {
-                warn!(first = %files[first].name, second = %f.name, "two files share one base name; using the first");
+                // A file just moved from new/ is listed in cur/ again: the
+                // same file, not a clash.
+                let same_file = files[first].dir == f.dir && files[first].name == f.name;
+                if !same_file {
+                    warn!(first = %files[first].name, second = %f.name, "two files share one base name; using the first");
+                }
                 keep[i] = false;
             } else {
                 seen.insert(f.base(), i);
