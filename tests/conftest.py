@@ -143,7 +143,15 @@ class Popgate:
             self.passwd[tenant] = path
 
         self.server = merged(
-            {"hostname": "pop.test", "auth_failure_delay": "100ms", "shutdown_grace": "5s", "log_level": "info"},
+            {
+                "hostname": "pop.test",
+                "auth_failure_delay": "100ms",
+                # The brute-force penalty (2s doubling by default) is tested on its own.
+                "auth_penalty": "10ms",
+                "auth_penalty_max": "50ms",
+                "shutdown_grace": "5s",
+                "log_level": "info",
+            },
             server,
         )
         self.listener = merged(
@@ -287,11 +295,13 @@ class Popgate:
         assert len(new) == 1, f"deliver made {new} in {self.maildir(user)}"
         return uidl, self.message_path(user, new.pop())
 
-    def drop(self, user: str, message: bytes, sizes: bool = False, name: str | None = None) -> str:
+    def drop(self, user: str, message: bytes, sizes: bool = False, name: str | None = None, cur: bool = False) -> str:
         """Puts a file into the Maildir's new/ as an MTA (or Dovecot's LDA)
         would: written in tmp/, renamed into new/. The name is Dovecot-style,
         `<secs>.M<usecs>P<pid>.<host>`, with `,S=<size>,W=<pop3 size>` when
-        `sizes` is set. Names sort in the order of the calls."""
+        `sizes` is set. Names sort in the order of the calls. With `cur`, the
+        file goes to cur/ as `<name>:2,S` (seen by an IMAP client). Returns
+        the base name."""
         md = self.maildir(user)
         for sub in ("tmp", "new", "cur"):
             (md / sub).mkdir(parents=True, exist_ok=True)
@@ -302,7 +312,7 @@ class Popgate:
                 name += f",S={len(message)},W={len(crlf(message))}"
         tmp = md / "tmp" / name
         tmp.write_bytes(message)
-        os.rename(tmp, md / "new" / name)
+        os.rename(tmp, md / "cur" / f"{name}:2,S" if cur else md / "new" / name)
         return name
 
     def files(self, user: str) -> list[str]:

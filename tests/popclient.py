@@ -187,12 +187,12 @@ class Pop3:
 
     def rest_until_eof(self) -> bytes:
         """Everything the server still sends before it closes; fails on timeout."""
-        data = bytes(self.buf)
+        data = bytearray(self.buf)
         self.buf.clear()
         while True:
-            chunk = self.sock.recv(65536)
+            chunk = self.sock.recv(256 * 1024)
             if not chunk:
-                return data
+                return bytes(data)
             data += chunk
 
     def lines_until_eof(self) -> list[bytes]:

@@ -41,6 +41,8 @@ BAD = {
     "bad listen address": (dict(listener={"address": "127.0.0.1:port"}), "listeners[0].address"),
     "unknown store kind": (dict(tenants={"acme": {"store": {"kind": "mbox", "path": "/x/%n"}}}), "mbox"),
     "bad log level": (dict(server={"log_level": "loud=[["}), "server.log_level"),
+    "bad expire": (dict(tenants={"acme": {"expire": "sometimes"}}), "expire"),
+    "session cap of zero": (dict(tenants={"acme": {"max_sessions": 0}}), "max_sessions"),
 }
 
 
@@ -160,3 +162,24 @@ def test_environment_errors_name_the_key(popgate):
     r = srv.check_config(env={"POPGATE_SERVER__MAX_BAD_COMMANDS": "0"})
     assert r.returncode == 2
     assert b"max_bad_commands" in r.stderr, r.stderr
+    # A misspelt variable is an error, not silently ignored.
+    r = srv.check_config(env={"POPGATE_SERVER__HOSTNMAE": "pop.example"})
+    assert r.returncode == 2
+    assert b"hostnmae" in r.stderr, r.stderr
+    r = srv.check_config(env={"POPGATE_SERVER__HOSTNAME": "two words"})
+    assert r.returncode == 2
+    assert b"server.hostname" in r.stderr, r.stderr
+
+
+def test_whole_login_template(popgate):
+    """`%u` in a store path: the whole login names the Maildir."""
+    srv = popgate(start=False)
+    srv.tenants[1]["store"] = {"kind": "maildir", "path": f"{srv.root}/globex/%u/Maildir"}
+    srv.write_config()
+    srv.start()
+    uidl = srv.deliver("bob@globex.example", b"Subject: u\n\n")
+    md = srv.root / "globex" / "bob@globex.example" / "Maildir"
+    assert [p.name for p in md.glob("*/*") if p.parent.name in ("new", "cur")], list(md.glob("**/*"))
+    with srv.session("BOB@globex.example", "globex-secret") as c:
+        assert c.listing("UIDL") == [b"1 " + uidl.encode()]
+        assert c.retr(1)[1] == b"Subject: u\r\n\r\n"

@@ -135,6 +135,27 @@ def test_a_message_removed_behind_the_sessions_back(server):
     assert server.bases(USER) == set()
 
 
+def test_many_messages(server):
+    """3000 messages: listings past the response buffer, half of them deleted."""
+    msgs = [b"Subject: %d\n\n%s\n" % (i, b"x" * (i % 97)) for i in range(3000)]
+    names = [server.drop(USER, m, sizes=(i % 2 == 0)) for i, m in enumerate(msgs)]
+    with server.session(USER) as c:
+        assert c.cmd("STAT") == b"+OK 3000 %d" % sum(len(crlf(m)) for m in msgs)
+        assert c.listing("LIST") == [b"%d %d" % (i + 1, len(crlf(m))) for i, m in enumerate(msgs)]
+        uidls = c.listing("UIDL")
+        assert len(uidls) == 3000 and len({u.split()[1] for u in uidls}) == 3000
+        c.send("".join(f"DELE {n}\r\n" for n in range(1, 3001, 2)))
+        for _ in range(1500):
+            assert c.line().startswith(b"+OK")
+        assert c.cmd("STAT").startswith(b"+OK 1500 ")
+        assert c.cmd("QUIT").startswith(b"+OK")
+    assert server.bases(USER) == set(names[1::2])
+    with server.session(USER) as c:
+        assert c.listing("UIDL") == [b"%d %s" % (i + 1, u.split()[1]) for i, u in enumerate(uidls[1::2])]
+        _, body = c.retr(1500)
+        assert body == crlf(msgs[2999])
+
+
 def _wait_unlocked(server, user=USER):
     """Waits until the server noticed the closed session: a new login gets in."""
     deadline = time.monotonic() + 10

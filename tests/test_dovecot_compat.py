@@ -41,6 +41,7 @@ def fill(srv, user):
     srv.drop(user, b"Subject: dropped, CRLF, no sizes\r\n\r\nhello\r\n")
     srv.drop(user, b"Subject: dropped, with sizes\n\nsized\n", sizes=True)
     srv.drop(user, b"Subject: dropped, no final newline\n\nlast")
+    srv.drop(user, b"Subject: already in cur, seen\n\nread by IMAP\n", cur=True)
 
 
 def more(srv, user):
@@ -56,17 +57,17 @@ def test_same_listing_whichever_opens_first(server):
 
     # Copy A: popgate first, then Dovecot.
     pg_a, bodies_a = popgate_listing(server, A)
-    assert len(pg_a) == 7
+    assert len(pg_a) == 8
     assert dovecot_listing(str(md_a)) == pg_a
-    assert dovecot_bodies(md_a, 7) == bodies_a
+    assert dovecot_bodies(md_a, 8) == bodies_a
     assert popgate_listing(server, A) == (pg_a, bodies_a)
 
     # Copy B: Dovecot first, then popgate.
     dc_b = dovecot_listing(str(md_b))
-    assert len(dc_b) == 7
+    assert len(dc_b) == 8
     pg_b, bodies_b = popgate_listing(server, B)
     assert pg_b == dc_b
-    assert dovecot_bodies(md_b, 7) == bodies_b
+    assert dovecot_bodies(md_b, 8) == bodies_b
     assert dovecot_listing(str(md_b)) == dc_b
 
     # The same messages in the same order with the same sizes on both copies
@@ -79,10 +80,10 @@ def test_same_listing_whichever_opens_first(server):
     for user, md, first in ((A, md_a, pg_a), (B, md_b, pg_b)):
         more(server, user)
         pg, bodies = popgate_listing(server, user)
-        assert pg[:7] == first
-        assert len(pg) == 9
+        assert pg[:8] == first
+        assert len(pg) == 10
         assert dovecot_listing(str(md)) == pg
-        assert dovecot_bodies(md, 9) == bodies
+        assert dovecot_bodies(md, 10) == bodies
 
 
 def test_deletion_by_one_is_seen_by_the_other(server):

@@ -3,11 +3,15 @@
 
 import hashlib
 import os
+import random
+import subprocess
 import time
 
 import pytest
 
-from popclient import Pop3, crlf, status_size, wire_body
+from conftest import POPGATE_BIN, clean_env
+
+from popclient import Pop3, crlf, status_size, top_body, wire_body
 
 USER = "bob@acme.example"
 
@@ -46,6 +50,33 @@ def test_message_shapes(server, how):
             status = c.cmd(f"RETR {n}")
             assert status_size(status) == len(crlf(stored)), shape
             assert c.body() == wire_body(stored), shape
+            for k in (0, 1):
+                assert c.cmd(f"TOP {n} {k}").startswith(b"+OK"), shape
+                assert c.body() == top_body(stored, k), (shape, k)
+
+
+def test_line_endings_across_read_chunks(server):
+    """A 3 MB message whose CR, LF, CRLF, lone CRs and leading dots fall on
+    every offset of the server's read chunks."""
+    rng = random.Random(1939)
+    parts = [b"Subject: chunks\r\n\r\n"]
+    size = 0
+    while size < 3 * 1024 * 1024:
+        line = (b"." if rng.random() < 0.2 else b"") + b"y" * rng.randrange(0, 300)
+        if rng.random() < 0.05:
+            line += b"\r" + b"z" * rng.randrange(0, 3)  # a lone CR inside the line
+        line += rng.choice([b"\r\n", b"\n"])
+        parts.append(line)
+        size += len(line)
+    msg = b"".join(parts)
+    server.drop(USER, msg)
+    with server.session(USER) as c:
+        assert c.cmd("LIST 1") == b"+OK 1 %d" % len(crlf(msg))
+        status, body = c.retr(1)
+        assert status_size(status) == len(crlf(msg))
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(wire_body(msg)).hexdigest()
+        assert c.cmd("TOP 1 5000").startswith(b"+OK")
+        assert c.body() == top_body(msg, 5000)
 
 
 def big_message(path, size):
@@ -111,6 +142,7 @@ def test_50mb_message_streams_in_flat_memory(popgate):
         assert sha.hexdigest() == digest
         assert c.cmd("QUIT").startswith(b"+OK")
     growth_mb = (srv.memory_kb("VmHWM") - hwm_before) / 1024
+    print(f"peak RSS growth: {growth_mb:.1f} MB (from {hwm_before / 1024:.1f} MB)")
     assert growth_mb < 20, f"server peak RSS grew by {growth_mb:.1f} MB for a 50 MB message"
 
 
@@ -142,4 +174,46 @@ def test_50mb_message_read_slowly_server_stays_responsive(popgate):
         assert sha.hexdigest() == digest
         assert c.cmd("NOOP") == b"+OK"
     growth_mb = (srv.memory_kb("VmHWM") - hwm_before) / 1024
+    print(f"peak RSS growth: {growth_mb:.1f} MB (from {hwm_before / 1024:.1f} MB)")
     assert growth_mb < 20, f"server peak RSS grew by {growth_mb:.1f} MB for a 50 MB message"
+
+
+def deliver_peak_rss(server, path):
+    """`popgate deliver` with the file on stdin: (exit code, stdout, stderr, peak RSS in kB)."""
+    with open(path, "rb") as stdin:
+        proc = subprocess.Popen(
+            [POPGATE_BIN, "deliver", "--config", str(server.config_path), "--user", "big@acme.example"],
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(),
+        )
+        out, err = proc.stdout.read(), proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    return os.waitstatus_to_exitcode(status), out, err, usage.ru_maxrss
+
+
+def test_50mb_delivery_streams_in_flat_memory(server, tmp_path):
+    """`popgate deliver` of a 50 MB message: stored whole, read back whole,
+    and the deliver process never holds the message in memory."""
+    small = tmp_path / "small.eml"
+    small.write_bytes(b"Subject: small\n\n")
+    rc, _, err, baseline = deliver_peak_rss(server, small)
+    assert rc == 0, err
+    src = tmp_path / "big.eml"
+    pop3_size, digest = big_message(src, 50 * 1024 * 1024)
+    rc, out, err, peak = deliver_peak_rss(server, src)
+    assert rc == 0, err
+    growth_mb = (peak - baseline) / 1024
+    print(f"deliver peak RSS: {baseline / 1024:.1f} MB for a tiny message, {peak / 1024:.1f} MB for 50 MB")
+    assert growth_mb < 20, f"deliver peaked {growth_mb:.1f} MB higher for a 50 MB message"
+    uidl = out.decode().strip()
+    md = server.maildir("big@acme.example")
+    stored = [md / f for f in server.files("big@acme.example")]
+    assert len(stored) == 2
+    big = [p for p in stored if p.stat().st_size == src.stat().st_size]
+    assert len(big) == 1 and big[0].read_bytes() == src.read_bytes()
+    with server.session("big@acme.example") as c:
+        assert c.cmd("UIDL 2") == b"+OK 2 " + uidl.encode()
+        assert c.cmd("LIST 2") == b"+OK 2 %d" % pop3_size
+        assert status_size(c.cmd("RETR 2")) == pop3_size
+        sha = hashlib.sha256()
+        got, complete = read_body_hashing(c, sha)
+        assert complete and got == pop3_size and sha.hexdigest() == digest

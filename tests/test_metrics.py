@@ -18,6 +18,7 @@ import pytest
 
 from conftest import free_port
 from popclient import Pop3
+from test_redis_locks import locks_toml, private_redis  # noqa: F401  (a fixture)
 
 BOB = "bob@acme.example"
 DAVE = "dave@acme.example"
@@ -40,6 +41,7 @@ def metrics_server(popgate, token: str | None = None, **kw):
         toml += f'bearer_token = "{token}"\n'
     srv = popgate(extra_toml=toml, **kw)
     srv.metrics_port = port
+    srv.metrics_headers = {"Authorization": f"Bearer {token}"} if token else {}
     return srv
 
 
@@ -54,7 +56,7 @@ def http_get(port: int, path: str, headers: dict | None = None) -> tuple[int, di
 
 
 def scrape_text(srv, headers: dict | None = None) -> str:
-    status, head, body = http_get(srv.metrics_port, "/metrics", headers)
+    status, head, body = http_get(srv.metrics_port, "/metrics", srv.metrics_headers if headers is None else headers)
     assert status == 200, (status, body)
     assert head["content-type"] == "text/plain; version=0.0.4", head
     return body
@@ -95,16 +97,23 @@ def deltas(before: dict, after: dict, prefix: str) -> dict[str, float]:
     return out
 
 
-def settle(srv, sessions: float, deadline: float = 15.0) -> dict[str, float]:
-    """Scrapes until every session has ended and `sessions` sessions ended in
-    total: the server records a session after the client saw it close."""
+def ended(s: dict) -> float:
+    return sum(v for k, v in s.items() if k.startswith("popgate_sessions_total{"))
+
+
+def quiesce(srv, more: float | None = None, since: dict | None = None, deadline: float = 15.0) -> dict[str, float]:
+    """Scrapes until no session is open and every accepted connection's
+    session has ended (and, with `more`, that many more sessions ended than
+    in `since`): the server records a session after its client saw it close."""
     end = time.monotonic() + deadline
     while True:
         s = scrape(srv)
-        ended = sum(v for k, v in s.items() if k.startswith("popgate_sessions_total{"))
-        if s["popgate_sessions_active"] == 0 and ended == sessions:
+        done = s["popgate_sessions_active"] == 0 and ended(s) == s["popgate_connections_accepted_total"]
+        if more is not None:
+            done = done and ended(s) - ended(since) == more
+        if done:
             return s
-        assert time.monotonic() < end, f"sessions did not settle: active={s['popgate_sessions_active']}, ended={ended}"
+        assert time.monotonic() < end, f"sessions did not settle: {s}"
         time.sleep(0.05)
 
 
@@ -155,7 +164,7 @@ def test_sessions_move_the_counters_by_exactly_what_happened(popgate):
     srv.drop(BOB, SMALL)
     srv.drop(BOB, BIG)
     srv.drop(DAVE, SMALL)
-    before = scrape(srv)
+    before = quiesce(srv)
     assert [v for k, v in before.items() if k.startswith('popgate_build_info{version="')] == [1]
     assert before["popgate_sessions_active"] == 0
     acme_bytes = 0
@@ -194,7 +203,7 @@ def test_sessions_move_the_counters_by_exactly_what_happened(popgate):
     acme_bytes += quit_and_drain(e2)
     acme_bytes += quit_and_drain(e1)
 
-    after = settle(srv, sum(v for k, v in before.items() if k.startswith("popgate_sessions_total{")) + 6)
+    after = quiesce(srv, more=6, since=before)
 
     assert deltas(before, after, "popgate_connections_accepted_total") == {"popgate_connections_accepted_total": 6}
     assert deltas(before, after, "popgate_sessions_total") == {key("popgate_sessions_total", outcome="quit"): 6}
@@ -265,7 +274,7 @@ def test_promtool_accepts_the_exposition(popgate):
         c.rest_until_eof()
     with srv.connect() as c:
         assert c.login(BOB, "nope").startswith(b"-ERR")
-    settle(srv, 2)
+    quiesce(srv)
     text = scrape_text(srv)
     assert "# TYPE popgate_session_duration_seconds histogram" in text
     assert promtool_check(text).strip() == ""
@@ -311,6 +320,13 @@ def test_bearer_token_from_the_environment(popgate):
     assert http_get(srv.metrics_port, "/metrics", {"Authorization": "Bearer from-env"})[0] == 200
 
 
+def test_a_bad_bearer_token_is_a_configuration_error(popgate):
+    srv = popgate(extra_toml='\n[metrics]\naddress = "127.0.0.1:9"\nbearer_token = "two words"\n', start=False)
+    r = srv.check_config()
+    assert r.returncode == 2, r
+    assert "metrics.bearer_token" in r.stderr.decode(), r.stderr
+
+
 def test_metrics_port_taken_stops_the_start(popgate):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -340,11 +356,54 @@ def test_readyz_turns_503_while_draining(popgate):
         assert body == "not ready: draining\n"
         # The process is alive and the open session still served while draining.
         assert http_get(srv.metrics_port, "/healthz")[0] == 200
-        assert scrape(srv)["popgate_sessions_active"] == 1
+        assert scrape(srv)["popgate_sessions_active"] >= 1
         assert c.cmd("NOOP").startswith(b"+OK")
         assert c.cmd("QUIT").startswith(b"+OK")
         c.rest_until_eof()
     assert srv.proc.wait(timeout=30) == 0
+
+
+def test_readyz_turns_503_while_redis_is_away(popgate, private_redis):
+    port = free_port()
+    srv = popgate(
+        extra_toml=locks_toml(private_redis.url, "pgtest-readyz") + f'\n[metrics]\naddress = "127.0.0.1:{port}"\n'
+    )
+
+    def wait_ready(want: int, deadline: float = 20.0) -> str:
+        end = time.monotonic() + deadline
+        while True:
+            status, _, body = http_get(port, "/readyz")
+            if status == want:
+                return body
+            assert time.monotonic() < end, (status, body)
+            time.sleep(0.1)
+
+    assert wait_ready(200) == "ready\n"
+    private_redis.stop()
+    assert wait_ready(503) == "not ready: locks (redis)\n"
+    assert http_get(port, "/healthz")[0] == 200
+    private_redis.start()
+    assert wait_ready(200) == "ready\n"
+
+
+def test_a_lock_lost_mid_session_is_counted(popgate, private_redis):
+    port = free_port()
+    srv = popgate(
+        extra_toml=locks_toml(private_redis.url, "pgtest-lost", ttl="2s")
+        + f'\n[metrics]\naddress = "127.0.0.1:{port}"\n'
+    )
+    srv.metrics_port, srv.metrics_headers = port, {}
+    before = quiesce(srv)
+    c = srv.session(BOB)
+    # A restart without persistence forgets the lock; the renewal notices.
+    private_redis.stop()
+    private_redis.start()
+    assert c.line() == b"-ERR [SYS/TEMP] Mailbox lock lost; no messages were deleted."
+    c.rest_until_eof()
+    c.close()
+    after = quiesce(srv, more=1, since=before)
+    assert deltas(before, after, "popgate_locks_lost_total") == {key("popgate_locks_lost_total", tenant="acme"): 1}
+    assert deltas(before, after, "popgate_sessions_total") == {key("popgate_sessions_total", outcome="lock_lost"): 1}
 
 
 def test_a_real_prometheus_scrapes_popgate(popgate, tmp_path):
@@ -356,7 +415,7 @@ def test_a_real_prometheus_scrapes_popgate(popgate, tmp_path):
         c.retr(1)
         assert c.cmd("QUIT").startswith(b"+OK")
         c.rest_until_eof()
-    settle(srv, 1)
+    quiesce(srv)
 
     prom_port = free_port()
     config = tmp_path / "prometheus.yml"

@@ -45,7 +45,8 @@ def test_auth_plain_hashed_passwords_and_authzid(server):
         assert c.cmd("AUTH PLAIN " + plain_ir(USER, "secret", authzid="alice@acme.example")) == AUTH_FAILED
 
 
-def test_auth_plain_wrong_password_is_the_usual_failure(server):
+def test_auth_plain_wrong_password_is_the_usual_failure(popgate):
+    server = popgate(server={"max_auth_failures": 10})
     with server.connect() as c:
         assert c.cmd("AUTH PLAIN " + plain_ir(USER, "wrong")) == AUTH_FAILED
         assert c.cmd("AUTH PLAIN " + plain_ir("nobody@acme.example", "secret")) == AUTH_FAILED

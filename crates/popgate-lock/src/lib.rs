@@ -112,7 +112,9 @@ impl MailboxLocks for MemoryLocks {
         let previous = self
             .inner
             .next_fence
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some((f + 1).max(now)))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                Some((f + 1).max(now))
+            })
             .unwrap_or_else(|f| f);
         let fence = (previous + 1).max(now);
         held.insert(key.to_owned(), fence);

@@ -38,7 +38,13 @@ fn unique_prefix() -> String {
 
 async fn raw(url: &str) -> Option<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(url).ok()?;
-    tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await.ok()?.ok()
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()
 }
 
 /// The shared Redis, or `None` (skipped) when it is not there.
@@ -77,7 +83,9 @@ async fn get(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acquire_in_use_release() {
-    let Some((url, mut conn)) = shared().await else { return };
+    let Some((url, mut conn)) = shared().await else {
+        return;
+    };
     let prefix = unique_prefix();
     // Two instances stand for two popgate processes.
     let a = RedisLocks::new(&config(&url, &prefix, Duration::from_secs(30))).unwrap();
@@ -90,12 +98,24 @@ async fn acquire_in_use_release() {
     let key = a.lock_key("acme/bob@acme.example");
     assert_eq!(key, format!("{prefix}:{{acme/bob@acme.example}}:lock"));
     let token = get(&mut conn, &key).await.expect("lock key set");
-    assert!(token.starts_with(&format!("{}:{}-", held.fence(), a.instance())), "{token}");
+    assert!(
+        token.starts_with(&format!("{}:{}-", held.fence(), a.instance())),
+        "{token}"
+    );
     let pttl: i64 = conn.pttl(&key).await.unwrap();
     assert!(pttl > 25_000 && pttl <= 30_000, "{pttl}");
 
-    assert!(matches!(b.acquire("acme/bob@acme.example").await, Err(LockError::InUse)));
-    assert!(matches!(a.acquire("acme/bob@acme.example").await, Err(LockError::InUse)), "exclusive within a process too");
+    assert!(matches!(
+        b.acquire("acme/bob@acme.example").await,
+        Err(LockError::InUse)
+    ));
+    assert!(
+        matches!(
+            a.acquire("acme/bob@acme.example").await,
+            Err(LockError::InUse)
+        ),
+        "exclusive within a process too"
+    );
     let other = b.acquire("acme/alice@acme.example").await.unwrap();
     held.verify().await.unwrap();
     assert!(!*held.lost().borrow());
@@ -104,14 +124,21 @@ async fn acquire_in_use_release() {
     held.release().await;
     assert_eq!(get(&mut conn, &key).await, None, "release deletes the key");
     let again = b.acquire("acme/bob@acme.example").await.unwrap();
-    assert!(again.fence() > first, "fences grow: {} then {}", first, again.fence());
+    assert!(
+        again.fence() > first,
+        "fences grow: {} then {}",
+        first,
+        again.fence()
+    );
     again.release().await;
     other.release().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fence_grows_even_when_the_fence_key_is_lost() {
-    let Some((url, mut conn)) = shared().await else { return };
+    let Some((url, mut conn)) = shared().await else {
+        return;
+    };
     let prefix = unique_prefix();
     let locks = RedisLocks::new(&config(&url, &prefix, Duration::from_secs(30))).unwrap();
     let mailbox = "t/carol";
@@ -127,15 +154,28 @@ async fn fence_grows_even_when_the_fence_key_is_lost() {
     let stored: u64 = conn.get(&fence_key).await.unwrap();
     assert_eq!(stored, last);
     let ttl: i64 = conn.ttl(&fence_key).await.unwrap();
-    assert!(ttl > 29 * 24 * 3600, "the fence key has an idle expiry: {ttl}");
+    assert!(
+        ttl > 29 * 24 * 3600,
+        "the fence key has an idle expiry: {ttl}"
+    );
     // Fences are at least Redis's clock in µs: about now.
-    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
-    assert!(last.abs_diff(now_us) < 60_000_000, "fence {last} vs now {now_us}");
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    assert!(
+        last.abs_diff(now_us) < 60_000_000,
+        "fence {last} vs now {now_us}"
+    );
 
     // Lose the counter (a restart without persistence, an eviction).
     let _: () = conn.del(&fence_key).await.unwrap();
     let g = locks.acquire(mailbox).await.unwrap();
-    assert!(g.fence() > last, "after losing the fence key: {} <= {last}", g.fence());
+    assert!(
+        g.fence() > last,
+        "after losing the fence key: {} <= {last}",
+        g.fence()
+    );
     last = g.fence();
     g.release().await;
 
@@ -149,7 +189,9 @@ async fn fence_grows_even_when_the_fence_key_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_keeps_the_lock_past_its_ttl() {
-    let Some((url, mut conn)) = shared().await else { return };
+    let Some((url, mut conn)) = shared().await else {
+        return;
+    };
     let prefix = unique_prefix();
     let ttl = Duration::from_secs(1);
     let a = RedisLocks::new(&config(&url, &prefix, ttl)).unwrap();
@@ -168,7 +210,9 @@ async fn renewal_keeps_the_lock_past_its_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_taken_over_is_lost_and_its_release_spares_the_new_owner() {
-    let Some((url, mut conn)) = shared().await else { return };
+    let Some((url, mut conn)) = shared().await else {
+        return;
+    };
     let prefix = unique_prefix();
     let ttl = Duration::from_secs(1);
     let a = RedisLocks::new(&config(&url, &prefix, ttl)).unwrap();
@@ -186,20 +230,37 @@ async fn a_lock_taken_over_is_lost_and_its_release_spares_the_new_owner() {
 
     // Before the renewal task notices: verify asks Redis and refuses.
     assert!(matches!(old.verify().await, Err(LockError::Unavailable(_))));
-    assert!(*lost.borrow_and_update(), "a failed verify reports the loss");
+    assert!(
+        *lost.borrow_and_update(),
+        "a failed verify reports the loss"
+    );
 
     // The renewal task of a second stale holder notices on its own.
     let stale = a.acquire("t/frank").await.unwrap();
     let mut stale_lost = stale.lost();
-    let _: () = conn.set(a.lock_key("t/frank"), "1:someone-else").await.unwrap();
-    tokio::time::timeout(ttl * 2, stale_lost.wait_for(|&l| l)).await.expect("lost within the ttl").unwrap();
+    let _: () = conn
+        .set(a.lock_key("t/frank"), "1:someone-else")
+        .await
+        .unwrap();
+    tokio::time::timeout(ttl * 2, stale_lost.wait_for(|&l| l))
+        .await
+        .expect("lost within the ttl")
+        .unwrap();
     assert!(stale.verify().await.is_err());
     stale.release().await;
-    assert_eq!(get(&mut conn, &a.lock_key("t/frank")).await.as_deref(), Some("1:someone-else"), "never deletes another owner's lock");
+    assert_eq!(
+        get(&mut conn, &a.lock_key("t/frank")).await.as_deref(),
+        Some("1:someone-else"),
+        "never deletes another owner's lock"
+    );
 
     // The stale holder's release deletes nothing; renewals never extended it.
     old.release().await;
-    assert_eq!(get(&mut conn, &key).await, Some(new_token), "the new owner's lock is intact");
+    assert_eq!(
+        get(&mut conn, &key).await,
+        Some(new_token),
+        "the new owner's lock is intact"
+    );
     new.verify().await.unwrap();
     new.release().await;
     assert_eq!(get(&mut conn, &key).await, None);
@@ -208,18 +269,27 @@ async fn a_lock_taken_over_is_lost_and_its_release_spares_the_new_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_guard_releases_in_the_background() {
-    let Some((url, mut conn)) = shared().await else { return };
+    let Some((url, mut conn)) = shared().await else {
+        return;
+    };
     let prefix = unique_prefix();
     let locks = RedisLocks::new(&config(&url, &prefix, Duration::from_secs(30))).unwrap();
     let key = locks.lock_key("t/gina");
     drop(locks.acquire("t/gina").await.unwrap());
-    assert!(wait_until(Duration::from_secs(5), async || get(&mut conn, &key).await.is_none()).await);
+    assert!(
+        wait_until(Duration::from_secs(5), async || get(&mut conn, &key)
+            .await
+            .is_none())
+        .await
+    );
     locks.acquire("t/gina").await.unwrap().release().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_wait_gets_a_mailbox_released_meanwhile() {
-    let Some((url, _conn)) = shared().await else { return };
+    let Some((url, _conn)) = shared().await else {
+        return;
+    };
     let prefix = unique_prefix();
     let holder = RedisLocks::new(&config(&url, &prefix, Duration::from_secs(30))).unwrap();
     let mut patient = config(&url, &prefix, Duration::from_secs(30));
@@ -230,12 +300,18 @@ async fn a_short_wait_gets_a_mailbox_released_meanwhile() {
     let hasty = RedisLocks::new(&hasty).unwrap();
 
     let held = holder.acquire("t/hank").await.unwrap();
-    assert!(matches!(hasty.acquire("t/hank").await, Err(LockError::InUse)));
+    assert!(matches!(
+        hasty.acquire("t/hank").await,
+        Err(LockError::InUse)
+    ));
     let releaser = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         held.release().await;
     });
-    let got = patient.acquire("t/hank").await.expect("acquired after the holder released");
+    let got = patient
+        .acquire("t/hank")
+        .await
+        .expect("acquired after the holder released");
     releaser.await.unwrap();
     got.release().await;
 }
@@ -243,7 +319,9 @@ async fn a_short_wait_gets_a_mailbox_released_meanwhile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acquire_latency() {
     // A measurement, printed (cargo test -- --nocapture), not asserted.
-    let Some((url, _conn)) = shared().await else { return };
+    let Some((url, _conn)) = shared().await else {
+        return;
+    };
     let prefix = unique_prefix();
     let locks = RedisLocks::new(&config(&url, &prefix, Duration::from_secs(30))).unwrap();
     locks.ping().await.unwrap();
@@ -281,13 +359,22 @@ struct PrivateRedis {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl PrivateRedis {
     /// Starts one, or `None` (skipped) without `redis-server`.
     async fn start(extra: &[&str]) -> Option<PrivateRedis> {
-        if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
             skip("redis-server is not installed");
             return None;
         }
@@ -308,7 +395,16 @@ impl PrivateRedis {
     async fn restart(&mut self) {
         self.stop();
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.args)
@@ -319,7 +415,10 @@ impl PrivateRedis {
         self.child = Some(child);
         let port = self.port;
         assert!(
-            wait_until(Duration::from_secs(10), async || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()).await,
+            wait_until(Duration::from_secs(10), async || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            })
+            .await,
             "private redis-server did not start on port {port}"
         );
     }
@@ -340,7 +439,9 @@ impl Drop for PrivateRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_unavailable_and_a_restart_works_again() {
-    let Some(mut server) = PrivateRedis::start(&[]).await else { return };
+    let Some(mut server) = PrivateRedis::start(&[]).await else {
+        return;
+    };
     let ttl = Duration::from_secs(2);
     let locks = RedisLocks::new(&config(&server.url(), "pg", ttl)).unwrap();
     let held = locks.acquire("t/ivan").await.unwrap();
@@ -349,15 +450,27 @@ async fn redis_down_is_unavailable_and_a_restart_works_again() {
     server.stop();
     // Unreachable for longer than the ttl minus the margin: lost.
     let t = Instant::now();
-    tokio::time::timeout(ttl * 3, lost.wait_for(|&l| l)).await.expect("lost while Redis is down").unwrap();
-    eprintln!("lock reported lost {:?} after Redis stopped (ttl {ttl:?})", t.elapsed());
+    tokio::time::timeout(ttl * 3, lost.wait_for(|&l| l))
+        .await
+        .expect("lost while Redis is down")
+        .unwrap();
+    eprintln!(
+        "lock reported lost {:?} after Redis stopped (ttl {ttl:?})",
+        t.elapsed()
+    );
     assert!(held.verify().await.is_err());
 
     // Login while Redis is down: Unavailable, quickly, never a lock.
     for _ in 0..3 {
         let t = Instant::now();
-        let r = tokio::time::timeout(Duration::from_secs(10), locks.acquire("t/judy")).await.expect("acquire must not hang");
-        assert!(matches!(r, Err(LockError::Unavailable(_))), "{:?}", r.as_ref().err());
+        let r = tokio::time::timeout(Duration::from_secs(10), locks.acquire("t/judy"))
+            .await
+            .expect("acquire must not hang");
+        assert!(
+            matches!(r, Err(LockError::Unavailable(_))),
+            "{:?}",
+            r.as_ref().err()
+        );
         eprintln!("acquire with Redis down failed after {:?}", t.elapsed());
     }
     assert!(locks.ping().await.is_err());
@@ -384,7 +497,9 @@ async fn redis_down_is_unavailable_and_a_restart_works_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_session_loses_the_lock() {
-    let Some(mut server) = PrivateRedis::start(&[]).await else { return };
+    let Some(mut server) = PrivateRedis::start(&[]).await else {
+        return;
+    };
     let ttl = Duration::from_secs(3);
     let locks = RedisLocks::new(&config(&server.url(), "pg", ttl)).unwrap();
     let held = locks.acquire("t/kim").await.unwrap();
@@ -392,7 +507,10 @@ async fn redis_restarted_mid_session_loses_the_lock() {
     let mut lost = held.lost();
     // A restart without persistence forgets the lock (and the fence key).
     server.restart().await;
-    tokio::time::timeout(ttl * 2, lost.wait_for(|&l| l)).await.expect("lost after the restart").unwrap();
+    tokio::time::timeout(ttl * 2, lost.wait_for(|&l| l))
+        .await
+        .expect("lost after the restart")
+        .unwrap();
     assert!(held.verify().await.is_err());
     held.release().await;
     let mut next = None;
@@ -404,13 +522,18 @@ async fn redis_restarted_mid_session_loses_the_lock() {
         .await
     );
     let next = next.unwrap();
-    assert!(next.fence() > fence, "the fence still grows after Redis lost its keys");
+    assert!(
+        next.fence() > fence,
+        "the fence still grows after Redis lost its keys"
+    );
     next.release().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_in_the_url_works() {
-    let Some(server) = PrivateRedis::start(&["--requirepass", "s3cret"]).await else { return };
+    let Some(server) = PrivateRedis::start(&["--requirepass", "s3cret"]).await else {
+        return;
+    };
     let good = format!("redis://:s3cret@127.0.0.1:{}", server.port);
     let locks = RedisLocks::new(&config(&good, "pg", Duration::from_secs(5))).unwrap();
     locks.acquire("t/leo").await.unwrap().release().await;
@@ -418,24 +541,97 @@ async fn a_password_in_the_url_works() {
     let bad = format!("redis://:wrong@127.0.0.1:{}", server.port);
     let locks = RedisLocks::new(&config(&bad, "pg", Duration::from_secs(5))).unwrap();
     match locks.acquire("t/leo").await {
-        Err(LockError::Unavailable(e)) => assert!(!e.contains("wrong"), "no password in errors: {e}"),
+        Err(LockError::Unavailable(e)) => {
+            assert!(!e.contains("wrong"), "no password in errors: {e}")
+        }
         other => panic!("{:?}", other.err()),
     }
     let none = RedisLocks::new(&config(&server.url(), "pg", Duration::from_secs(5))).unwrap();
-    assert!(matches!(none.acquire("t/leo").await, Err(LockError::Unavailable(_))));
+    assert!(matches!(
+        none.acquire("t/leo").await,
+        Err(LockError::Unavailable(_))
+    ));
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl").args(args).current_dir(dir).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A CA and a server certificate for 127.0.0.1, made with the openssl tool.
 fn make_certs(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").ok()?;
-    let ok = openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=popgate test CA"])
-        && openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"])
-        && openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext"]);
-    ok.then(|| (dir.join("ca.crt"), dir.join("server.crt"), dir.join("server.key")))
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .ok()?;
+    let ok = openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=popgate test CA",
+        ],
+    ) && openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ) && openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    ok.then(|| {
+        (
+            dir.join("ca.crt"),
+            dir.join("server.crt"),
+            dir.join("server.key"),
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,24 +642,47 @@ async fn rediss_with_a_private_ca() {
         return;
     };
     let tls_port = free_port().to_string();
-    let (ca_s, crt_s, key_s) = (ca.display().to_string(), crt.display().to_string(), key.display().to_string());
+    let (ca_s, crt_s, key_s) = (
+        ca.display().to_string(),
+        crt.display().to_string(),
+        key.display().to_string(),
+    );
     let Some(server) = PrivateRedis::start(&[
-        "--tls-port", &tls_port, "--tls-cert-file", &crt_s, "--tls-key-file", &key_s, "--tls-ca-cert-file", &ca_s, "--tls-auth-clients", "no",
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &crt_s,
+        "--tls-key-file",
+        &key_s,
+        "--tls-ca-cert-file",
+        &ca_s,
+        "--tls-auth-clients",
+        "no",
     ])
     .await
     else {
         return;
     };
-    let mut c = config(&format!("rediss://127.0.0.1:{tls_port}"), "pg", Duration::from_secs(5));
+    let mut c = config(
+        &format!("rediss://127.0.0.1:{tls_port}"),
+        "pg",
+        Duration::from_secs(5),
+    );
     c.tls_ca = Some(std::fs::read(&ca).unwrap());
     let locks = RedisLocks::new(&c).unwrap();
-    let g = tokio::time::timeout(Duration::from_secs(10), locks.acquire("t/mia")).await.unwrap().expect("lock over TLS");
+    let g = tokio::time::timeout(Duration::from_secs(10), locks.acquire("t/mia"))
+        .await
+        .unwrap()
+        .expect("lock over TLS");
     g.verify().await.unwrap();
     g.release().await;
 
     // Without the CA the server is not trusted: Unavailable, not a lock.
     c.tls_ca = None;
     let untrusted = RedisLocks::new(&c).unwrap();
-    assert!(matches!(untrusted.acquire("t/mia").await, Err(LockError::Unavailable(_))));
+    assert!(matches!(
+        untrusted.acquire("t/mia").await,
+        Err(LockError::Unavailable(_))
+    ));
     drop(server);
 }

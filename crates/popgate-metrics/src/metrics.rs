@@ -128,7 +128,7 @@ impl Metrics {
             connections_accepted: counter(
                 &r,
                 "popgate_connections_accepted_total",
-                "TCP connections accepted.",
+                "TCP connections accepted, including those then rejected or failing TLS.",
             ),
             connections_rejected: counter_vec(
                 &r,

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use popgate_server::Shared;
+use popgate_lock::MailboxLocks;
+use popgate_server::{Shared, Tenant};
 
 /// What `/readyz` asks. The binary decides what "ready" means.
 #[async_trait]
@@ -44,18 +45,31 @@ impl ServeState {
 /// Readiness of a POP3 server from its seams: listeners up, not draining,
 /// the lock service, and every tenant's directory and store answer `ping()`.
 pub struct ServerReadiness {
-    shared: Arc<Shared>,
     state: Arc<ServeState>,
+    locks: Arc<dyn MailboxLocks>,
+    tenants: Vec<Arc<Tenant>>,
     ping_timeout: Duration,
 }
 
 impl ServerReadiness {
-    pub fn new(shared: Arc<Shared>, state: Arc<ServeState>) -> Self {
+    pub fn new(
+        state: Arc<ServeState>,
+        locks: Arc<dyn MailboxLocks>,
+        tenants: impl IntoIterator<Item = Arc<Tenant>>,
+    ) -> Self {
+        let mut tenants: Vec<_> = tenants.into_iter().collect();
+        tenants.sort_by(|a, b| a.name.cmp(&b.name));
         ServerReadiness {
-            shared,
             state,
+            locks,
+            tenants,
             ping_timeout: Duration::from_secs(2),
         }
+    }
+
+    /// The checks of a server's shared parts.
+    pub fn of(shared: &Shared, state: Arc<ServeState>) -> Self {
+        Self::new(state, shared.locks.clone(), shared.tenants.iter().cloned())
     }
 
     /// How long one `ping()` may take before it counts as failed (default 2s).
@@ -92,10 +106,10 @@ impl Readiness for ServerReadiness {
         if self.state.is_draining() {
             return Err("draining".into());
         }
-        let locks = &self.shared.locks;
+        let locks = &self.locks;
         self.ping(format!("locks ({})", locks.backend()), locks.ping())
             .await?;
-        for t in self.shared.tenants.iter() {
+        for t in &self.tenants {
             self.ping(format!("directory (tenant {})", t.name), t.directory.ping())
                 .await?;
             self.ping(format!("store (tenant {})", t.name), t.store.ping())
@@ -110,8 +124,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use popgate_auth::{AuthError, Directory, Login, UserInfo};
-    use popgate_lock::{LockError, LockGuard, MailboxLocks};
-    use popgate_server::{SessionConfig, Tenant, Tenants, observer::NoObserver};
+    use popgate_lock::{LockError, LockGuard};
     use popgate_store::{MailStore, MailboxId, Maildrop, MessageStream, StoreError};
 
     use super::*;
@@ -213,15 +226,13 @@ mod tests {
                 hang: hang.clone(),
             }),
         );
-        let shared = Arc::new(Shared {
-            config: SessionConfig::default(),
-            tenants: Tenants::new(vec![tenant]).unwrap(),
-            locks: Arc::new(Locks(locks.clone())),
-            observer: Arc::new(NoObserver),
-        });
         let state = Arc::new(ServeState::default());
-        let ready =
-            ServerReadiness::new(shared, state.clone()).ping_timeout(Duration::from_millis(50));
+        let ready = ServerReadiness::new(
+            state.clone(),
+            Arc::new(Locks(locks.clone())),
+            [Arc::new(tenant)],
+        )
+        .ping_timeout(Duration::from_millis(50));
 
         assert_eq!(ready.check().await, Err("listeners".into()));
         state.set_listening();

@@ -104,3 +104,33 @@ impl Conn {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_mark_keeps_the_status_byte_across_flushes() {
+        let (client, _peer) = tokio::io::duplex(1 << 20);
+        let mut conn = Conn::new(Box::new(client), Duration::from_secs(5));
+        conn.out.extend_from_slice(b"-ERR pipelined earlier\r\n");
+        conn.mark();
+        assert_eq!(conn.marked_byte(), None);
+        conn.out.extend_from_slice(b"+OK 12 octets\r\n");
+        assert_eq!(conn.marked_byte(), Some(b'+'));
+        conn.flush().await.unwrap();
+        conn.out.extend_from_slice(b"-a body line\r\n");
+        assert_eq!(conn.marked_byte(), Some(b'+'));
+        conn.flush().await.unwrap();
+        assert_eq!(conn.marked_byte(), Some(b'+'));
+
+        // A flush before the response (a failed login's) does not confuse it.
+        conn.mark();
+        conn.flush().await.unwrap();
+        assert_eq!(conn.marked_byte(), None);
+        conn.out.extend_from_slice(b"-ERR [AUTH] no\r\n");
+        assert_eq!(conn.marked_byte(), Some(b'-'));
+        conn.flush().await.unwrap();
+        assert_eq!(conn.marked_byte(), Some(b'-'));
+    }
+}

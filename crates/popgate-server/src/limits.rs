@@ -83,7 +83,11 @@ impl Drop for ConnectionPermit {
 
 impl Limits {
     pub fn new(config: LimitsConfig) -> Arc<Self> {
-        Arc::new(Limits { config, conns: Mutex::default(), failures: Mutex::default() })
+        Arc::new(Limits {
+            config,
+            conns: Mutex::default(),
+            failures: Mutex::default(),
+        })
     }
 
     pub fn config(&self) -> &LimitsConfig {
@@ -102,7 +106,10 @@ impl Limits {
         }
         *n += 1;
         c.total += 1;
-        Ok(ConnectionPermit { limits: self.clone(), ip })
+        Ok(ConnectionPermit {
+            limits: self.clone(),
+            ip,
+        })
     }
 
     /// Connections open now.
@@ -123,7 +130,10 @@ impl Limits {
             return Duration::ZERO;
         }
         let factor = 1u32 << (n - 1).min(16);
-        self.config.penalty_base.saturating_mul(factor).min(self.config.penalty_max)
+        self.config
+            .penalty_base
+            .saturating_mul(factor)
+            .min(self.config.penalty_max)
     }
 
     /// Records a failed login.
@@ -165,7 +175,11 @@ mod tests {
     use super::*;
 
     fn limits(max: usize, per_ip: usize) -> Arc<Limits> {
-        Limits::new(LimitsConfig { max_connections: max, max_connections_per_ip: per_ip, ..Default::default() })
+        Limits::new(LimitsConfig {
+            max_connections: max,
+            max_connections_per_ip: per_ip,
+            ..Default::default()
+        })
     }
 
     #[test]
@@ -192,7 +206,10 @@ mod tests {
         l.failed(ip, "bob@a");
         assert_eq!(l.penalty(ip, "bob@a"), Duration::from_secs(4));
         // Another address trying the same account is slowed down too.
-        assert_eq!(l.penalty("192.0.2.9".parse().unwrap(), "BOB@a"), Duration::from_secs(4));
+        assert_eq!(
+            l.penalty("192.0.2.9".parse().unwrap(), "BOB@a"),
+            Duration::from_secs(4)
+        );
         for _ in 0..10 {
             l.failed(ip, "bob@a");
         }

@@ -111,7 +111,8 @@ async fn accept_loop(
         };
         let _ = socket.set_nodelay(true);
         shared.observer.connection_accepted();
-        let (shared, config, force, done) = (shared.clone(), config.clone(), force.clone(), done.clone());
+        let (shared, config, force, done) =
+            (shared.clone(), config.clone(), force.clone(), done.clone());
         tokio::spawn(async move {
             connection(shared, config, socket, peer, force).await;
             drop(done);
@@ -154,7 +155,11 @@ async fn connection(
             shared.observer.connection_rejected(rejected.reason());
             if config.tls != TlsMode::Implicit {
                 let mut out = Vec::new();
-                response::err(&mut out, Some(Code::SysTemp), "Too many connections, try again later.");
+                response::err(
+                    &mut out,
+                    Some(Code::SysTemp),
+                    "Too many connections, try again later.",
+                );
                 let _ = tokio::time::timeout(timeout, socket.write_all(&out)).await;
             }
             return;
@@ -170,7 +175,9 @@ async fn connection(
                 (Box::new(stream), true)
             }
             Ok(Err(e)) => {
-                shared.observer.tls_handshake_failed("implicit", crate::tls::failure_reason(&e));
+                shared
+                    .observer
+                    .tls_handshake_failed("implicit", crate::tls::failure_reason(&e));
                 tracing::debug!(client = %client, error = %e, "TLS handshake failed");
                 return;
             }
@@ -182,5 +189,7 @@ async fn connection(
     } else {
         (Box::new(socket), false)
     };
-    Session::new(shared, config, io, client, tls_active, force, permit).run().await;
+    Session::new(shared, config, io, client, tls_active, force, permit)
+        .run()
+        .await;
 }

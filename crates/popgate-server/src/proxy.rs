@@ -50,7 +50,10 @@ impl ProxyError {
 }
 
 /// Reads the PROXY header from a fresh connection.
-pub async fn read_header(socket: &mut TcpStream, timeout: Duration) -> Result<ProxyHeader, ProxyError> {
+pub async fn read_header(
+    socket: &mut TcpStream,
+    timeout: Duration,
+) -> Result<ProxyHeader, ProxyError> {
     match tokio::time::timeout(timeout, read_inner(socket)).await {
         Ok(r) => r,
         Err(_) => Err(ProxyError::Timeout),
@@ -60,7 +63,10 @@ pub async fn read_header(socket: &mut TcpStream, timeout: Duration) -> Result<Pr
 async fn read_inner(socket: &mut TcpStream) -> Result<ProxyHeader, ProxyError> {
     let mut peeked = [0u8; V1_MAX + 1];
     loop {
-        let n = socket.peek(&mut peeked).await.map_err(|_| ProxyError::Closed)?;
+        let n = socket
+            .peek(&mut peeked)
+            .await
+            .map_err(|_| ProxyError::Closed)?;
         if n == 0 {
             return Err(ProxyError::Closed);
         }
@@ -78,7 +84,10 @@ async fn read_inner(socket: &mut TcpStream) -> Result<ProxyHeader, ProxyError> {
         }
         if let Some(end) = seen.windows(2).position(|w| w == b"\r\n") {
             let mut line = vec![0u8; end + 2];
-            socket.read_exact(&mut line).await.map_err(|_| ProxyError::Closed)?;
+            socket
+                .read_exact(&mut line)
+                .await
+                .map_err(|_| ProxyError::Closed)?;
             return parse_v1(&line[..end]);
         }
         if n > V1_MAX {
@@ -91,13 +100,19 @@ async fn read_inner(socket: &mut TcpStream) -> Result<ProxyHeader, ProxyError> {
 
 async fn read_v2(socket: &mut TcpStream) -> Result<ProxyHeader, ProxyError> {
     let mut head = [0u8; 16];
-    socket.read_exact(&mut head).await.map_err(|_| ProxyError::Closed)?;
+    socket
+        .read_exact(&mut head)
+        .await
+        .map_err(|_| ProxyError::Closed)?;
     let len = u16::from_be_bytes([head[14], head[15]]) as usize;
     if len > V2_MAX_PAYLOAD {
         return Err(ProxyError::Malformed("v2 header too long"));
     }
     let mut payload = vec![0u8; len];
-    socket.read_exact(&mut payload).await.map_err(|_| ProxyError::Closed)?;
+    socket
+        .read_exact(&mut payload)
+        .await
+        .map_err(|_| ProxyError::Closed)?;
     parse_v2(&head, &payload)
 }
 
@@ -108,7 +123,9 @@ pub fn parse_v1(line: &[u8]) -> Result<ProxyHeader, ProxyError> {
     if parts.next() != Some("PROXY") {
         return Err(ProxyError::Missing);
     }
-    let proto = parts.next().ok_or(ProxyError::Malformed("v1 protocol missing"))?;
+    let proto = parts
+        .next()
+        .ok_or(ProxyError::Malformed("v1 protocol missing"))?;
     if proto == "UNKNOWN" {
         return Ok(ProxyHeader::Local);
     }
@@ -116,13 +133,25 @@ pub fn parse_v1(line: &[u8]) -> Result<ProxyHeader, ProxyError> {
     if fields.len() != 4 {
         return Err(ProxyError::Malformed("v1 needs 4 address fields"));
     }
-    let ip: IpAddr = fields[0].parse().map_err(|_| ProxyError::Malformed("v1 source address"))?;
-    let _dst: IpAddr = fields[1].parse().map_err(|_| ProxyError::Malformed("v1 destination address"))?;
-    let port: u16 = fields[2].parse().map_err(|_| ProxyError::Malformed("v1 source port"))?;
-    let _dport: u16 = fields[3].parse().map_err(|_| ProxyError::Malformed("v1 destination port"))?;
+    let ip: IpAddr = fields[0]
+        .parse()
+        .map_err(|_| ProxyError::Malformed("v1 source address"))?;
+    let _dst: IpAddr = fields[1]
+        .parse()
+        .map_err(|_| ProxyError::Malformed("v1 destination address"))?;
+    let port: u16 = fields[2]
+        .parse()
+        .map_err(|_| ProxyError::Malformed("v1 source port"))?;
+    let _dport: u16 = fields[3]
+        .parse()
+        .map_err(|_| ProxyError::Malformed("v1 destination port"))?;
     match (proto, ip) {
-        ("TCP4", IpAddr::V4(_)) | ("TCP6", IpAddr::V6(_)) => Ok(ProxyHeader::Proxied(SocketAddr::new(ip, port))),
-        _ => Err(ProxyError::Malformed("v1 protocol does not match the address")),
+        ("TCP4", IpAddr::V4(_)) | ("TCP6", IpAddr::V6(_)) => {
+            Ok(ProxyHeader::Proxied(SocketAddr::new(ip, port)))
+        }
+        _ => Err(ProxyError::Malformed(
+            "v1 protocol does not match the address",
+        )),
     }
 }
 
@@ -153,7 +182,10 @@ pub fn parse_v2(head: &[u8; 16], payload: &[u8]) -> Result<ProxyHeader, ProxyErr
             let mut b = [0u8; 16];
             b.copy_from_slice(&payload[..16]);
             let port = u16::from_be_bytes([payload[32], payload[33]]);
-            Ok(ProxyHeader::Proxied(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(b)), port)))
+            Ok(ProxyHeader::Proxied(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(b)),
+                port,
+            )))
         }
         // AF_UNSPEC or AF_UNIX: no usable client address; treat as local.
         0 | 3 => Ok(ProxyHeader::Local),
@@ -176,10 +208,17 @@ impl std::str::FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{s:?} is not an address or CIDR range"))?;
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR range"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
             None => max,
         };
         Ok(Cidr { addr, prefix })
@@ -195,11 +234,19 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -244,7 +291,10 @@ mod tests {
         p.extend_from_slice(&110u16.to_be_bytes());
         p.extend_from_slice(&[0x04, 0, 3, b'a', b'b', b'c']); // a TLV, skipped
         let (h, pl) = v2(1, 1, &p);
-        assert_eq!(parse_v2(&h, &pl), Ok(ProxyHeader::Proxied("192.0.2.7:40000".parse().unwrap())));
+        assert_eq!(
+            parse_v2(&h, &pl),
+            Ok(ProxyHeader::Proxied("192.0.2.7:40000".parse().unwrap()))
+        );
         let (h, pl) = v2(0, 0, &[]);
         assert_eq!(parse_v2(&h, &pl), Ok(ProxyHeader::Local));
         let (h, pl) = v2(1, 1, &[1, 2, 3]);
@@ -253,7 +303,10 @@ mod tests {
         six[15] = 1;
         six[32..34].copy_from_slice(&5000u16.to_be_bytes());
         let (h, pl) = v2(1, 2, &six);
-        assert_eq!(parse_v2(&h, &pl), Ok(ProxyHeader::Proxied("[::1]:5000".parse().unwrap())));
+        assert_eq!(
+            parse_v2(&h, &pl),
+            Ok(ProxyHeader::Proxied("[::1]:5000".parse().unwrap()))
+        );
     }
 
     #[test]

@@ -46,7 +46,11 @@ struct Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(name) = hello.server_name() {
             let name = name.to_ascii_lowercase();
             // The name itself, then each parent domain.
@@ -79,13 +83,20 @@ impl TlsProvider {
     pub fn load(settings: TlsSettings) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let loaded = load_all(&settings, &provider)?;
-        let resolver = Arc::new(Resolver { loaded: RwLock::new(Arc::new(loaded)) });
+        let resolver = Arc::new(Resolver {
+            loaded: RwLock::new(Arc::new(loaded)),
+        });
         let config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup: {e}"))?
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
-        Ok(TlsProvider { settings, provider, resolver, acceptor: TlsAcceptor::from(Arc::new(config)) })
+        Ok(TlsProvider {
+            settings,
+            provider,
+            resolver,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        })
     }
 
     pub fn acceptor(&self) -> &TlsAcceptor {
@@ -95,30 +106,48 @@ impl TlsProvider {
     /// Re-reads the files. On error the old certificates stay in use.
     pub fn reload(&self) -> Result<(), String> {
         let loaded = load_all(&self.settings, &self.provider)?;
-        *self.resolver.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        *self
+            .resolver
+            .loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         Ok(())
     }
 
     /// Whether any file changed on disk since the last (re)load.
     pub fn files_changed(&self) -> bool {
         let now = stamps(&self.settings);
-        let loaded = self.resolver.loaded.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let loaded = self
+            .resolver
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         now != loaded.stamps
     }
 }
 
 fn files(settings: &TlsSettings) -> impl Iterator<Item = &CertFiles> {
-    settings.default.iter().chain(settings.by_domains.iter().map(|(_, f)| f))
+    settings
+        .default
+        .iter()
+        .chain(settings.by_domains.iter().map(|(_, f)| f))
 }
 
 fn stamps(settings: &TlsSettings) -> Vec<Option<SystemTime>> {
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    files(settings).flat_map(|f| [mtime(&f.certificate), mtime(&f.private_key)]).collect()
+    files(settings)
+        .flat_map(|f| [mtime(&f.certificate), mtime(&f.private_key)])
+        .collect()
 }
 
 fn load_all(settings: &TlsSettings, provider: &CryptoProvider) -> Result<Loaded, String> {
     let stamps = stamps(settings);
-    let default = settings.default.as_ref().map(|f| load_pair(f, provider)).transpose()?;
+    let default = settings
+        .default
+        .as_ref()
+        .map(|f| load_pair(f, provider))
+        .transpose()?;
     let mut by_domain = HashMap::new();
     for (domains, f) in &settings.by_domains {
         let key = load_pair(f, provider)?;
@@ -126,29 +155,44 @@ fn load_all(settings: &TlsSettings, provider: &CryptoProvider) -> Result<Loaded,
             by_domain.insert(d.to_ascii_lowercase(), key.clone());
         }
     }
-    Ok(Loaded { default, by_domain, stamps })
+    Ok(Loaded {
+        default,
+        by_domain,
+        stamps,
+    })
 }
 
 /// Reads one certificate chain and its private key.
-pub fn load_pair(files: &CertFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, String> {
+pub fn load_pair(
+    files: &CertFiles,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, String> {
     let cert_path = &files.certificate;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| format!("{}: {e}", cert_path.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", cert_path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate in the file", cert_path.display()));
+        return Err(format!(
+            "{}: no certificate in the file",
+            cert_path.display()
+        ));
     }
     let key_path = &files.private_key;
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| format!("{}: {e}", key_path.display()))?;
     let signing = provider
         .key_provider
         .load_private_key(key)
         .map_err(|e| format!("{}: unusable private key: {e}", key_path.display()))?;
     let certified = CertifiedKey::new(certs, signing);
-    certified
-        .keys_match()
-        .map_err(|e| format!("{} does not match {}: {e}", key_path.display(), cert_path.display()))?;
+    certified.keys_match().map_err(|e| {
+        format!(
+            "{} does not match {}: {e}",
+            key_path.display(),
+            cert_path.display()
+        )
+    })?;
     Ok(Arc::new(certified))
 }
 

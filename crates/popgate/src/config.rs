@@ -40,7 +40,10 @@ pub struct CertSection {
 
 impl CertSection {
     pub fn files(&self) -> popgate_server::tls::CertFiles {
-        popgate_server::tls::CertFiles { certificate: self.certificate.clone(), private_key: self.private_key.clone() }
+        popgate_server::tls::CertFiles {
+            certificate: self.certificate.clone(),
+            private_key: self.private_key.clone(),
+        }
     }
 }
 
@@ -53,8 +56,10 @@ impl Config {
             .iter()
             .filter_map(|t| t.tls.as_ref().map(|c| (t.domains.clone(), c.files())))
             .collect();
-        (default.is_some() || !by_domains.is_empty())
-            .then_some(popgate_server::tls::TlsSettings { default, by_domains })
+        (default.is_some() || !by_domains.is_empty()).then_some(popgate_server::tls::TlsSettings {
+            default,
+            by_domains,
+        })
     }
 }
 
@@ -207,17 +212,22 @@ impl LocksSection {
         if self.backend != LockBackend::Redis {
             return Ok(None);
         }
-        let url = self.url.clone().ok_or_else(|| ConfigError::new("locks.url", "backend = \"redis\" needs a url"))?;
+        let url = self
+            .url
+            .clone()
+            .ok_or_else(|| ConfigError::new("locks.url", "backend = \"redis\" needs a url"))?;
         let mut c = popgate_lock::RedisLocksConfig::new(url);
         c.ttl = self.ttl;
         c.key_prefix = self.key_prefix.clone();
         c.wait = self.wait;
         if let Some(path) = &self.tls_ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| ConfigError::new("locks.tls_ca_file", format!("{}: {e}", path.display())))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError::new("locks.tls_ca_file", format!("{}: {e}", path.display()))
+            })?;
             c.tls_ca = Some(pem);
         }
-        c.validate().map_err(|(field, e)| ConfigError::new(format!("locks.{field}"), e))?;
+        c.validate()
+            .map_err(|(field, e)| ConfigError::new(format!("locks.{field}"), e))?;
         Ok(Some(c))
     }
 }
@@ -304,7 +314,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), message: message.into() }
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -313,7 +326,10 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let base = match file {
         Some(path) => {
             if !path.is_file() {
-                return Err(ConfigError::new("--config", format!("{} is not a readable file", path.display())));
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("{} is not a readable file", path.display()),
+                ));
             }
             Figment::from(Toml::file(path))
         }
@@ -324,7 +340,11 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
 }
 
 fn figment_error(e: figment::Error) -> ConfigError {
-    let key = if e.path.is_empty() { "config".to_string() } else { e.path.join(".") };
+    let key = if e.path.is_empty() {
+        "config".to_string()
+    } else {
+        e.path.join(".")
+    };
     let mut message = e.kind.to_string();
     if let Some(md) = &e.metadata {
         message.push_str(&format!(" (from {})", md.name));
@@ -337,40 +357,70 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         if s.hostname.is_empty() || s.hostname.contains(char::is_whitespace) {
-            return Err(ConfigError::new("server.hostname", "must be a host name without spaces"));
+            return Err(ConfigError::new(
+                "server.hostname",
+                "must be a host name without spaces",
+            ));
         }
         if s.idle_timeout < Duration::from_secs(600) {
-            return Err(ConfigError::new("server.idle_timeout", "RFC 1939 requires at least 10m"));
+            return Err(ConfigError::new(
+                "server.idle_timeout",
+                "RFC 1939 requires at least 10m",
+            ));
         }
         if s.auth_timeout.is_zero() || s.send_timeout.is_zero() {
-            return Err(ConfigError::new("server.auth_timeout / send_timeout", "must be more than 0s"));
+            return Err(ConfigError::new(
+                "server.auth_timeout / send_timeout",
+                "must be more than 0s",
+            ));
         }
         if s.command_timeout.is_zero() {
-            return Err(ConfigError::new("server.command_timeout", "must be more than 0s"));
+            return Err(ConfigError::new(
+                "server.command_timeout",
+                "must be more than 0s",
+            ));
         }
         if s.max_connections == 0 || s.max_connections_per_ip == 0 {
-            return Err(ConfigError::new("server.max_connections / max_connections_per_ip", "must be at least 1"));
+            return Err(ConfigError::new(
+                "server.max_connections / max_connections_per_ip",
+                "must be at least 1",
+            ));
         }
         if s.max_auth_failures == 0 || s.max_bad_commands == 0 {
-            return Err(ConfigError::new("server.max_auth_failures / max_bad_commands", "must be at least 1"));
+            return Err(ConfigError::new(
+                "server.max_auth_failures / max_bad_commands",
+                "must be at least 1",
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&s.log_level)
             .map_err(|e| ConfigError::new("server.log_level", e.to_string()))?;
 
         if self.listeners.is_empty() {
-            return Err(ConfigError::new("listeners", "at least one [[listeners]] entry is needed"));
+            return Err(ConfigError::new(
+                "listeners",
+                "at least one [[listeners]] entry is needed",
+            ));
         }
         for (i, l) in self.listeners.iter().enumerate() {
             let key = |k: &str| format!("listeners[{i}].{k}");
-            l.address.parse::<SocketAddr>().map_err(|e| ConfigError::new(key("address"), format!("{:?}: {e}", l.address)))?;
+            l.address
+                .parse::<SocketAddr>()
+                .map_err(|e| ConfigError::new(key("address"), format!("{:?}: {e}", l.address)))?;
             if l.tls != TlsSetting::None && self.tls.is_none() {
-                return Err(ConfigError::new(key("tls"), "a TLS listener needs the [tls] certificate and private_key"));
+                return Err(ConfigError::new(
+                    key("tls"),
+                    "a TLS listener needs the [tls] certificate and private_key",
+                ));
             }
             if l.proxy_protocol && l.trusted_proxies.is_empty() {
-                return Err(ConfigError::new(key("trusted_proxies"), "proxy_protocol = true needs the proxies' addresses"));
+                return Err(ConfigError::new(
+                    key("trusted_proxies"),
+                    "proxy_protocol = true needs the proxies' addresses",
+                ));
             }
             for p in &l.trusted_proxies {
-                p.parse::<popgate_server::proxy::Cidr>().map_err(|e| ConfigError::new(key("trusted_proxies"), e))?;
+                p.parse::<popgate_server::proxy::Cidr>()
+                    .map_err(|e| ConfigError::new(key("trusted_proxies"), e))?;
             }
             if l.tls == TlsSetting::None && !l.plaintext_auth {
                 return Err(ConfigError::new(
@@ -381,16 +431,24 @@ impl Config {
             if let Some(t) = &l.default_tenant
                 && !self.tenants.iter().any(|x| &x.name == t)
             {
-                return Err(ConfigError::new(key("default_tenant"), format!("no tenant is named {t:?}")));
+                return Err(ConfigError::new(
+                    key("default_tenant"),
+                    format!("no tenant is named {t:?}"),
+                ));
             }
         }
         self.locks.redis_config()?;
         if let Some(m) = &self.metrics {
-            m.address.parse::<SocketAddr>().map_err(|e| ConfigError::new("metrics.address", format!("{:?}: {e}", m.address)))?;
+            m.address.parse::<SocketAddr>().map_err(|e| {
+                ConfigError::new("metrics.address", format!("{:?}: {e}", m.address))
+            })?;
             if let Some(t) = &m.bearer_token
                 && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
             {
-                return Err(ConfigError::new("metrics.bearer_token", "must be printable ASCII without spaces"));
+                return Err(ConfigError::new(
+                    "metrics.bearer_token",
+                    "must be printable ASCII without spaces",
+                ));
             }
         }
         if let Some(t) = &self.tls {
@@ -398,49 +456,85 @@ impl Config {
         }
         for (i, t) in self.tenants.iter().enumerate() {
             if let Some(c) = &t.tls {
-                popgate_server::tls::check_pair(&c.files()).map_err(|e| ConfigError::new(format!("tenants[{i}].tls"), e))?;
+                popgate_server::tls::check_pair(&c.files())
+                    .map_err(|e| ConfigError::new(format!("tenants[{i}].tls"), e))?;
             }
         }
         if self.tenants.is_empty() {
-            return Err(ConfigError::new("tenants", "at least one [[tenants]] entry is needed"));
+            return Err(ConfigError::new(
+                "tenants",
+                "at least one [[tenants]] entry is needed",
+            ));
         }
         let mut names = std::collections::HashSet::new();
         let mut domains = std::collections::HashMap::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let key = |k: &str| format!("tenants[{i}].{k}");
-            if t.name.is_empty() || !t.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(ConfigError::new(key("name"), "letters, digits, '-' and '_' only"));
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::new(
+                    key("name"),
+                    "letters, digits, '-' and '_' only",
+                ));
             }
             if !names.insert(t.name.as_str()) {
-                return Err(ConfigError::new(key("name"), format!("{:?} is used by another tenant", t.name)));
+                return Err(ConfigError::new(
+                    key("name"),
+                    format!("{:?} is used by another tenant", t.name),
+                ));
             }
             for d in &t.domains {
                 let d = d.to_ascii_lowercase();
-                if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
-                    return Err(ConfigError::new(key("domains"), format!("{d:?} is not a domain name")));
+                if d.is_empty()
+                    || !d
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                {
+                    return Err(ConfigError::new(
+                        key("domains"),
+                        format!("{d:?} is not a domain name"),
+                    ));
                 }
                 if let Some(other) = domains.insert(d.clone(), t.name.clone()) {
-                    return Err(ConfigError::new(key("domains"), format!("{d:?} also belongs to tenant {other:?}")));
+                    return Err(ConfigError::new(
+                        key("domains"),
+                        format!("{d:?} also belongs to tenant {other:?}"),
+                    ));
                 }
             }
             if t.max_sessions == Some(0) {
-                return Err(ConfigError::new(key("max_sessions"), "must be at least 1 (leave it out for no cap)"));
+                return Err(ConfigError::new(
+                    key("max_sessions"),
+                    "must be at least 1 (leave it out for no cap)",
+                ));
             }
             match &t.auth {
                 AuthSection::PasswdFile { path } => {
-                    popgate_auth::PasswdFile::open(path)
-                        .map_err(|e| ConfigError::new(key("auth.path"), format!("{}: {e}", path.display())))?;
+                    popgate_auth::PasswdFile::open(path).map_err(|e| {
+                        ConfigError::new(key("auth.path"), format!("{}: {e}", path.display()))
+                    })?;
                 }
             }
             match &t.store {
                 StoreSection::Maildir { path, uidl_format } => {
-                    popgate_store::validate_template(path).map_err(|e| ConfigError::new(key("store.path"), e))?;
+                    popgate_store::validate_template(path)
+                        .map_err(|e| ConfigError::new(key("store.path"), e))?;
                     if !path.contains("%n") && !path.contains("%u") {
-                        return Err(ConfigError::new(key("store.path"), "must contain %n or %u, or every user shares one Maildir"));
+                        return Err(ConfigError::new(
+                            key("store.path"),
+                            "must contain %n or %u, or every user shares one Maildir",
+                        ));
                     }
                     let root = static_prefix(path);
                     if !root.is_dir() {
-                        return Err(ConfigError::new(key("store.path"), format!("{} does not exist or is not a directory", root.display())));
+                        return Err(ConfigError::new(
+                            key("store.path"),
+                            format!("{} does not exist or is not a directory", root.display()),
+                        ));
                     }
                     store_maildir::validate_uidl_format(uidl_format)
                         .map_err(|e| ConfigError::new(key("store.uidl_format"), e))?;
@@ -479,14 +573,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration (like 30s, 10m, 1h, 500ms)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 30s, 10m, 1h, 500ms)"))?;
     let d = match unit.trim() {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
         "d" => Duration::from_secs(n * 86400),
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
     Ok(d)
 }
@@ -496,7 +596,9 @@ mod tests {
     use super::*;
 
     fn parse(toml: &str) -> Result<Config, ConfigError> {
-        Figment::from(Toml::string(toml)).extract::<Config>().map_err(figment_error)
+        Figment::from(Toml::string(toml))
+            .extract::<Config>()
+            .map_err(figment_error)
     }
 
     #[test]
@@ -513,16 +615,46 @@ mod tests {
     fn redis_locks_settings() {
         let c = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379\"\nttl = \"10s\"\nwait = \"250ms\"\n").unwrap();
         let r = c.locks.redis_config().unwrap().unwrap();
-        assert_eq!((r.ttl, r.wait, r.key_prefix.as_str()), (Duration::from_secs(10), Duration::from_millis(250), "popgate"));
-        let e = parse("[locks]\nbackend = \"redis\"\n").unwrap().locks.redis_config().unwrap_err();
+        assert_eq!(
+            (r.ttl, r.wait, r.key_prefix.as_str()),
+            (
+                Duration::from_secs(10),
+                Duration::from_millis(250),
+                "popgate"
+            )
+        );
+        let e = parse("[locks]\nbackend = \"redis\"\n")
+            .unwrap()
+            .locks
+            .redis_config()
+            .unwrap_err();
         assert_eq!(e.key, "locks.url");
-        let e = parse("[locks]\nbackend = \"redis\"\nurl = \"http://x\"\n").unwrap().locks.redis_config().unwrap_err();
+        let e = parse("[locks]\nbackend = \"redis\"\nurl = \"http://x\"\n")
+            .unwrap()
+            .locks
+            .redis_config()
+            .unwrap_err();
         assert_eq!(e.key, "locks.url");
-        let e = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://h\"\nttl = \"100ms\"\n").unwrap().locks.redis_config().unwrap_err();
+        let e = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://h\"\nttl = \"100ms\"\n")
+            .unwrap()
+            .locks
+            .redis_config()
+            .unwrap_err();
         assert_eq!(e.key, "locks.ttl");
-        let e = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://h\"\nkey_prefix = \"a b\"\n").unwrap().locks.redis_config().unwrap_err();
+        let e = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://h\"\nkey_prefix = \"a b\"\n")
+            .unwrap()
+            .locks
+            .redis_config()
+            .unwrap_err();
         assert_eq!(e.key, "locks.key_prefix");
-        assert!(parse("[locks]\nbackend = \"memory\"\n").unwrap().locks.redis_config().unwrap().is_none());
+        assert!(
+            parse("[locks]\nbackend = \"memory\"\n")
+                .unwrap()
+                .locks
+                .redis_config()
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -540,7 +672,10 @@ mod tests {
         let e = parse("[server]\nmax_auth_failures = \"many\"\n").unwrap_err();
         assert_eq!(e.key, "server.max_auth_failures", "{e}");
         let e = parse("[server]\nidle_timeout = \"soon\"\n").unwrap_err();
-        assert!(e.key.contains("idle_timeout") && e.message.contains("soon"), "{e}");
+        assert!(
+            e.key.contains("idle_timeout") && e.message.contains("soon"),
+            "{e}"
+        );
         let e = parse("[[tenants]]\nname = \"a\"\nauth = { kind = \"ldap\" }\nstore = { kind = \"maildir\", path = \"/m/%n\" }\n")
             .unwrap_err();
         assert!(e.to_string().contains("ldap"), "{e}");
@@ -562,12 +697,21 @@ mod tests {
         let good = format!("{}/%d/%n", dir.path().display());
         parse(&base("", &good)).unwrap().validate().unwrap();
 
-        let e = parse(&base("default_tenant = \"zz\"", &good)).unwrap().validate().unwrap_err();
+        let e = parse(&base("default_tenant = \"zz\"", &good))
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert_eq!(e.key, "listeners[0].default_tenant");
-        let e = parse(&base("", &format!("{}/%q/%n", dir.path().display()))).unwrap().validate().unwrap_err();
+        let e = parse(&base("", &format!("{}/%q/%n", dir.path().display())))
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert_eq!(e.key, "tenants[0].store.path");
         assert!(e.message.contains("%q"));
-        let e = parse(&base("", "/nonexistent-popgate/%d/%n")).unwrap().validate().unwrap_err();
+        let e = parse(&base("", "/nonexistent-popgate/%d/%n"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert_eq!(e.key, "tenants[0].store.path");
         let bad_listener = base("", &good).replace("127.0.0.1:1100", "localhost:nope");
         let e = parse(&bad_listener).unwrap().validate().unwrap_err();

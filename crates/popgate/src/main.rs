@@ -70,7 +70,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), wiring::Error>>,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("popgate: cannot start the runtime: {e}");

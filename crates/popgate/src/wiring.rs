@@ -10,12 +10,16 @@ use popgate_lock::{MailboxLocks, MemoryLocks, RedisLocks};
 use popgate_metrics::{Exporter, Metrics, ServeState, ServerReadiness};
 use popgate_server::limits::{Limits, LimitsConfig};
 use popgate_server::tls::TlsProvider;
-use popgate_server::{Listener, ListenerConfig, Server, SessionConfig, Shared, Tenant, Tenants, TlsMode};
+use popgate_server::{
+    Listener, ListenerConfig, Server, SessionConfig, Shared, Tenant, Tenants, TlsMode,
+};
 use popgate_store::MailStore;
 use store_maildir::{MaildirConfig, MaildirStore};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{self, AuthSection, Config, ConfigError, ExpireSetting, LogFormat, StoreSection, TlsSetting};
+use crate::config::{
+    self, AuthSection, Config, ConfigError, ExpireSetting, LogFormat, StoreSection, TlsSetting,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,9 +65,13 @@ fn prepare_default_data() -> Result<(), String> {
 }
 
 fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_from_env("POPGATE_LOG").unwrap_or_else(|_| EnvFilter::new(&config.server.log_level));
+    let filter = EnvFilter::try_from_env("POPGATE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(&config.server.log_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match config.server.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -74,15 +82,20 @@ fn build_tenants(config: &Config) -> Result<Tenants, ConfigError> {
     let mut list = Vec::new();
     for (i, t) in config.tenants.iter().enumerate() {
         let directory: Arc<dyn Directory> = match &t.auth {
-            AuthSection::PasswdFile { path } => Arc::new(
-                PasswdFile::open(path)
-                    .map_err(|e| ConfigError::new(format!("tenants[{i}].auth.path"), format!("{}: {e}", path.display())))?,
-            ),
+            AuthSection::PasswdFile { path } => Arc::new(PasswdFile::open(path).map_err(|e| {
+                ConfigError::new(
+                    format!("tenants[{i}].auth.path"),
+                    format!("{}: {e}", path.display()),
+                )
+            })?),
         };
         let store: Arc<dyn MailStore> = match &t.store {
             StoreSection::Maildir { path, uidl_format } => Arc::new(
-                MaildirStore::new(MaildirConfig { path_template: path.clone(), uidl_format: uidl_format.clone() })
-                    .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?,
+                MaildirStore::new(MaildirConfig {
+                    path_template: path.clone(),
+                    uidl_format: uidl_format.clone(),
+                })
+                .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?,
             ),
         };
         let mut tenant = Tenant::new(t.name.clone(), t.domains.clone(), directory, store);
@@ -108,7 +121,9 @@ fn session_config(config: &Config) -> SessionConfig {
         max_bad_commands: s.max_bad_commands,
         auth_failure_delay: s.auth_failure_delay,
         command_timeout: s.command_timeout,
-        implementation: s.show_version.then(|| concat!("popgate ", env!("CARGO_PKG_VERSION")).to_string()),
+        implementation: s
+            .show_version
+            .then(|| concat!("popgate ", env!("CARGO_PKG_VERSION")).to_string()),
     }
 }
 
@@ -118,7 +133,9 @@ fn session_config(config: &Config) -> SessionConfig {
 fn build_locks(config: &Config) -> Result<Arc<dyn MailboxLocks>, ConfigError> {
     match config.locks.redis_config()? {
         None => Ok(Arc::new(MemoryLocks::new())),
-        Some(redis) => Ok(Arc::new(RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?)),
+        Some(redis) => Ok(Arc::new(
+            RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?,
+        )),
     }
 }
 
@@ -135,14 +152,22 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
         }
         None => None,
     };
-    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), config.tenants.iter().map(|t| t.name.clone())));
+    let metrics = Arc::new(Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        config.tenants.iter().map(|t| t.name.clone()),
+    ));
     let serve_state = Arc::new(ServeState::default());
     // Bound before POP3 listens: a taken metrics port stops the start.
     let metrics_tcp = match &config.metrics {
         Some(m) => Some(
             tokio::net::TcpListener::bind(&m.address)
                 .await
-                .map_err(|e| Error::Runtime(format!("metrics.address: cannot listen on {}: {e}", m.address)))?,
+                .map_err(|e| {
+                    Error::Runtime(format!(
+                        "metrics.address: cannot listen on {}: {e}",
+                        m.address
+                    ))
+                })?,
         ),
         None => None,
     };
@@ -150,7 +175,12 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     for (i, l) in config.listeners.iter().enumerate() {
         let tcp = tokio::net::TcpListener::bind(&l.address)
             .await
-            .map_err(|e| Error::Runtime(format!("listeners[{i}].address: cannot listen on {}: {e}", l.address)))?;
+            .map_err(|e| {
+                Error::Runtime(format!(
+                    "listeners[{i}].address: cannot listen on {}: {e}",
+                    l.address
+                ))
+            })?;
         let tls = match l.tls {
             TlsSetting::None => TlsMode::None,
             TlsSetting::Starttls => TlsMode::StartTls,
@@ -166,7 +196,11 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
                 default_tenant: l.default_tenant.clone(),
                 proxy_protocol: l.proxy_protocol,
                 // Validated by Config::validate.
-                trusted_proxies: l.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect(),
+                trusted_proxies: l
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|p| p.parse().ok())
+                    .collect(),
             },
         });
     }
@@ -188,7 +222,11 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(address = %local, "serving metrics");
         let readiness = Arc::new(ServerReadiness::of(server.shared(), serve_state.clone()));
-        tokio::spawn(Exporter::new(metrics, readiness).bearer_token(m.bearer_token.clone()).serve(tcp));
+        tokio::spawn(
+            Exporter::new(metrics, readiness)
+                .bearer_token(m.bearer_token.clone())
+                .serve(tcp),
+        );
     }
     serve_state.set_listening();
     // /readyz turns 503 as soon as the drain begins.
@@ -196,7 +234,9 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
         shutdown_signal().await;
         serve_state.set_draining();
     };
-    server.run(listeners, shutdown, config.server.shutdown_grace).await;
+    server
+        .run(listeners, shutdown, config.server.shutdown_grace)
+        .await;
     Ok(())
 }
 
@@ -217,7 +257,9 @@ async fn reload_certificates(tls: Arc<TlsProvider>) {
         };
         match tls.reload() {
             Ok(()) => tracing::info!(reason, "TLS certificates reloaded"),
-            Err(e) => tracing::error!(reason, error = %e, "TLS certificate reload failed; keeping the old ones"),
+            Err(e) => {
+                tracing::error!(reason, error = %e, "TLS certificate reload failed; keeping the old ones")
+            }
         }
     }
 }
@@ -241,7 +283,10 @@ async fn shutdown_signal() {
 pub async fn deliver(file: Option<PathBuf>, user: String) -> Result<(), Error> {
     let config = load_checked(file.as_deref(), true)?;
     let tenants = build_tenants(&config)?;
-    let default_tenant = config.listeners.iter().find_map(|l| l.default_tenant.as_deref());
+    let default_tenant = config
+        .listeners
+        .iter()
+        .find_map(|l| l.default_tenant.as_deref());
     let (tenant, mailbox) = tenants
         .resolve(&user, default_tenant)
         .ok_or_else(|| Error::Runtime(format!("{user:?} is not a valid user of any tenant")))?;

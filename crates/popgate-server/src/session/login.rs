@@ -140,7 +140,10 @@ impl Session {
             return Flow::Close(Outcome::Error);
         }
         self.reader.clear();
-        let plain = std::mem::replace(&mut self.conn.io, Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())));
+        let plain = std::mem::replace(
+            &mut self.conn.io,
+            Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())),
+        );
         let timeout = self.shared.config.command_timeout;
         match tokio::time::timeout(timeout, tls.acceptor().accept(plain)).await {
             Ok(Ok(stream)) => {
@@ -150,12 +153,16 @@ impl Session {
                 Flow::Continue
             }
             Ok(Err(e)) => {
-                self.shared.observer.tls_handshake_failed("starttls", crate::tls::failure_reason(&e));
+                self.shared
+                    .observer
+                    .tls_handshake_failed("starttls", crate::tls::failure_reason(&e));
                 tracing::debug!(session = self.id, error = %e, "STLS handshake failed");
                 Flow::Close(Outcome::Error)
             }
             Err(_) => {
-                self.shared.observer.tls_handshake_failed("starttls", "timeout");
+                self.shared
+                    .observer
+                    .tls_handshake_failed("starttls", "timeout");
                 Flow::Close(Outcome::Timeout)
             }
         }
@@ -223,7 +230,10 @@ impl Session {
 
     /// Checks credentials, then opens the mailbox.
     async fn login(&mut self, mechanism: &'static str, login: &str, proof: Proof<'_>) -> Flow {
-        let resolved = self.shared.tenants.resolve(login, self.listener.default_tenant.as_deref());
+        let resolved = self
+            .shared
+            .tenants
+            .resolve(login, self.listener.default_tenant.as_deref());
         // Brute-force throttling: recent failures from this address or for
         // this account delay the check itself.
         let account = resolved

@@ -183,7 +183,12 @@ impl Session {
             };
             if self.reader.mid_line() {
                 let since = *partial_since.get_or_insert_with(Instant::now);
-                timeout = timeout.min(self.shared.config.command_timeout.saturating_sub(since.elapsed()));
+                timeout = timeout.min(
+                    self.shared
+                        .config
+                        .command_timeout
+                        .saturating_sub(since.elapsed()),
+                );
             } else {
                 partial_since = None;
             }

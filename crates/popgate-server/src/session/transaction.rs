@@ -18,6 +18,10 @@ use crate::tenant::{Tenant, TenantSession};
 /// Read size for streaming a message from the store.
 const CHUNK: usize = 32 * 1024;
 
+/// A store that delivers no byte of a message for this long is given up on
+/// (the backends' own timeouts should fire first).
+const STORE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A logged-in session's mailbox: lock, snapshot, and deletion marks.
 pub(crate) struct Mailbox {
     pub(super) tenant: Arc<Tenant>,
@@ -207,7 +211,15 @@ impl Session {
         };
         let mut chunk = vec![0u8; CHUNK];
         loop {
-            let read = match stream.read(&mut chunk).await {
+            let read = tokio::time::timeout(STORE_READ_TIMEOUT, stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "store read timed out",
+                    ))
+                });
+            let read = match read {
                 Ok(read) => read,
                 Err(e) => {
                     // The +OK is out: the response cannot turn into -ERR any
