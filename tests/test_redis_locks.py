@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import pytest
 
 REDIS_URL = os.environ.get("POPGATE_TEST_REDIS", "redis://127.0.0.1:6379")
-REQUIRED = os.environ.get("POPGATE_REQUIRE_REDIS") == "1"
+REQUIRED = os.environ.get("POPGATE_REQUIRE_REDIS", "1") == "1"
 
 BOB = "bob@acme.example"
 DAVE = "dave@acme.example"

@@ -4,9 +4,11 @@
 use async_trait::async_trait;
 
 pub mod passwd_file;
+pub mod postgres;
 pub mod scheme;
 
 pub use passwd_file::PasswdFile;
+pub use postgres::PgDirectory;
 
 /// A user the directory vouched for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -8,7 +8,9 @@
 //! time in microseconds since the epoch (see [`redis`] for why), so they also
 //! grow across restarts and across a switch between backends.
 
+pub mod limits;
 pub mod redis;
+pub mod redis_limits;
 
 pub use crate::redis::{RedisLocks, RedisLocksConfig};
 

@@ -332,6 +332,21 @@ impl RedisLocks {
         })
     }
 
+    /// Runs one Redis call with the locks' timeouts, retries and reconnects
+    /// (for the fleet-wide limits, which share this connection).
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, LockError>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        self.inner.run(what, call).await
+    }
+
+    /// The configured key prefix.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
     /// This process's random id, part of every lock token it writes.
     pub fn instance(&self) -> &str {
         &self.inner.instance

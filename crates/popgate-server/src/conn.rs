@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 
 /// Any client byte stream: TCP, TLS over TCP, a test pipe.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -18,6 +19,9 @@ pub enum ConnError {
     SendTimeout(Duration),
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
+    /// The server's shutdown grace ran out while the client was not reading.
+    #[error("server shutting down")]
+    Shutdown,
 }
 
 pub struct Conn {
@@ -28,6 +32,9 @@ pub struct Conn {
     /// Where the response being built starts in the outgoing stream (see
     /// [`Conn::mark`]), and its first byte once a flush has sent it.
     mark: (u64, Option<u8>),
+    /// Turns true when the shutdown grace is over: a write waiting on a
+    /// client that does not read gives up then, not at the send timeout.
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl Conn {
@@ -38,20 +45,46 @@ impl Conn {
             bytes_sent: 0,
             send_timeout,
             mark: (0, None),
+            shutdown: None,
         }
+    }
+
+    /// Lets writes be cut short when the server's shutdown grace is over.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Writes out everything buffered, waiting at most the send timeout for
     /// a client that does not read.
     pub async fn flush(&mut self) -> Result<(), ConnError> {
+        self.flush_with(self.send_timeout, true).await
+    }
+
+    async fn flush_with(&mut self, limit: Duration, abortable: bool) -> Result<(), ConnError> {
         if self.out.is_empty() {
             return Ok(());
         }
+        let Conn {
+            io, out, shutdown, ..
+        } = self;
         let write = async {
-            self.io.write_all(&self.out).await?;
-            self.io.flush().await
+            io.write_all(out).await?;
+            io.flush().await
         };
-        match tokio::time::timeout(self.send_timeout, write).await {
+        let stop = async {
+            match shutdown {
+                Some(rx) if abortable => {
+                    let _ = rx.wait_for(|&stop| stop).await;
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        let result = tokio::select! {
+            r = tokio::time::timeout(limit, write) => r,
+            () = stop => return Err(ConnError::Shutdown),
+        };
+        match result {
             Ok(Ok(())) => {
                 if let Some(i) = self.mark.0.checked_sub(self.bytes_sent)
                     && let Some(&b) = self.out.get(i as usize)
@@ -98,9 +131,12 @@ impl Conn {
         self.io.read(buf).await
     }
 
-    /// Best-effort close: flush what is buffered and shut the stream down.
+    /// Best-effort close: flush what is buffered (briefly, even during
+    /// shutdown) and shut the stream down.
     pub async fn close(&mut self) {
-        let _ = self.flush().await;
+        let _ = self
+            .flush_with(self.send_timeout.min(Duration::from_secs(2)), false)
+            .await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use popgate_lock::MailboxLocks;
 
 mod conn;
-pub mod limits;
+pub use popgate_lock::limits;
 mod listener;
 pub mod observer;
 pub mod proxy;
@@ -91,7 +91,7 @@ pub struct Shared {
     pub tenants: Tenants,
     pub locks: Arc<dyn MailboxLocks>,
     pub observer: Arc<dyn SessionObserver>,
-    pub limits: Arc<Limits>,
+    pub limits: Arc<dyn Limits>,
     /// Certificates for `starttls` and `implicit` listeners.
     pub tls: Option<Arc<TlsProvider>>,
 }

@@ -149,7 +149,7 @@ async fn connection(
             }
         }
     }
-    let permit = match shared.limits.connect(client.ip()) {
+    let permit = match shared.limits.connect(client.ip()).await {
         Ok(p) => p,
         Err(rejected) => {
             shared.observer.connection_rejected(rejected.reason());

@@ -271,23 +271,38 @@ pub struct TenantSection {
     pub tls: Option<CertSection>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpireSetting {
     Days(u32),
-    Word(ExpireWord),
+    Never,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ExpireWord {
-    Never,
+impl<'de> Deserialize<'de> for ExpireSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Days(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Days(n)) => Ok(ExpireSetting::Days(n)),
+            Ok(Raw::Text(t)) if t.eq_ignore_ascii_case("never") => Ok(ExpireSetting::Never),
+            _ => Err(serde::de::Error::custom(
+                "expected a number of days or \"never\"",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum AuthSection {
-    PasswdFile { path: PathBuf },
+    PasswdFile {
+        path: PathBuf,
+    },
+    /// Users in PostgreSQL (the `users` table of the migrations).
+    Postgres(crate::pg::PgSection),
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,10 +313,134 @@ pub enum StoreSection {
         #[serde(default = "default_uidl_format")]
         uidl_format: String,
     },
+    /// Mail in PostgreSQL (`popgate migrate` makes the schema).
+    Postgres(crate::pg::PgSection),
+    /// Mail in an S3 bucket, one object per message.
+    S3(S3Section),
 }
 
 fn default_uidl_format() -> String {
     "%08Xu%08Xv".into()
+}
+
+/// `store = { kind = "s3", bucket = "mail", ... }`. Without the two keys,
+/// credentials come from the standard AWS chain (`AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY`, profile, web identity / IRSA, ECS, EC2).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    pub bucket: String,
+    #[serde(default = "s3_default_prefix")]
+    pub prefix: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub force_path_style: bool,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(
+        default = "s3_default_connect_timeout",
+        deserialize_with = "s3_connect_timeout"
+    )]
+    pub connect_timeout: Duration,
+    #[serde(
+        default = "s3_default_request_timeout",
+        deserialize_with = "s3_request_timeout"
+    )]
+    pub request_timeout: Duration,
+    #[serde(
+        default = "s3_default_read_timeout",
+        deserialize_with = "s3_read_timeout"
+    )]
+    pub read_timeout: Duration,
+    #[serde(default = "s3_default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "s3_default_list_page_size")]
+    pub list_page_size: u32,
+}
+
+// Inside a `kind`-tagged table figment can only name the table, so these
+// errors name the field themselves.
+fn s3_connect_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration(d).map_err(|e| serde::de::Error::custom(format!("connect_timeout: {e}")))
+}
+fn s3_request_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration(d).map_err(|e| serde::de::Error::custom(format!("request_timeout: {e}")))
+}
+fn s3_read_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration(d).map_err(|e| serde::de::Error::custom(format!("read_timeout: {e}")))
+}
+fn s3_defaults() -> store_s3::S3Config {
+    store_s3::S3Config::new("")
+}
+fn s3_default_prefix() -> String {
+    s3_defaults().prefix
+}
+fn s3_default_connect_timeout() -> Duration {
+    s3_defaults().connect_timeout
+}
+fn s3_default_request_timeout() -> Duration {
+    s3_defaults().request_timeout
+}
+fn s3_default_read_timeout() -> Duration {
+    s3_defaults().read_timeout
+}
+fn s3_default_max_attempts() -> u32 {
+    s3_defaults().max_attempts
+}
+fn s3_default_list_page_size() -> u32 {
+    s3_defaults().list_page_size
+}
+
+impl S3Section {
+    pub fn store_config(&self) -> store_s3::S3Config {
+        let credentials = match (&self.access_key_id, &self.secret_access_key) {
+            (Some(id), Some(secret)) => Some(store_s3::StaticCredentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+            }),
+            _ => None,
+        };
+        store_s3::S3Config {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            force_path_style: self.force_path_style,
+            credentials,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            read_timeout: self.read_timeout,
+            max_attempts: self.max_attempts,
+            list_page_size: self.list_page_size,
+        }
+    }
+
+    /// `key` is the section's own key, like `tenants[0].store`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    format!("{key}.secret_access_key"),
+                    "missing: access_key_id needs it (or leave both out for the AWS credential chain)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{key}.access_key_id"),
+                    "missing: secret_access_key needs it (or leave both out for the AWS credential chain)",
+                ));
+            }
+            _ => {}
+        }
+        self.store_config()
+            .validate()
+            .map_err(|(field, e)| ConfigError::new(format!("{key}.{field}"), e))
+    }
 }
 
 /// A configuration problem, tied to its key.
@@ -340,11 +479,21 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
 }
 
 fn figment_error(e: figment::Error) -> ConfigError {
-    let key = if e.path.is_empty() {
-        "config".to_string()
-    } else {
-        e.path.join(".")
-    };
+    // figment says `tenants.0.expire`; validation says `tenants[0].expire`.
+    let mut key = String::new();
+    for part in &e.path {
+        if part.bytes().all(|b| b.is_ascii_digit()) && !key.is_empty() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    if key.is_empty() {
+        key = "config".into();
+    }
     let mut message = e.kind.to_string();
     if let Some(md) = &e.metadata {
         message.push_str(&format!(" (from {})", md.name));
@@ -518,8 +667,11 @@ impl Config {
                         ConfigError::new(key("auth.path"), format!("{}: {e}", path.display()))
                     })?;
                 }
+                AuthSection::Postgres(pg) => pg.validate(&key("auth"))?,
             }
             match &t.store {
+                StoreSection::Postgres(pg) => pg.validate(&key("store"))?,
+                StoreSection::S3(s3) => s3.validate(&key("store"))?,
                 StoreSection::Maildir { path, uidl_format } => {
                     popgate_store::validate_template(path)
                         .map_err(|e| ConfigError::new(key("store.path"), e))?;
@@ -658,6 +810,51 @@ mod tests {
     }
 
     #[test]
+    fn s3_store_settings() {
+        let tenant = |store: &str| {
+            format!(
+                "[[tenants]]\nname = \"a\"\nauth = {{ kind = \"passwd-file\", path = \"/p\" }}\nstore = {{ kind = \"s3\", {store} }}\n"
+            )
+        };
+        let c = parse(&tenant("bucket = \"mail\", read_timeout = \"2s\"")).unwrap();
+        let StoreSection::S3(s3) = &c.tenants[0].store else {
+            panic!("not s3")
+        };
+        s3.validate("tenants[0].store").unwrap();
+        let sc = s3.store_config();
+        assert_eq!(
+            (sc.prefix.as_str(), sc.read_timeout),
+            ("%d/%n/", Duration::from_secs(2))
+        );
+        assert!(sc.credentials.is_none(), "no keys: the AWS chain");
+        let check = |store: &str| {
+            let c = parse(&tenant(store))?;
+            let StoreSection::S3(s3) = &c.tenants[0].store else {
+                panic!("not s3")
+            };
+            s3.validate("tenants[0].store")
+        };
+        let key = |store: &str| check(store).unwrap_err().key;
+        assert_eq!(
+            key("bucket = \"mail\", prefix = \"%n\""),
+            "tenants[0].store.prefix"
+        );
+        assert_eq!(
+            key("bucket = \"mail\", access_key_id = \"k\""),
+            "tenants[0].store.secret_access_key"
+        );
+        assert_eq!(
+            key("bucket = \"mail\", endpoint = \"minio:9000\""),
+            "tenants[0].store.endpoint"
+        );
+        assert_eq!(key("bucket = \"\""), "tenants[0].store.bucket");
+        let e = check("bucket = \"mail\", connect_timeout = \"soon\"").unwrap_err();
+        assert!(e.to_string().contains("connect_timeout"), "{e}");
+        let e = check("bucket = \"mail\", bukket = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("bukket"), "{e}");
+    }
+
+    #[test]
     fn embedded_default_parses() {
         let c = parse(DEFAULT_CONFIG).unwrap();
         assert_eq!(c.listeners[0].address, "127.0.0.1:1100");
@@ -671,6 +868,9 @@ mod tests {
         assert!(e.to_string().contains("hostnme"), "{e}");
         let e = parse("[server]\nmax_auth_failures = \"many\"\n").unwrap_err();
         assert_eq!(e.key, "server.max_auth_failures", "{e}");
+        let e = parse("[[tenants]]\nname = \"a\"\nexpire = \"sometimes\"\n").unwrap_err();
+        assert_eq!(e.key, "tenants[0].expire", "{e}");
+        assert!(e.message.contains("days or \"never\""), "{e}");
         let e = parse("[server]\nidle_timeout = \"soon\"\n").unwrap_err();
         assert!(
             e.key.contains("idle_timeout") && e.message.contains("soon"),

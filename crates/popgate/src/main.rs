@@ -2,6 +2,7 @@
 //! configuration, wires the concrete backends behind the seams, and serves.
 
 mod config;
+mod pg;
 mod wiring;
 
 use std::io::{BufRead, IsTerminal};
@@ -37,6 +38,16 @@ enum Cmd {
         #[arg(long)]
         user: String,
     },
+    /// Apply the database migrations to every PostgreSQL store and directory of the configuration.
+    Migrate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Manage the users of a tenant whose directory is PostgreSQL (password on standard input).
+    User {
+        #[command(subcommand)]
+        command: pg::UserCmd,
+    },
     /// Hash a password (read from standard input) for a passwd-file.
     Pw {
         /// ARGON2ID, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT or PLAIN.
@@ -60,6 +71,8 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Deliver { config, user } => run(|| wiring::deliver(config, user)),
+        Cmd::Migrate { config } => run(|| pg::migrate(config)),
+        Cmd::User { command } => run(|| command.run()),
         Cmd::Pw { scheme } => pw(&scheme),
     }
 }

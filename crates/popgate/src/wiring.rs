@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use popgate_auth::{Directory, PasswdFile};
+use popgate_lock::limits::{Limits, LimitsConfig, MemoryLimits};
+use popgate_lock::redis_limits::RedisLimits;
 use popgate_lock::{MailboxLocks, MemoryLocks, RedisLocks};
 use popgate_metrics::{Exporter, Metrics, ServeState, ServerReadiness};
-use popgate_server::limits::{Limits, LimitsConfig};
 use popgate_server::tls::TlsProvider;
 use popgate_server::{
     Listener, ListenerConfig, Server, SessionConfig, Shared, Tenant, Tenants, TlsMode,
@@ -80,6 +81,7 @@ fn init_logging(config: &Config) {
 
 fn build_tenants(config: &Config) -> Result<Tenants, ConfigError> {
     let mut list = Vec::new();
+    let mut pools = crate::pg::Pools::default();
     for (i, t) in config.tenants.iter().enumerate() {
         let directory: Arc<dyn Directory> = match &t.auth {
             AuthSection::PasswdFile { path } => Arc::new(PasswdFile::open(path).map_err(|e| {
@@ -88,6 +90,10 @@ fn build_tenants(config: &Config) -> Result<Tenants, ConfigError> {
                     format!("{}: {e}", path.display()),
                 )
             })?),
+            AuthSection::Postgres(pg) => Arc::new(popgate_auth::PgDirectory::new(
+                pools.get(pg, &format!("tenants[{i}].auth"))?,
+                t.name.clone(),
+            )),
         };
         let store: Arc<dyn MailStore> = match &t.store {
             StoreSection::Maildir { path, uidl_format } => Arc::new(
@@ -97,13 +103,20 @@ fn build_tenants(config: &Config) -> Result<Tenants, ConfigError> {
                 })
                 .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?,
             ),
+            StoreSection::Postgres(pg) => Arc::new(store_postgres::PgStore::new(
+                pools.get(pg, &format!("tenants[{i}].store"))?,
+            )),
+            StoreSection::S3(s3) => Arc::new(
+                store_s3::S3Store::new(s3.store_config())
+                    .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e))?,
+            ),
         };
         let mut tenant = Tenant::new(t.name.clone(), t.domains.clone(), directory, store);
         tenant.max_sessions = t.max_sessions;
         tenant.login_delay = t.login_delay;
         tenant.expire = t.expire.map(|e| match e {
             ExpireSetting::Days(d) => pop3_proto::capa::Expire::Days(d),
-            ExpireSetting::Word(_) => pop3_proto::capa::Expire::Never,
+            ExpireSetting::Never => pop3_proto::capa::Expire::Never,
         });
         list.push(tenant);
     }
@@ -130,12 +143,29 @@ fn session_config(config: &Config) -> SessionConfig {
 /// Inside the runtime: the Redis client spawns its connection task there.
 /// It connects on first use, so popgate starts while Redis is down (logins
 /// answer [SYS/TEMP] and /readyz fails until it is back).
-fn build_locks(config: &Config) -> Result<Arc<dyn MailboxLocks>, ConfigError> {
+/// Mailbox locks and abuse limits: in this process, or fleet-wide in Redis.
+/// The fleet coordination a server needs: mailbox locks and abuse limits.
+type Coordination = (Arc<dyn MailboxLocks>, Arc<dyn Limits>);
+
+fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
+    let s = &config.server;
+    let limits = LimitsConfig {
+        max_connections: s.max_connections,
+        max_connections_per_ip: s.max_connections_per_ip,
+        penalty_base: s.auth_penalty,
+        penalty_max: s.auth_penalty_max,
+        ..LimitsConfig::default()
+    };
     match config.locks.redis_config()? {
-        None => Ok(Arc::new(MemoryLocks::new())),
-        Some(redis) => Ok(Arc::new(
-            RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?,
+        None => Ok((
+            Arc::new(MemoryLocks::new()),
+            Arc::new(MemoryLimits::new(limits)),
         )),
+        Some(redis) => {
+            let locks = RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?;
+            let limits = RedisLimits::new(&locks, limits);
+            Ok((Arc::new(locks), Arc::new(limits)))
+        }
     }
 }
 
@@ -143,6 +173,7 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     let config = load_checked(file.as_deref(), true)?;
     init_logging(&config);
     let tenants = build_tenants(&config)?;
+    crate::pg::check_schemas(&config).await?;
     let tls = match config.tls_settings() {
         Some(settings) => {
             let provider = TlsProvider::load(settings).map_err(|e| ConfigError::new("tls", e))?;
@@ -204,18 +235,13 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
             },
         });
     }
+    let (locks, limits) = build_coordination(&config)?;
     let server = Server::new(Shared {
         config: session_config(&config),
         tenants,
-        locks: build_locks(&config)?,
+        locks,
         observer: metrics.clone(),
-        limits: Limits::new(LimitsConfig {
-            max_connections: config.server.max_connections,
-            max_connections_per_ip: config.server.max_connections_per_ip,
-            penalty_base: config.server.auth_penalty,
-            penalty_max: config.server.auth_penalty_max,
-            ..LimitsConfig::default()
-        }),
+        limits,
         tls: tls.clone(),
     });
     if let (Some(tcp), Some(m)) = (metrics_tcp, &config.metrics) {

@@ -151,8 +151,15 @@ impl Maildir {
             if name.starts_with('.') || name.contains(['\r', '\n']) {
                 continue;
             }
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
+            // Only regular files are mail: a symlink could point anywhere
+            // (another tenant's mail, /etc), and popgate may run privileged.
+            match entry.file_type() {
+                Ok(t) if t.is_file() => {}
+                Ok(t) if t.is_symlink() => {
+                    warn!(file = %name, "ignoring a symlink in a Maildir");
+                    continue;
+                }
+                _ => continue,
             }
             names.push(name);
         }
@@ -360,7 +367,12 @@ impl Maildir {
     /// Opens a message where it was seen, or wherever it went (a flag change
     /// renames it). `None` when it is gone.
     pub fn open_message(&self, hint: &FileRef) -> io::Result<Option<File>> {
-        self.with_file(hint, |path| File::open(path))
+        self.with_file(hint, |path| {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+        })
     }
 
     /// Unlinks a message, wherever it went. `false` when it was gone already.

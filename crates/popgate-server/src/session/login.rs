@@ -240,7 +240,7 @@ impl Session {
             .as_ref()
             .map(|(_, m)| m.to_string())
             .unwrap_or_else(|| login.to_ascii_lowercase());
-        let penalty = self.shared.limits.penalty(self.client.ip(), &account);
+        let penalty = self.shared.limits.penalty(self.client.ip(), &account).await;
         if !penalty.is_zero() {
             self.shared.observer.login_penalty(penalty);
             if self.conn.flush().await.is_err() {
@@ -250,7 +250,7 @@ impl Session {
         }
         let Some((tenant, mailbox)) = resolved else {
             // An unknown domain or an invalid name looks like a wrong password.
-            self.shared.limits.failed(self.client.ip(), &account);
+            self.shared.limits.failed(self.client.ip(), &account).await;
             return self.fail_login(mechanism, None).await;
         };
         let who = Login {
@@ -266,7 +266,7 @@ impl Session {
         let user: UserInfo = match verified {
             Ok(Some(user)) => user,
             Ok(None) => {
-                self.shared.limits.failed(self.client.ip(), &account);
+                self.shared.limits.failed(self.client.ip(), &account).await;
                 return self.fail_login(mechanism, Some(&tenant.name)).await;
             }
             Err(e) => {
@@ -282,7 +282,10 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        self.shared.limits.succeeded(self.client.ip(), &account);
+        self.shared
+            .limits
+            .succeeded(self.client.ip(), &account)
+            .await;
         self.tenant = Some(tenant.name.clone());
         self.user = Some(mailbox.login());
 

@@ -94,7 +94,7 @@ impl Session {
         Session {
             shared,
             listener,
-            conn: Conn::new(io, send_timeout),
+            conn: Conn::new(io, send_timeout).with_shutdown(shutdown.clone()),
             reader: LineReader::default(),
             state: State::Authorization { user: None },
             id,
@@ -348,5 +348,6 @@ fn conn_outcome(e: &ConnError) -> Outcome {
     match e {
         ConnError::SendTimeout(_) => Outcome::Timeout,
         ConnError::Io(_) => Outcome::Error,
+        ConnError::Shutdown => Outcome::Shutdown,
     }
 }

@@ -1,0 +1,318 @@
+//! A tenant's users in PostgreSQL, as a [`Directory`].
+//!
+//! The `users` table (created by the migrations in `migrations/`) holds one
+//! row per `(tenant, login)`: the password as a `{SCHEME}data` string in
+//! any scheme [`crate::scheme::verify`] takes, an `enabled` flag, and
+//! per-user overrides `login_delay` and `max_sessions` (NULL: the tenant's).
+//! A login `local@domain` is looked up as `local@domain` first, then as a
+//! bare `local` (which then serves every domain of the tenant), like the
+//! passwd-file. Logins are stored in lower case.
+//!
+//! Timing: an unknown user is checked against a dummy hash of the tenant's
+//! most common cost class (sampled from the table at most once a minute,
+//! whoever logs in), and a disabled user's password is checked like any
+//! other, so that unknown, disabled and wrong-password logins cost the
+//! same. Hashing runs in [`scheme::spawn_hashing`]'s slots.
+//!
+//! The pool's connections must have the schema on their `search_path`
+//! (the binary builds the pool from the `auth` section's settings).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::postgres::PgPool;
+use tracing::warn;
+
+use crate::scheme;
+use crate::{AuthError, Directory, Login, UserInfo};
+
+/// How often the dummy hash for unknown users is re-sampled.
+const DUMMY_REFRESH: Duration = Duration::from_secs(60);
+/// How many users the dummy's cost class is sampled from.
+const DUMMY_SAMPLE: i64 = 200;
+
+/// A tenant's user directory in PostgreSQL.
+pub struct PgDirectory {
+    pool: PgPool,
+    tenant: String,
+    dummy: Mutex<Dummy>,
+}
+
+#[derive(Default)]
+struct Dummy {
+    stored: Option<Arc<str>>,
+    refreshed: Option<Instant>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    login: String,
+    password: String,
+    enabled: bool,
+    login_delay: Option<i32>,
+    max_sessions: Option<i32>,
+}
+
+/// A user-management command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UserAdminError {
+    #[error("user {0:?} already exists")]
+    Exists(String),
+    #[error("no user {0:?}")]
+    NotFound(String),
+    #[error("{0:?} is not a valid login (lower-case local or local@domain)")]
+    InvalidLogin(String),
+    #[error("database: {0}")]
+    Database(String),
+}
+
+fn db(e: sqlx::Error) -> UserAdminError {
+    UserAdminError::Database(e.to_string())
+}
+
+/// A stored login: lower case, no white space or control characters, at
+/// most one `@` with something on both sides.
+fn check_login(login: &str) -> Result<(), UserAdminError> {
+    let bad = login.is_empty()
+        || login != login.to_lowercase()
+        || login.chars().any(|c| c.is_whitespace() || c.is_control())
+        || login.matches('@').count() > 1
+        || login.starts_with('@')
+        || login.ends_with('@');
+    if bad {
+        Err(UserAdminError::InvalidLogin(login.into()))
+    } else {
+        Ok(())
+    }
+}
+
+impl PgDirectory {
+    /// The users of `tenant`, in the schema on the pool's `search_path`.
+    pub fn new(pool: PgPool, tenant: impl Into<String>) -> Self {
+        PgDirectory {
+            pool,
+            tenant: tenant.into(),
+            dummy: Mutex::new(Dummy::default()),
+        }
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Adds a user; `stored` is a `{SCHEME}data` string.
+    pub async fn add_user(
+        &self,
+        login: &str,
+        stored: &str,
+        login_delay: Option<u32>,
+        max_sessions: Option<u32>,
+    ) -> Result<(), UserAdminError> {
+        check_login(login)?;
+        let to_i32 = |v: Option<u32>| v.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        let inserted = sqlx::query(
+            "INSERT INTO users (tenant, login, password, login_delay, max_sessions) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, login) DO NOTHING",
+        )
+        .bind(&self.tenant)
+        .bind(login)
+        .bind(stored)
+        .bind(to_i32(login_delay))
+        .bind(to_i32(max_sessions))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(UserAdminError::Exists(login.into()));
+        }
+        Ok(())
+    }
+
+    /// Replaces a user's password.
+    pub async fn set_password(&self, login: &str, stored: &str) -> Result<(), UserAdminError> {
+        let n = sqlx::query(
+            "UPDATE users SET password = $3, updated_at = now() WHERE tenant = $1 AND login = $2",
+        )
+        .bind(&self.tenant)
+        .bind(login)
+        .bind(stored)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if n == 0 {
+            return Err(UserAdminError::NotFound(login.into()));
+        }
+        Ok(())
+    }
+
+    /// Enables or disables a user. A disabled user cannot log in, whatever
+    /// the password; the row, and its mail, stay.
+    pub async fn set_enabled(&self, login: &str, enabled: bool) -> Result<(), UserAdminError> {
+        let n = sqlx::query(
+            "UPDATE users SET enabled = $3, updated_at = now() WHERE tenant = $1 AND login = $2",
+        )
+        .bind(&self.tenant)
+        .bind(login)
+        .bind(enabled)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if n == 0 {
+            return Err(UserAdminError::NotFound(login.into()));
+        }
+        Ok(())
+    }
+
+    /// The dummy for unknown users, re-sampled when stale. Runs on every
+    /// verify whatever the login, so it does not tell users apart.
+    async fn dummy(&self) -> Result<Option<Arc<str>>, AuthError> {
+        {
+            let d = self.dummy.lock().unwrap_or_else(PoisonError::into_inner);
+            if d.refreshed.is_some_and(|t| t.elapsed() < DUMMY_REFRESH) {
+                return Ok(d.stored.clone());
+            }
+        }
+        let sample: Vec<String> = sqlx::query_scalar(
+            "SELECT password FROM users WHERE tenant = $1 AND enabled \
+             ORDER BY updated_at DESC LIMIT $2",
+        )
+        .bind(&self.tenant)
+        .bind(DUMMY_SAMPLE)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| AuthError(format!("PostgreSQL directory: {e}")))?;
+        let stored = most_common_class(&sample).map(Arc::<str>::from);
+        let mut d = self.dummy.lock().unwrap_or_else(PoisonError::into_inner);
+        d.stored = stored;
+        d.refreshed = Some(Instant::now());
+        Ok(d.stored.clone())
+    }
+
+    async fn lookup(&self, login: Login<'_>) -> Result<Option<UserRow>, AuthError> {
+        let local = login.local.to_lowercase();
+        let full = if login.domain.is_empty() {
+            local.clone()
+        } else {
+            format!("{local}@{}", login.domain.to_lowercase())
+        };
+        // The full login sorts first: it is the longer of the two.
+        sqlx::query_as(
+            "SELECT login, password, enabled, login_delay, max_sessions FROM users \
+             WHERE tenant = $1 AND login IN ($2, $3) ORDER BY length(login) DESC LIMIT 1",
+        )
+        .bind(&self.tenant)
+        .bind(&full)
+        .bind(&local)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| AuthError(format!("PostgreSQL directory: {e}")))
+    }
+}
+
+/// One stored string of the most common cost class in `sample` (on a tie,
+/// the class seen first).
+fn most_common_class(sample: &[String]) -> Option<String> {
+    let mut classes: HashMap<String, (usize, usize)> = HashMap::new();
+    for (i, stored) in sample.iter().enumerate() {
+        if let Ok(class) = scheme::cost_class(stored) {
+            classes.entry(class).or_insert((0, i)).0 += 1;
+        }
+    }
+    classes
+        .into_values()
+        .max_by_key(|&(count, first)| (count, std::cmp::Reverse(first)))
+        .map(|(_, first)| sample[first].clone())
+}
+
+impl std::fmt::Debug for PgDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgDirectory")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Directory for PgDirectory {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn verify(
+        &self,
+        login: Login<'_>,
+        password: &[u8],
+    ) -> Result<Option<UserInfo>, AuthError> {
+        let dummy = self.dummy().await?;
+        let user = self.lookup(login).await?;
+        let password = password.to_vec();
+        let tenant = self.tenant.clone();
+        scheme::spawn_hashing(move || {
+            let check_dummy = || {
+                if let Some(d) = &dummy {
+                    let _ = scheme::verify(d, &password);
+                }
+                None
+            };
+            let Some(user) = user else {
+                return check_dummy();
+            };
+            match scheme::verify(&user.password, &password) {
+                Ok(matched) => (matched && user.enabled).then(|| UserInfo {
+                    max_sessions: user.max_sessions.and_then(|n| u32::try_from(n).ok()),
+                    login_delay: user.login_delay.and_then(|n| u32::try_from(n).ok()),
+                }),
+                Err(error) => {
+                    warn!(tenant, user = user.login, %error, "cannot check password");
+                    check_dummy()
+                }
+            }
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), AuthError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| AuthError(format!("PostgreSQL directory: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dummy_is_of_the_most_common_class() {
+        let sample: Vec<String> = [
+            "{PLAIN}x",
+            "{SHA512-CRYPT}$6$a$b",
+            "{BLF-CRYPT}$2y$04$5D.aL.fV85YiD13oXmGByuH.V3eCTJWidNypC2058qMqJQ3PXvYDu",
+            "{SHA512-CRYPT}$6$c$d",
+            "{MD5}unknown",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            most_common_class(&sample).as_deref(),
+            Some("{SHA512-CRYPT}$6$a$b")
+        );
+        assert_eq!(most_common_class(&[]), None);
+    }
+
+    #[test]
+    fn logins_are_checked() {
+        assert!(check_login("bob@acme.example").is_ok());
+        assert!(check_login("frank").is_ok());
+        for bad in ["", "Bob@x", "a b", "a@b@c", "@x", "x@"] {
+            assert!(check_login(bad).is_err(), "{bad:?}");
+        }
+    }
+}
