@@ -229,6 +229,20 @@ pub async fn pop3_size(mut stream: MessageStream) -> std::io::Result<u64> {
     }
 }
 
+/// The indexes an expunge was given, sorted, without repeats, and checked
+/// against the snapshot's length: what every store's `expunge` starts with.
+pub fn expunge_targets(indexes: &[usize], len: usize) -> Result<Vec<usize>, StoreError> {
+    let mut indexes = indexes.to_vec();
+    indexes.sort_unstable();
+    indexes.dedup();
+    match indexes.last() {
+        Some(&bad) if bad >= len => {
+            Err(StoreError::Permanent(format!("no message at index {bad}")))
+        }
+        _ => Ok(indexes),
+    }
+}
+
 /// Checks a UIDL against RFC 1939: 1 to 70 characters in 0x21..=0x7E.
 pub fn valid_uidl(uidl: &str) -> bool {
     (1..=70).contains(&uidl.len()) && uidl.bytes().all(|b| (0x21..=0x7e).contains(&b))
@@ -255,6 +269,16 @@ mod tests {
         assert!(validate_template("/m/%d/%n").is_ok());
         assert!(validate_template("/m/%q").unwrap_err().contains("%q"));
         assert!(validate_template("/m/%").is_err());
+    }
+
+    #[test]
+    fn expunge_targets_are_sorted_unique_and_in_range() {
+        assert_eq!(expunge_targets(&[3, 1, 3, 0], 4).unwrap(), vec![0, 1, 3]);
+        assert!(expunge_targets(&[], 0).unwrap().is_empty());
+        assert!(matches!(
+            expunge_targets(&[0, 4], 4),
+            Err(StoreError::Permanent(_))
+        ));
     }
 
     #[test]

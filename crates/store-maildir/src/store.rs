@@ -237,12 +237,7 @@ impl Maildrop for MaildirDrop {
         indexes: &[usize],
         fence: u64,
     ) -> Result<ExpungeReport, StoreError> {
-        let mut indexes = indexes.to_vec();
-        indexes.sort_unstable();
-        indexes.dedup();
-        if let Some(&bad) = indexes.iter().find(|&&i| i >= self.files.len()) {
-            return Err(StoreError::Permanent(format!("no message at index {bad}")));
-        }
+        let indexes = popgate_store::expunge_targets(indexes, self.files.len())?;
         let targets: Vec<FileRef> = indexes.iter().map(|&i| self.files[i].clone()).collect();
         let md = self.maildir.clone();
         let (deleted, already_gone) = blocking(move || md.expunge(&targets, fence)).await?;

@@ -78,12 +78,7 @@ impl Maildrop for PgDrop {
         indexes: &[usize],
         fence: u64,
     ) -> Result<ExpungeReport, StoreError> {
-        let mut indexes = indexes.to_vec();
-        indexes.sort_unstable();
-        indexes.dedup();
-        if let Some(&bad) = indexes.iter().find(|&&i| i >= self.handles.len()) {
-            return Err(StoreError::Permanent(format!("no message at index {bad}")));
-        }
+        let indexes = popgate_store::expunge_targets(indexes, self.handles.len())?;
         if indexes.is_empty() {
             return Ok(ExpungeReport::default());
         }

@@ -982,12 +982,7 @@ impl Maildrop for S3Drop {
         indexes: &[usize],
         fence: u64,
     ) -> Result<ExpungeReport, StoreError> {
-        let mut indexes = indexes.to_vec();
-        indexes.sort_unstable();
-        indexes.dedup();
-        if let Some(&bad) = indexes.iter().find(|&&i| i >= self.objects.len()) {
-            return Err(StoreError::Permanent(format!("no message at index {bad}")));
-        }
+        let indexes = popgate_store::expunge_targets(indexes, self.objects.len())?;
         if indexes.is_empty() {
             return Ok(ExpungeReport::default());
         }

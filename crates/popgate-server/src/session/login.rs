@@ -271,15 +271,13 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(session = self.id, tenant = %tenant.name, error = %e, "directory failure");
-                self.shared
-                    .observer
-                    .login(Some(&tenant.name), mechanism, "temp_error");
-                response::err(
-                    &mut self.conn.out,
-                    Some(Code::SysTemp),
+                return self.refuse_login(
+                    &tenant.name,
+                    mechanism,
+                    "temp_error",
+                    Code::SysTemp,
                     "Authentication service unavailable, try again later.",
                 );
-                return Flow::Continue;
             }
         };
         self.shared
@@ -292,26 +290,22 @@ impl Session {
         let lock_key = format!("{}/{}", tenant.name, mailbox.login());
         let login_delay = user.login_delay.or(tenant.login_delay);
         if !tenant.login_allowed(&lock_key, login_delay) {
-            self.shared
-                .observer
-                .login(Some(&tenant.name), mechanism, "denied");
-            response::err(
-                &mut self.conn.out,
-                Some(Code::LoginDelay),
+            return self.refuse_login(
+                &tenant.name,
+                mechanism,
+                "denied",
+                Code::LoginDelay,
                 "Logged in too recently, try again later.",
             );
-            return Flow::Continue;
         }
         let Some(tenant_session) = tenant.enter() else {
-            self.shared
-                .observer
-                .login(Some(&tenant.name), mechanism, "denied");
-            response::err(
-                &mut self.conn.out,
-                Some(Code::SysTemp),
+            return self.refuse_login(
+                &tenant.name,
+                mechanism,
+                "denied",
+                Code::SysTemp,
                 "Too many sessions for this domain, try again later.",
             );
-            return Flow::Continue;
         };
         let lock = match self.shared.locks.acquire(&lock_key).await {
             Ok(lock) => {
@@ -320,28 +314,24 @@ impl Session {
             }
             Err(LockError::InUse) => {
                 self.shared.observer.lock(&tenant.name, "in_use");
-                self.shared
-                    .observer
-                    .login(Some(&tenant.name), mechanism, "in_use");
-                response::err(
-                    &mut self.conn.out,
-                    Some(Code::InUse),
+                return self.refuse_login(
+                    &tenant.name,
+                    mechanism,
+                    "in_use",
+                    Code::InUse,
                     "Mailbox is locked by another POP3 session.",
                 );
-                return Flow::Continue;
             }
             Err(e @ LockError::Unavailable(_)) => {
                 tracing::warn!(session = self.id, tenant = %tenant.name, error = %e, "lock failure");
                 self.shared.observer.lock(&tenant.name, "error");
-                self.shared
-                    .observer
-                    .login(Some(&tenant.name), mechanism, "temp_error");
-                response::err(
-                    &mut self.conn.out,
-                    Some(Code::SysTemp),
+                return self.refuse_login(
+                    &tenant.name,
+                    mechanism,
+                    "temp_error",
+                    Code::SysTemp,
                     "Mailbox locking unavailable, try again later.",
                 );
-                return Flow::Continue;
             }
         };
         let started = Instant::now();
@@ -363,15 +353,13 @@ impl Session {
                 } else {
                     (Code::SysPerm, "perm_error")
                 };
-                self.shared
-                    .observer
-                    .login(Some(&tenant.name), mechanism, result);
-                response::err(
-                    &mut self.conn.out,
-                    Some(code),
+                return self.refuse_login(
+                    &tenant.name,
+                    mechanism,
+                    result,
+                    code,
                     "Cannot open the mailbox, try again later.",
                 );
-                return Flow::Continue;
             }
         };
         self.shared
@@ -384,6 +372,21 @@ impl Session {
             &format!("Logged in, {count} messages ({octets} octets)."),
         );
         self.state = State::Transaction(Box::new(mb));
+        Flow::Continue
+    }
+
+    /// Answers a login whose credentials were good but that cannot open the
+    /// mailbox now, and counts it under `result`.
+    fn refuse_login(
+        &mut self,
+        tenant: &str,
+        mechanism: &'static str,
+        result: &'static str,
+        code: Code,
+        text: &str,
+    ) -> Flow {
+        self.shared.observer.login(Some(tenant), mechanism, result);
+        response::err(&mut self.conn.out, Some(code), text);
         Flow::Continue
     }
 
