@@ -1,0 +1,506 @@
+#!/usr/bin/env python3
+"""Checks behind scripts/validate-deploy that no off-the-shelf tool makes.
+
+    deploycheck.py dashboard-rules DASHBOARD OUT     every PromQL expression of a Grafana
+                                                     dashboard as a rule file, for promtool
+    deploycheck.py alert-tests RULES TESTS           every alert has a firing unit test
+    deploycheck.py same-rules MANIFESTS RULES        the PrometheusRule carries the rule file
+    deploycheck.py exercise CONFIG_DIR BIN           start popgate, drive traffic that makes
+                                                     every metric family appear, save /metrics
+    deploycheck.py metric-names EXPOSITION SRC FILE...
+                                                     popgate_* names, label names and label
+                                                     values used by FILEs exist in the exposition
+                                                     (values: as string literals under SRC)
+    deploycheck.py configs MANIFESTS OUTDIR          write each rendered popgate.toml (and the
+                                                     env the chart gives popgate) for check-config
+    deploycheck.py compose-config COMPOSE OUTDIR     the same for docker-compose.yml's popgate
+    deploycheck.py check-config TOML ENVFILE BIN     `popgate check-config` on a deployment's
+                                                     config: its absolute paths moved under a
+                                                     temporary root holding the files it names
+
+Needs PyYAML (installed with yamllint).
+"""
+
+import json
+import os
+import poplib
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import yaml
+
+# Grafana's variables, replaced by what they stand for in a query.
+GRAFANA_VARS = {
+    "$__rate_interval": "5m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "${instance}": ".*",
+    "$instance": ".*",
+    "${tenant}": ".*",
+    "$tenant": ".*",
+}
+# Labels Prometheus adds to every scraped series.
+TARGET_LABELS = {"job", "instance"}
+METRIC = re.compile(r"\bpopgate_[a-zA-Z0-9_]+")
+
+
+def fail(msg):
+    print(f"deploycheck: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def grafana_exprs(dashboard):
+    """(where, PromQL) for every target and every query variable."""
+    out = []
+
+    def walk_panels(panels):
+        for p in panels:
+            for t in p.get("targets", []):
+                if t.get("expr"):
+                    out.append((f'panel "{p.get("title")}" {t.get("refId")}', t["expr"]))
+            walk_panels(p.get("panels", []))
+
+    walk_panels(dashboard.get("panels", []))
+    for v in dashboard.get("templating", {}).get("list", []):
+        if v.get("type") != "query":
+            continue
+        q = v.get("query")
+        q = q.get("query") if isinstance(q, dict) else q
+        m = re.fullmatch(r"\s*label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*", q or "")
+        if not m:
+            fail(f"variable {v.get('name')}: only label_values(SELECTOR, LABEL) is understood: {q!r}")
+        out.append((f'variable "{v["name"]}"', m.group(1)))
+    return out
+
+
+def substitute(expr):
+    for k, v in GRAFANA_VARS.items():
+        expr = expr.replace(k, v)
+    if "$" in expr:
+        fail(f"unknown Grafana variable in {expr!r}")
+    return expr
+
+
+def dashboard_rules(dashboard_path, out_path):
+    with open(dashboard_path) as f:
+        dashboard = json.load(f)
+    exprs = grafana_exprs(dashboard)
+    if not exprs:
+        fail(f"{dashboard_path}: no expressions")
+    rules = [
+        {"record": f"dashboard:expr_{i}", "expr": substitute(e), "labels": {"where": where}}
+        for i, (where, e) in enumerate(exprs)
+    ]
+    with open(out_path, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, f, sort_keys=False)
+    print(f"{len(rules)} expressions from {dashboard_path}")
+
+
+def alert_tests(rules_path, tests_path):
+    alerts = [
+        r["alert"]
+        for g in yaml.safe_load(open(rules_path))["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
+    firing, quiet = set(), set()
+    for t in yaml.safe_load(open(tests_path))["tests"]:
+        for a in t.get("alert_rule_test", []):
+            (firing if a.get("exp_alerts") else quiet).add(a["alertname"])
+    missing = [a for a in alerts if a not in firing]
+    if missing:
+        fail(f"{tests_path}: no test in which these alerts fire: {', '.join(missing)}")
+    silent = [a for a in alerts if a not in quiet]
+    if silent:
+        fail(f"{tests_path}: no test in which these alerts stay quiet: {', '.join(silent)}")
+    print(f"{len(alerts)} alerts, each tested firing and quiet")
+
+
+def load_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def same_rules(manifests, rules_path):
+    want = yaml.safe_load(open(rules_path))
+    found = [d for d in load_docs(manifests) if d.get("kind") == "PrometheusRule"]
+    if len(found) != 1:
+        fail(f"{manifests}: {len(found)} PrometheusRule objects, want 1")
+    if found[0]["spec"] != want:
+        fail(f"{manifests}: the PrometheusRule's spec differs from {rules_path}")
+    print(f"the PrometheusRule carries {rules_path}")
+
+
+def configs(manifests, outdir):
+    """Writes NAME.toml and NAME.env (KEY=VALUE lines) per ConfigMap with popgate.toml."""
+    docs = load_docs(manifests)
+    env = {}
+    for d in docs:
+        if d.get("kind") == "Deployment":
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                if c["name"] == "popgate":
+                    env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
+        if d.get("kind") == "Secret" and d.get("type", "Opaque") == "Opaque":
+            data = d.get("stringData", {})
+            env.update({k: v for k, v in data.items() if re.fullmatch(r"[A-Z_][A-Z0-9_]*", k)})
+    n = 0
+    for d in docs:
+        if d.get("kind") == "ConfigMap" and "popgate.toml" in d.get("data", {}):
+            name = d["metadata"]["name"]
+            with open(os.path.join(outdir, f"{name}.toml"), "w") as f:
+                f.write(d["data"]["popgate.toml"])
+            with open(os.path.join(outdir, f"{name}.env"), "w") as f:
+                for k, v in sorted(env.items()):
+                    f.write(f"{k}={v}\n")
+            n += 1
+    if n == 0:
+        fail(f"{manifests}: no ConfigMap with popgate.toml")
+
+
+def compose_config(compose_path, outdir):
+    doc = yaml.safe_load(open(compose_path))
+    svc = doc["services"]["popgate"]
+    env = svc.get("environment", {})
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) for e in env)
+    toml_src = None
+    for v in svc.get("volumes", []):
+        src, dst = v.split(":")[:2]
+        if dst == "/etc/popgate/popgate.toml":
+            toml_src = os.path.join(os.path.dirname(compose_path), src)
+    if not toml_src:
+        fail(f"{compose_path}: popgate mounts no /etc/popgate/popgate.toml")
+    with open(toml_src) as f, open(os.path.join(outdir, "compose.toml"), "w") as out:
+        out.write(f.read())
+    with open(os.path.join(outdir, "compose.env"), "w") as f:
+        for k, v in sorted(env.items()):
+            f.write(f"{k}={v}\n")
+
+
+def check_config(toml_path, env_path, binary):
+    import tomllib
+
+    root = tempfile.mkdtemp(prefix="popgate-config-")
+    text = open(toml_path).read()
+    moved = re.sub(r'"(/[^"]*)"', lambda m: f'"{root}{m.group(1)}"', text)
+    config = tomllib.loads(moved)
+    cert = key = None
+
+    def make_pair(c, k):
+        nonlocal cert, key
+        for p in (c, k):
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+        if cert is None:
+            cert, key = os.path.join(root, "pair.crt"), os.path.join(root, "pair.key")
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                 "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                check=True, capture_output=True)
+        with open(cert) as f, open(c, "w") as out:
+            out.write(f.read())
+        with open(key) as f, open(k, "w") as out:
+            out.write(f.read())
+
+    pairs = [config.get("tls")] + [t.get("tls") for t in config.get("tenants", [])]
+    for p in pairs:
+        if p:
+            make_pair(p["certificate"], p["private_key"])
+    for t in config.get("tenants", []):
+        auth, store = t.get("auth", {}), t.get("store", {})
+        if auth.get("kind") == "passwd-file":
+            os.makedirs(os.path.dirname(auth["path"]), exist_ok=True)
+            open(auth["path"], "a").close()
+        if store.get("kind") == "maildir":
+            fixed = store["path"].split("%")[0]
+            os.makedirs(fixed if fixed.endswith("/") else os.path.dirname(fixed), exist_ok=True)
+    checked = os.path.join(root, "popgate.toml")
+    with open(checked, "w") as f:
+        f.write(moved)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POPGATE_")}
+    for line in open(env_path):
+        if "=" in line:
+            k, v = line.rstrip("\n").split("=", 1)
+            env[k] = v
+    r = subprocess.run([binary, "check-config", "--config", checked], env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(f"{toml_path}: popgate check-config: {r.stderr.strip() or r.stdout.strip()}")
+    print(f"{toml_path}: {r.stdout.strip()}")
+
+
+# --- the real exposition -------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, deadline):
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return r.read().decode()
+        except OSError:
+            time.sleep(0.1)
+    fail(f"{url} did not answer")
+
+
+def read_until_closed(sock, limit=2.0):
+    sock.settimeout(limit)
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
+def exercise(workdir, binary):
+    """Starts popgate on loopback ports with a plain, an implicit-TLS and two
+    PROXY listeners, drives sessions that touch every metric family (logins
+    good and bad, RETR, DELE, a message gone under a session, QUIT, TLS good
+    and bad, PROXY headers untrusted and malformed), prints /metrics."""
+    os.makedirs(os.path.join(workdir, "mail"), exist_ok=True)
+    cert, key = os.path.join(workdir, "tls.crt"), os.path.join(workdir, "tls.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+        check=True, capture_output=True)
+    with open(os.path.join(workdir, "passwd"), "w") as f:
+        f.write("bob@localhost:{PLAIN}secret\n")
+    plain, tls, untrusted, proxied, metrics = (free_port() for _ in range(5))
+    config = os.path.join(workdir, "popgate.toml")
+    with open(config, "w") as f:
+        f.write(f"""
+[server]
+hostname = "localhost"
+shutdown_grace = "1s"
+auth_failure_delay = "100ms"
+auth_penalty = "100ms"
+auth_penalty_max = "200ms"
+
+[[listeners]]
+address = "127.0.0.1:{plain}"
+tls = "none"
+plaintext_auth = true
+default_tenant = "local"
+
+[[listeners]]
+address = "127.0.0.1:{tls}"
+tls = "implicit"
+default_tenant = "local"
+
+[[listeners]]
+address = "127.0.0.1:{untrusted}"
+tls = "none"
+plaintext_auth = true
+proxy_protocol = true
+trusted_proxies = ["192.0.2.0/24"]
+
+[[listeners]]
+address = "127.0.0.1:{proxied}"
+tls = "none"
+plaintext_auth = true
+proxy_protocol = true
+trusted_proxies = ["127.0.0.1/32"]
+
+[tls]
+certificate = "{cert}"
+private_key = "{key}"
+
+[locks]
+backend = "memory"
+
+[metrics]
+address = "127.0.0.1:{metrics}"
+
+[[tenants]]
+name = "local"
+domains = ["localhost"]
+auth = {{ kind = "passwd-file", path = "{workdir}/passwd" }}
+store = {{ kind = "maildir", path = "{workdir}/mail/%d/%n/Maildir" }}
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POPGATE_")}
+    for i in (1, 2):
+        subprocess.run([binary, "deliver", "--config", config, "--user", "bob@localhost"],
+                       input=f"Subject: test {i}\r\n\r\nbody {i}\r\n".encode(),
+                       check=True, env=env, capture_output=True)
+    log = open(os.path.join(workdir, "popgate.log"), "w")
+    proc = subprocess.Popen([binary, "serve", "--config", config], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{metrics}/readyz", time.time() + 20)
+        # A failed login, then a session that reads, deletes, loses a message
+        # under its feet, and commits.
+        c = poplib.POP3("127.0.0.1", plain, timeout=10)
+        c.user("bob")
+        try:
+            c.pass_("wrong")
+        except poplib.error_proto:
+            pass
+        c.user("bob")
+        c.pass_("secret")
+        c.stat()
+        c.uidl()
+        c.retr(1)
+        c.dele(1)
+        maildir = os.path.join(workdir, "mail", "localhost", "bob", "Maildir")
+        for sub in ("cur", "new"):
+            for name in sorted(os.listdir(os.path.join(maildir, sub))):
+                if "body 2" in open(os.path.join(maildir, sub, name), errors="replace").read():
+                    os.remove(os.path.join(maildir, sub, name))
+        try:
+            c.retr(2)
+        except poplib.error_proto:
+            pass
+        try:
+            c._shortcmd("BOGUS")  # an unknown command: -ERR
+        except poplib.error_proto:
+            pass
+        c.quit()
+        # TLS: one good handshake, one that is not TLS at all.
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = poplib.POP3_SSL("127.0.0.1", tls, context=ctx, timeout=10)
+        s.quit()
+        with socket.create_connection(("127.0.0.1", tls), timeout=5) as raw:
+            raw.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            read_until_closed(raw)
+        # PROXY: a peer that is not trusted, and a malformed header.
+        with socket.create_connection(("127.0.0.1", untrusted), timeout=5) as raw:
+            raw.sendall(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 110\r\n")
+            read_until_closed(raw)
+        with socket.create_connection(("127.0.0.1", proxied), timeout=5) as raw:
+            raw.sendall(b"HELLO there\r\n")
+            read_until_closed(raw)
+        time.sleep(0.3)
+        text = wait_http(f"http://127.0.0.1:{metrics}/metrics", time.time() + 10)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    sys.stdout.write(text)
+
+
+def exposition(path):
+    """{series name: set of label names} from the text format."""
+    series = {}
+    line_re = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s")
+    for line in open(path):
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = line_re.match(line)
+        if not m:
+            fail(f"{path}: cannot read {line!r}")
+        labels = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(3) or ""))
+        series.setdefault(m.group(1), set()).update(labels)
+    return series
+
+
+def exprs_of(path):
+    """(where, PromQL) of a rule file, a dashboard, a test file's promql tests."""
+    if path.endswith(".json"):
+        return [(w, substitute(e)) for w, e in grafana_exprs(json.load(open(path)))]
+    doc = yaml.safe_load(open(path))
+    return [
+        (f'{r.get("alert") or r.get("record")}', r["expr"])
+        for g in doc["groups"]
+        for r in g["rules"]
+    ]
+
+
+def balanced(text, start):
+    """The text inside the parenthesis that opens at text[start]."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+            if depth == 0:
+                return text[start + 1:i]
+    return text[start + 1:]
+
+
+def metric_names(expo_path, src_dir, files):
+    series = exposition(expo_path)
+    literals = set()
+    for dirpath, _, names in os.walk(src_dir):
+        for n in names:
+            if n.endswith(".rs"):
+                literals.update(re.findall(r'"([a-z_]+)"', open(os.path.join(dirpath, n)).read()))
+    problems = []
+    count = 0
+    for path in files:
+        for where, expr in exprs_of(path):
+            count += 1
+            # Names: every popgate_* must be a series of the exposition.
+            for name in set(METRIC.findall(expr)):
+                if name not in series:
+                    problems.append(f"{path}: {where}: unknown metric {name}")
+            # Selectors: label names on the metric, values the code can produce.
+            for m in re.finditer(r"\b(popgate_[a-zA-Z0-9_]+)\{([^}]*)\}", expr):
+                name, body = m.group(1), m.group(2)
+                for lm in re.finditer(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"', body):
+                    label, value = lm.group(1), lm.group(3)
+                    if label in TARGET_LABELS:
+                        continue
+                    if name in series and label not in series[name]:
+                        problems.append(f"{path}: {where}: {name} has no label {label}")
+                    for v in value.split("|"):
+                        if v in (".*", ".+", "") or v.startswith("$"):
+                            continue
+                        if not re.fullmatch(r"[a-z_]+", v) or v not in literals:
+                            problems.append(
+                                f"{path}: {where}: {label}={v!r} is no value popgate's code names")
+            # Grouping: every label of by (...) on every metric aggregated.
+            for m in re.finditer(r"\bby\s*\(([^)]*)\)\s*\(", expr):
+                labels = {x.strip() for x in m.group(1).split(",") if x.strip()}
+                inner = balanced(expr, m.end() - 1)
+                for name in set(METRIC.findall(inner)):
+                    have = series.get(name, set()) | TARGET_LABELS
+                    for label in sorted(labels - have):
+                        problems.append(f"{path}: {where}: by ({label}) but {name} has no such label")
+    if problems:
+        fail("\n  " + "\n  ".join(sorted(set(problems))))
+    used = sorted({n for p in files for _, e in exprs_of(p) for n in METRIC.findall(e)})
+    print(f"{count} expressions, {len(used)} popgate_* series, all in the exposition of the real binary")
+
+
+def main(argv):
+    if len(argv) < 2:
+        fail(__doc__)
+    cmd, args = argv[1], argv[2:]
+    if cmd == "dashboard-rules":
+        dashboard_rules(*args)
+    elif cmd == "alert-tests":
+        alert_tests(*args)
+    elif cmd == "same-rules":
+        same_rules(*args)
+    elif cmd == "configs":
+        configs(*args)
+    elif cmd == "compose-config":
+        compose_config(*args)
+    elif cmd == "check-config":
+        check_config(*args)
+    elif cmd == "exercise":
+        exercise(*args)
+    elif cmd == "metric-names":
+        metric_names(args[0], args[1], args[2:])
+    else:
+        fail(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
