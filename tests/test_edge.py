@@ -152,7 +152,9 @@ def test_behind_a_real_haproxy(popgate, haproxy_bin, tmp_path, send_proxy):
 
 def test_connection_caps(popgate):
     srv = popgate(server={"max_connections_per_ip": 2, "max_connections": 100})
+    srv.wait_log("session end")  # the fixture's probe connection is counted out
     a, b = srv.connect(), srv.connect()
+    assert a.greeting.startswith(b"+OK") and b.greeting.startswith(b"+OK")
     with raw(srv.port) as s:
         assert read_all(s) == b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n"
     a.close()
@@ -161,6 +163,7 @@ def test_connection_caps(popgate):
         assert c.greeting.startswith(b"+OK")
     b.close()
     glob = popgate(server={"max_connections_per_ip": 50, "max_connections": 1})
+    glob.wait_log("session end")
     with glob.connect():
         with raw(glob.port) as s:
             assert read_all(s).startswith(b"-ERR [SYS/TEMP] Too many connections")

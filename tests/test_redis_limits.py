@@ -16,8 +16,27 @@ USER = "bob@acme.example"
 
 
 def two(popgate, url: str, **server):
-    extra = locks_toml(url, f"pgtest-{uuid.uuid4().hex[:12]}")
-    return [popgate(server=dict(server), extra_toml=extra) for _ in range(2)]
+    prefix = f"pgtest-{uuid.uuid4().hex[:12]}"
+    extra = locks_toml(url, prefix)
+    servers = [popgate(server=dict(server), extra_toml=extra) for _ in range(2)]
+    # The fixture's "is it listening" probes were counted too (a freshly
+    # started process may take its time to accept them); their entries are
+    # removed just after they close. Start from an empty count.
+    for srv in servers:
+        srv.wait_log("session end")
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    key = f"{prefix}:conn:{{127.0.0.1}}"
+    deadline = time.monotonic() + TIMEOUT
+    while resp("127.0.0.1", port, "ZCARD", key) != 0:
+        assert time.monotonic() < deadline, "probe connections still counted"
+        time.sleep(0.02)
+    return servers
+
+
+def admitted(srv):
+    c = srv.connect()
+    assert c.greeting.startswith(b"+OK"), c.greeting
+    return c
 
 
 def rejected(port: int) -> bytes:
@@ -27,7 +46,7 @@ def rejected(port: int) -> bytes:
 
 def test_per_ip_cap_spans_the_fleet(popgate, shared_redis):
     a, b = two(popgate, shared_redis, max_connections_per_ip=3)
-    held = [a.connect(), a.connect(), b.connect()]
+    held = [admitted(a), admitted(a), admitted(b)]
     # The fourth connection from this address is one too many, on either process.
     assert rejected(a.port).startswith(b"-ERR [SYS/TEMP] Too many connections")
     assert rejected(b.port).startswith(b"-ERR [SYS/TEMP] Too many connections")
@@ -41,7 +60,7 @@ def test_per_ip_cap_spans_the_fleet(popgate, shared_redis):
 
 def test_a_crashed_process_does_not_hold_its_counts_forever(popgate, private_redis):
     a, b = two(popgate, private_redis.url, max_connections_per_ip=2)
-    a1, a2 = a.connect(), a.connect()
+    a1, a2 = admitted(a), admitted(a)
     assert rejected(b.port).startswith(b"-ERR [SYS/TEMP]")
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait(timeout=10)
@@ -79,7 +98,7 @@ def test_limits_fall_back_to_the_process_when_redis_is_down(popgate, private_red
     a, _ = two(popgate, private_redis.url, max_connections_per_ip=2)
     private_redis.stop()
     # Service goes on (counted in this process) instead of refusing everyone.
-    c1, c2 = a.connect(), a.connect()
+    c1, c2 = admitted(a), admitted(a)
     assert rejected(a.port).startswith(b"-ERR [SYS/TEMP] Too many connections")
     c1.close()
     c2.close()
