@@ -286,6 +286,9 @@ impl Session {
             .await;
         self.tenant = Some(tenant.name.clone());
         self.user = Some(mailbox.login());
+        let span = tracing::Span::current();
+        span.record("tenant", tenant.name.as_str());
+        span.record("user", mailbox.login().as_str());
 
         let lock_key = format!("{}/{}", tenant.name, mailbox.login());
         let login_delay = user.login_delay.or(tenant.login_delay);

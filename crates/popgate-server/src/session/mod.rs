@@ -114,7 +114,20 @@ impl Session {
     }
 
     /// Serves the connection to its end and records the outcome.
-    pub(crate) async fn run(mut self) {
+    /// Serves the connection inside a `session` span (id, client, and once
+    /// logged in tenant and user), so every log line of it can be told apart.
+    pub(crate) async fn run(self) {
+        let span = tracing::info_span!(
+            "session",
+            id = self.id,
+            client = %self.client,
+            tenant = tracing::field::Empty,
+            user = tracing::field::Empty,
+        );
+        tracing::Instrument::instrument(self.run_in_span(), span).await
+    }
+
+    async fn run_in_span(mut self) {
         let started = Instant::now();
         self.shared.observer.session_started();
         let mut greeting = String::from("popgate ready.");
