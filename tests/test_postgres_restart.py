@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -76,10 +78,23 @@ def private_pg():
     pg.destroy()
 
 
+def readyz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=15) as r:
+            return r.status, r.read().decode().strip()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode().strip()
+
+
 def test_database_restart_mid_run(popgate, private_pg):
     srv = setup_globex_on_postgres(
-        popgate, "popgate", url=private_pg.url, connect_timeout="2s", statement_timeout="5s"
+        popgate, "popgate", url=private_pg.url, start=False, connect_timeout="2s", statement_timeout="5s"
     )
+    metrics_port = free_port()
+    srv.extra_toml += f'\n[metrics]\naddress = "127.0.0.1:{metrics_port}"\n'
+    srv.write_config()
+    srv.start()
+    assert readyz(metrics_port) == (200, "ready")
     user = "bob@globex.example"
     msgs = [b"Subject: one\n\nfirst\n", b"Subject: two\r\n\r\nsecond\r\n", b"Subject: three\n\nthird\n"]
     uidls = [srv.deliver(user, m) for m in msgs]
@@ -92,6 +107,9 @@ def test_database_restart_mid_run(popgate, private_pg):
     assert before.ok("DELE 1")
 
     private_pg.stop()
+    # Orchestrators see it: /readyz names the tenant whose backend is down.
+    status, body = readyz(metrics_port)
+    assert status == 503 and "globex" in body, (status, body)
 
     # Reading a message: [SYS/TEMP], and the session goes on.
     r = before.cmd("RETR 2")
@@ -126,6 +144,7 @@ def test_database_restart_mid_run(popgate, private_pg):
         c.close()
         time.sleep(0.3)
     assert r.startswith(b"+OK"), r
+    assert readyz(metrics_port)[0] == 200
     with c:
         assert c.listing("UIDL") == [b"%d %s" % (i + 1, u.encode()) for i, u in enumerate(uidls)]
         assert c.listing("LIST") == [b"%d %d" % (i + 1, len(crlf(m))) for i, m in enumerate(msgs)]
