@@ -213,11 +213,10 @@ fn unstorable_passwords_are_refused() {
     assert!(scheme::hash(Scheme::BlfCrypt, &[b'x'; 72]).is_err());
 }
 
-/// Run by hand: `cargo test -p popgate-auth --test schemes -- --ignored`.
 /// Checks that Dovecot accepts what `hash_with` produces, with production
-/// and with the cheapest parameters, via `doveadm pw -t`.
+/// and with the cheapest parameters, via `doveadm pw -t`. `scripts/test`
+/// installs Dovecot (doveadm comes with it).
 #[test]
-#[ignore = "needs doveadm; run by hand"]
 fn doveadm_accepts_our_hashes() {
     use std::process::Command;
     let cheap_rounds = HashParams {
