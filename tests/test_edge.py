@@ -27,7 +27,8 @@ def session_clients(srv) -> list[str]:
     out = []
     for line in srv.log().splitlines():
         if "session end" in line:
-            out.append(line.split("client=", 1)[1].split()[0])
+            fields = line.split("session end", 1)[1]
+            out.append(fields.split("client=", 1)[1].split()[0])
     return out
 
 

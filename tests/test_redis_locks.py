@@ -368,9 +368,9 @@ MAILBOXES = [BOB, DAVE, EVE]
 PER_MAILBOX = 400
 WORKERS_PER_PROCESS = 3
 
-# tracing's text format: TIMESTAMP LEVEL target: message fields...
+# tracing's text format: TIMESTAMP LEVEL [session{...}:] target: message fields...
 _LOG_LINE = re.compile(
-    r"^(?P<ts>\S+)\s+\w+\s+popgate_lock\S*: (?P<event>lock acquired|lock releasing|mailbox lock lost)"
+    r"^(?P<ts>\S+)\s+\w+\s+(?:\S+\{[^}]*\}:\s+)?popgate_lock\S*: (?P<event>lock acquired|lock releasing|mailbox lock lost)"
     r".*?mailbox=\"?(?P<mailbox>[^\s\"]+)\"? fence=(?P<fence>\d+)"
 )
 
