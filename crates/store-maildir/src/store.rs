@@ -220,16 +220,33 @@ impl Maildrop for MaildirDrop {
             )));
         };
         let md = self.maildir.clone();
-        let file = blocking(move || {
-            md.open_message(&hint)
-                .map_err(|e| StoreError::from_io(&format!("opening {}", hint.name), &e))
+        // The first chunk is read in the same trip to the blocking pool as
+        // the open: most mail fits in it, and then the session never waits
+        // on the pool again. Memory stays one chunk, whatever the size.
+        let (file, head) = blocking(move || {
+            let context = || format!("reading {}", hint.name);
+            let Some(mut file) = md
+                .open_message(&hint)
+                .map_err(|e| StoreError::from_io(&context(), &e))?
+            else {
+                return Err(StoreError::Gone);
+            };
+            let mut head = Vec::with_capacity(CHUNK);
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::io::Read::by_ref(&mut file), CHUNK as u64),
+                &mut head,
+            )
+            .map_err(|e| StoreError::from_io(&context(), &e))?;
+            Ok((file, head))
         })
-        .await?
-        .ok_or(StoreError::Gone)?;
+        .await?;
+        if head.len() < CHUNK {
+            return Ok(Box::pin(std::io::Cursor::new(head)));
+        }
         let mut file = tokio::fs::File::from_std(file);
-        // Reads go to the blocking pool in chunks no larger than this.
+        // Further reads go to the blocking pool in chunks no larger than this.
         file.set_max_buf_size(CHUNK);
-        Ok(Box::pin(file))
+        Ok(Box::pin(std::io::Cursor::new(head).chain(file)))
     }
 
     async fn expunge(

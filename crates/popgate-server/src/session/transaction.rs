@@ -16,7 +16,7 @@ use crate::observer::Outcome;
 use crate::tenant::{Tenant, TenantSession};
 
 /// Read size for streaming a message from the store.
-const CHUNK: usize = 32 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// A store that delivers no byte of a message for this long is given up on
 /// (the backends' own timeouts should fire first).
