@@ -7,10 +7,11 @@
 #   docker run --rm -v "$PWD/popgate.toml:/etc/popgate/popgate.toml:ro" \
 #     -p 110:110 -p 995:995 -p 9100:9100 popgate
 #
-# Health: the image has no shell and no curl, so it declares no HEALTHCHECK.
-# Probe over HTTP on the metrics port instead: GET /healthz (liveness) and
-# GET /readyz (readiness, 503 while draining). The Helm chart and
-# deploy/docker-compose.yml do so. See README, "Deployment".
+# Health: the image has no shell and no curl; its HEALTHCHECK runs
+# `popgate healthcheck`, which GETs /healthz on the metrics port (set
+# [metrics] address to 0.0.0.0:9100 or 127.0.0.1:9100). Kubernetes probes
+# /healthz (liveness) and /readyz (readiness, 503 while draining) over HTTP.
+# See README, "Deployment".
 
 ARG RUST_VERSION=1.95
 
@@ -42,6 +43,8 @@ EXPOSE 110 995 9100
 ENV POPGATE_SERVER__LOG_FORMAT=json
 ENTRYPOINT ["/usr/local/bin/popgate"]
 CMD ["serve", "--config", "/etc/popgate/popgate.toml"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/popgate", "healthcheck", "--url", "http://127.0.0.1:9100/healthz"]
 LABEL org.opencontainers.image.title="popgate" \
       org.opencontainers.image.description="Multi-tenant POP3 gateway" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -16,7 +16,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, run_popgate
 from popclient import Pop3
 from test_redis_locks import locks_toml, private_redis  # noqa: F401  (a fixture)
 
@@ -480,3 +480,15 @@ def test_a_real_prometheus_scrapes_popgate(popgate, tmp_path):
             prom.kill()
             prom.wait(timeout=10)
         log.close()
+
+
+def test_healthcheck_subcommand_for_containers(popgate):
+    """`popgate healthcheck` is what a shell-less image runs as HEALTHCHECK."""
+    srv = metrics_server(popgate)
+    base = f"http://127.0.0.1:{srv.metrics_port}"
+    assert run_popgate(["healthcheck", "--url", base + "/healthz"]).returncode == 0
+    assert run_popgate(["healthcheck", "--url", base + "/readyz"]).returncode == 0
+    assert run_popgate(["healthcheck", "--url", base + "/nosuch"]).returncode == 1
+    srv.stop(signal.SIGKILL)
+    r = run_popgate(["healthcheck", "--url", base + "/healthz"])
+    assert r.returncode == 1 and b"unhealthy" in r.stderr

@@ -20,6 +20,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Probe a running popgate's health endpoint; exit 0 when it answers 200.
+    /// For container HEALTHCHECKs, where there is no shell or curl.
+    Healthcheck {
+        /// The endpoint: /healthz (alive) or /readyz (ready for traffic).
+        #[arg(long, default_value = "http://127.0.0.1:9100/healthz")]
+        url: String,
+    },
     /// Serve POP3. Without --config: the embedded default (./data, 127.0.0.1:1100).
     Serve {
         #[arg(long, short)]
@@ -74,6 +81,13 @@ fn main() -> ExitCode {
         Cmd::Migrate { config } => run(|| pg::migrate(config)),
         Cmd::User { command } => run(|| command.run()),
         Cmd::Pw { scheme } => pw(&scheme),
+        Cmd::Healthcheck { url } => match healthcheck(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("popgate: unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -130,5 +144,47 @@ fn pw(scheme: &str) -> ExitCode {
             eprintln!("popgate: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// GETs `http://host:port/path` with a 3 s budget; Ok on a 200.
+fn healthcheck(url: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are supported")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("{authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{authority}: no address"))?;
+    let timeout = Duration::from_secs(3);
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| e.to_string())?;
+    let status_line = String::from_utf8_lossy(&head[..n]);
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url} answered {:?}",
+            status_line.lines().next().unwrap_or("")
+        ))
     }
 }
