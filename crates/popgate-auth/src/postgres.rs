@@ -133,35 +133,37 @@ impl PgDirectory {
 
     /// Replaces a user's password.
     pub async fn set_password(&self, login: &str, stored: &str) -> Result<(), UserAdminError> {
-        let n = sqlx::query(
-            "UPDATE users SET password = $3, updated_at = now() WHERE tenant = $1 AND login = $2",
+        let sql =
+            "UPDATE users SET password = $3, updated_at = now() WHERE tenant = $1 AND login = $2";
+        self.update_user(
+            login,
+            sqlx::query(sql).bind(&self.tenant).bind(login).bind(stored),
         )
-        .bind(&self.tenant)
-        .bind(login)
-        .bind(stored)
-        .execute(&self.pool)
         .await
-        .map_err(db)?
-        .rows_affected();
-        if n == 0 {
-            return Err(UserAdminError::NotFound(login.into()));
-        }
-        Ok(())
     }
 
     /// Enables or disables a user. A disabled user cannot log in, whatever
     /// the password; the row, and its mail, stay.
     pub async fn set_enabled(&self, login: &str, enabled: bool) -> Result<(), UserAdminError> {
-        let n = sqlx::query(
-            "UPDATE users SET enabled = $3, updated_at = now() WHERE tenant = $1 AND login = $2",
+        let sql =
+            "UPDATE users SET enabled = $3, updated_at = now() WHERE tenant = $1 AND login = $2";
+        self.update_user(
+            login,
+            sqlx::query(sql)
+                .bind(&self.tenant)
+                .bind(login)
+                .bind(enabled),
         )
-        .bind(&self.tenant)
-        .bind(login)
-        .bind(enabled)
-        .execute(&self.pool)
         .await
-        .map_err(db)?
-        .rows_affected();
+    }
+
+    /// Runs an UPDATE of one user's row; no row is `NotFound`.
+    async fn update_user(
+        &self,
+        login: &str,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<(), UserAdminError> {
+        let n = query.execute(&self.pool).await.map_err(db)?.rows_affected();
         if n == 0 {
             return Err(UserAdminError::NotFound(login.into()));
         }

@@ -708,7 +708,7 @@ fn static_prefix(template: &str) -> PathBuf {
 }
 
 /// Reads `30s`, `10m`, `2h`, `1d`, `500ms`, or a plain number of seconds.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use popgate_auth::PgDirectory;
 use popgate_auth::scheme::{self, Scheme};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use sqlx::postgres::PgPool;
 use store_postgres::{PgConfig, SchemaStatus};
 
@@ -30,12 +30,21 @@ pub struct PgSection {
     #[serde(default)]
     pub min_connections: u32,
     /// How long an operation waits for a connection before [SYS/TEMP].
-    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "crate::config::duration"
+    )]
     pub connect_timeout: Duration,
     /// PostgreSQL's statement_timeout for popgate's connections.
-    #[serde(default = "default_statement_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_statement_timeout",
+        deserialize_with = "crate::config::duration"
+    )]
     pub statement_timeout: Duration,
-    #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "crate::config::duration"
+    )]
     pub idle_timeout: Duration,
 }
 
@@ -53,19 +62,6 @@ fn default_statement_timeout() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     PgConfig::new("").idle_timeout
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Secs(s) => Ok(Duration::from_secs(s)),
-        Raw::Text(t) => crate::config::parse_duration(&t).map_err(serde::de::Error::custom),
-    }
 }
 
 impl PgSection {
