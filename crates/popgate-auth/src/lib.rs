@@ -1,20 +1,30 @@
 //! Tenants' user directories: the `Directory` seam, Dovecot's passwd-file,
-//! and the password schemes they share.
+//! the password schemes they share, and the hashing pool they check
+//! passwords in.
+
+use std::net::IpAddr;
 
 use async_trait::async_trait;
 
+pub mod hashing;
+pub mod nets;
 pub mod passwd_file;
 pub mod postgres;
 pub mod scheme;
 
+pub use hashing::{HashPool, HashPoolConfig, Hashing};
 pub use passwd_file::PasswdFile;
 pub use postgres::PgDirectory;
 
 /// A user the directory vouched for.
+///
+/// There is no per-user session cap: a mailbox has one session at a time
+/// (RFC 1939's exclusive lock), so a cap above 1 could not be honoured and
+/// 1 is what every user has. `popgate_max_sessions=` in a passwd-file is
+/// ignored with a warning, and the PostgreSQL `max_sessions` column is
+/// unused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserInfo {
-    /// Per-user override of the tenant's concurrent-session cap.
-    pub max_sessions: Option<u32>,
     /// Per-user minimum seconds between logins (RFC 2449 LOGIN-DELAY).
     pub login_delay: Option<u32>,
 }
@@ -31,6 +41,36 @@ pub struct AuthError(pub String);
 pub struct Login<'a> {
     pub local: &'a str,
     pub domain: &'a str,
+    /// The client's address (after PROXY), checked against a user's
+    /// `allow_nets`. `None`: no address (matches only `local`).
+    pub client: Option<IpAddr>,
+}
+
+impl<'a> Login<'a> {
+    /// A login without a client address.
+    pub fn new(local: &'a str, domain: &'a str) -> Self {
+        Login {
+            local,
+            domain,
+            client: None,
+        }
+    }
+
+    /// The same login from `client`.
+    #[must_use]
+    pub fn with_client(self, client: IpAddr) -> Self {
+        Login {
+            client: Some(client),
+            ..self
+        }
+    }
+
+    /// A login that no directory has: the empty name.
+    const NOBODY: Login<'static> = Login {
+        local: "",
+        domain: "",
+        client: None,
+    };
 }
 
 /// A tenant's user directory.
@@ -48,6 +88,16 @@ pub trait Directory: Send + Sync {
         login: Login<'_>,
         password: &[u8],
     ) -> Result<Option<UserInfo>, AuthError>;
+
+    /// Spends on `password` what a failed login of this directory costs
+    /// (the same lookup and the same dummy hash, in the same hashing slots),
+    /// and throws the result away. For a login that belongs to no tenant (an
+    /// unknown domain, an invalid local part), so that it fails in the time
+    /// of a wrong password and timing does not tell which domains are
+    /// served. Errors are those of a real check ([SYS/TEMP]).
+    async fn verify_unknown(&self, password: &[u8]) -> Result<(), AuthError> {
+        self.verify(Login::NOBODY, password).await.map(drop)
+    }
 
     /// Whether APOP can work: it needs the plaintext secret.
     fn supports_apop(&self) -> bool {

@@ -13,13 +13,23 @@
 //! - `nopassword` and `nologin`: the user is disabled. (In Dovecot,
 //!   `nopassword` lets any password in; popgate refuses to run accounts
 //!   without a password, and `nologin` is Dovecot's way to refuse a login.)
-//! - `allow_nets`, `allow_real_nets`: popgate cannot check them here, so the
-//!   user is disabled (fail closed) and a warning says so.
-//! - `popgate_max_sessions=N`, `popgate_login_delay=N`: [`UserInfo`].
+//! - `allow_nets=NETS`: the user logs in only from a client address (after
+//!   PROXY) in one of the networks ([`crate::nets`]); from elsewhere the
+//!   login fails like a wrong password (logged at info). An entry that does
+//!   not parse is warned about and matches nothing.
+//! - `allow_real_nets`: popgate does not pass the proxy's own address to
+//!   directories, so the user is disabled (fail closed) and a warning says
+//!   so.
+//! - `popgate_login_delay=N`: [`UserInfo`].
+//! - `popgate_max_sessions=N`: recognised and ignored (one session per
+//!   mailbox at a time, see [`UserInfo`]), with one warning per load.
 //!
 //! Other fields (`userdb_*`, `quota_rule`, ...) are ignored. A malformed
 //! line is skipped with a warning naming the file and line number (never
-//! the password); when a user appears twice the first line wins.
+//! the password); when a user appears twice the first line wins. A
+//! password hash above the cost caps ([`crate::scheme::CostLimits`]) is
+//! warned about at load with its line; that user's logins fail like a wrong
+//! password, and the hash is never computed.
 //!
 //! The file is re-read when it changes: lookups stat it at most once per
 //! second and compare inode, size, mtime and ctime. If the new file cannot
@@ -29,8 +39,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -39,7 +51,9 @@ use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use crate::scheme::{self, Scheme};
+use crate::hashing::Hashing;
+use crate::nets::AllowNets;
+use crate::scheme::{self, CostLimits, Scheme, SchemeError};
 use crate::{AuthError, Directory, Login, UserInfo};
 
 /// How often lookups check the file for changes, by default.
@@ -62,6 +76,7 @@ pub struct PasswdFile {
 
 struct Inner {
     path: PathBuf,
+    hashing: Hashing,
     state: Mutex<State>,
 }
 
@@ -107,12 +122,27 @@ struct Users {
     /// Enabled users with a PLAIN password (the only ones APOP can check).
     plain: usize,
     skipped: usize,
+    /// What the load warned about, as `file:line: user: problem`.
+    warnings: Vec<String>,
 }
 
 struct Entry {
     stored: Box<str>,
     disabled: bool,
     info: UserInfo,
+    /// `allow_nets`, when the line has it.
+    allow_nets: Option<AllowNets>,
+    /// Why the stored hash is above the cost caps; it is never verified.
+    over_cap: Option<Box<str>>,
+    /// Whether a login was refused for `over_cap` yet (it is logged once).
+    warned: AtomicBool,
+}
+
+impl Entry {
+    /// Whether `client` may log in as this user.
+    fn admits(&self, client: Option<IpAddr>) -> bool {
+        self.allow_nets.as_ref().is_none_or(|n| n.admits(client))
+    }
 }
 
 impl Users {
@@ -128,12 +158,14 @@ impl Users {
     /// Checks an APOP digest; only enabled PLAIN users can match.
     fn verify_apop(
         &self,
-        local: &str,
-        domain: &str,
+        path: &Path,
+        login: Login<'_>,
         timestamp: &str,
         digest: &str,
     ) -> Option<UserInfo> {
-        let found = self.lookup(local, domain).map(|(_, e)| e);
+        let found = self.lookup(login.local, login.domain);
+        let user = found.map(|(u, _)| u);
+        let found = found.map(|(_, e)| e);
         let plain = found.and_then(|e| match scheme::parse(&e.stored) {
             Ok((Scheme::Plain, secret)) => Some(secret),
             _ => None,
@@ -143,23 +175,37 @@ impl Users {
         let given = digest.trim().to_ascii_lowercase();
         let matched: bool = expected.as_bytes().ct_eq(given.as_bytes()).into();
         let entry = found.filter(|e| plain.is_some() && !e.disabled)?;
+        if matched && !entry.admits(login.client) {
+            refused_by_nets(path, user.unwrap_or_default(), login.client);
+            return None;
+        }
         matched.then(|| entry.info.clone())
     }
 }
 
 impl PasswdFile {
-    /// Reads and parses the file. Fails when it is missing or unreadable;
-    /// malformed lines are only skipped (see [`PasswdFile::skipped_lines`]).
+    /// Reads and parses the file, to check passwords in a hashing pool of
+    /// its own with the default cost caps (for tools and tests; a server
+    /// uses [`PasswdFile::open_with`]). Fails when it is missing or
+    /// unreadable; malformed lines are only skipped (see
+    /// [`PasswdFile::skipped_lines`]).
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, PasswdFileError> {
+        PasswdFile::open_with(path, Hashing::standalone())
+    }
+
+    /// Reads and parses the file; passwords are checked in `hashing`'s
+    /// slots, against its cost caps.
+    pub fn open_with(path: impl Into<PathBuf>, hashing: Hashing) -> Result<Self, PasswdFileError> {
         let path = path.into();
         let (stamp, bytes) = read(&path).map_err(|error| PasswdFileError {
             path: path.clone(),
             error,
         })?;
-        let users = Arc::new(parse(&path, &bytes));
+        let users = Arc::new(parse(&path, &bytes, hashing.limits()));
         Ok(PasswdFile {
             inner: Arc::new(Inner {
                 path,
+                hashing,
                 state: Mutex::new(State {
                     users,
                     reload_interval: DEFAULT_RELOAD_INTERVAL,
@@ -191,6 +237,13 @@ impl PasswdFile {
     /// Lines skipped as malformed in the currently loaded contents.
     pub fn skipped_lines(&self) -> usize {
         self.inner.loaded().skipped
+    }
+
+    /// What loading the current contents warned about (also logged), each
+    /// as `file:line: user: problem`: malformed lines, schemes that cannot
+    /// be checked, hashes above the cost caps, bad `allow_nets`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.inner.loaded().warnings.clone()
     }
 
     /// The current contents. Checking the file (a stat, and a read when it
@@ -248,7 +301,7 @@ impl Inner {
         match result {
             Ok(None) => {}
             Ok(Some((stamp, bytes))) => {
-                let users = parse(&self.path, &bytes);
+                let users = parse(&self.path, &bytes, self.hashing.limits());
                 info!(file = %self.path.display(), users = users.map.len(), "passwd-file reloaded");
                 state.users = Arc::new(users);
                 state.stamp = stamp;
@@ -273,21 +326,36 @@ impl Inner {
         users: &Users,
         local: &str,
         domain: &str,
+        client: Option<IpAddr>,
         password: &[u8],
     ) -> Option<UserInfo> {
+        let limits = self.hashing.limits();
         // Unknown users, and users whose password cannot be checked, are
         // checked against the dummy: all failures cost about the same.
         let dummy = || {
             if let Some(dummy) = &users.dummy {
-                let _ = scheme::verify(dummy, password);
+                let _ = scheme::verify_within(dummy, password, limits);
             }
             None
         };
         let Some((user, entry)) = users.lookup(local, domain) else {
             return dummy();
         };
-        match scheme::verify(&entry.stored, password) {
-            Ok(matched) => (matched && !entry.disabled).then(|| entry.info.clone()),
+        if let Some(reason) = &entry.over_cap {
+            if !entry.warned.swap(true, Ordering::Relaxed) {
+                warn!(file = %self.path.display(), user, reason = &**reason, "login refused: password hash above the cost cap (not hashed)");
+            }
+            return dummy();
+        }
+        match scheme::verify_within(&entry.stored, password, limits) {
+            Ok(true) if !entry.disabled => {
+                if !entry.admits(client) {
+                    refused_by_nets(&self.path, user, client);
+                    return None;
+                }
+                Some(entry.info.clone())
+            }
+            Ok(_) => None,
             Err(error) => {
                 if !entry.stored.is_empty() {
                     warn!(file = %self.path.display(), user, %error, "cannot check password");
@@ -296,6 +364,12 @@ impl Inner {
             }
         }
     }
+}
+
+/// Logs a login with the right password from outside the user's allow_nets.
+fn refused_by_nets(path: &Path, user: &str, client: Option<IpAddr>) {
+    let client = client.map_or_else(|| "none".to_owned(), |c| c.to_string());
+    info!(file = %path.display(), user, client, "login refused: the client address is not in the user's allow_nets");
 }
 
 /// The lower-case hex MD5 of `timestamp` followed by `secret` (RFC 1939).
@@ -320,42 +394,107 @@ fn read(path: &Path) -> io::Result<(Stamp, Vec<u8>)> {
     Ok((Stamp::of(&meta), bytes))
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Users {
+/// Where a load's warnings go: the log, and [`Users::warnings`].
+struct Notes<'a> {
+    path: &'a Path,
+    list: Vec<String>,
+}
+
+impl Notes<'_> {
+    fn warn(&mut self, line: usize, user: Option<&str>, problem: &str) {
+        let file = self.path.display();
+        match user {
+            Some(user) => {
+                warn!(file = %file, line, user, "passwd-file: {problem}");
+                self.list.push(format!("{file}:{line}: {user}: {problem}"));
+            }
+            None => {
+                warn!(file = %file, line, "passwd-file: {problem}");
+                self.list.push(format!("{file}:{line}: {problem}"));
+            }
+        }
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8], limits: &CostLimits) -> Users {
     let mut users = Users::default();
+    let mut notes = Notes {
+        path,
+        list: Vec::new(),
+    };
+    // Lines with popgate_max_sessions: how many, and the first.
+    let mut max_sessions: (usize, usize) = (0, 0);
     // cost class -> (users, first line, first user)
     let mut classes: HashMap<String, (usize, usize, String)> = HashMap::new();
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let lineno = index + 1;
         let parsed = std::str::from_utf8(raw)
             .map_err(|_| "not UTF-8".to_owned())
-            .and_then(|line| parse_line(path, lineno, line.strip_suffix('\r').unwrap_or(line)));
-        let (user, entry) = match parsed {
-            Ok(Some(pair)) => pair,
+            .and_then(|line| {
+                parse_line(&mut notes, lineno, line.strip_suffix('\r').unwrap_or(line))
+            });
+        let (user, mut entry, has_max_sessions) = match parsed {
+            Ok(Some(parsed)) => parsed,
             Ok(None) => continue,
             Err(reason) => {
-                warn!(file = %path.display(), line = lineno, "passwd-file: skipping malformed line: {reason}");
+                notes.warn(lineno, None, &format!("skipping malformed line: {reason}"));
                 users.skipped += 1;
                 continue;
             }
         };
+        if has_max_sessions {
+            if max_sessions.0 == 0 {
+                max_sessions.1 = lineno;
+            }
+            max_sessions.0 += 1;
+        }
         if users.map.contains_key(&user) {
-            warn!(file = %path.display(), line = lineno, user, "passwd-file: user listed again; the first line wins");
+            notes.warn(
+                lineno,
+                Some(&user),
+                "user listed again; the first line wins",
+            );
             continue;
         }
         match scheme::cost_class(&entry.stored) {
-            Ok(class) => {
-                if class == "PLAIN" && !entry.disabled {
-                    users.plain += 1;
+            Ok(class) => match scheme::check_cost(&entry.stored, limits) {
+                Err(error @ SchemeError::AboveCap { .. }) => {
+                    notes.warn(
+                        lineno,
+                        Some(&user),
+                        &format!("{error}; this user cannot log in (the hash is never computed)"),
+                    );
+                    entry.over_cap = Some(error.to_string().into());
                 }
-                classes.entry(class).or_insert((0, lineno, user.clone())).0 += 1;
-            }
+                _ => {
+                    if class == "PLAIN" && !entry.disabled {
+                        users.plain += 1;
+                    }
+                    classes.entry(class).or_insert((0, lineno, user.clone())).0 += 1;
+                }
+            },
             Err(_) if entry.stored.is_empty() => {}
             Err(error) => {
-                warn!(file = %path.display(), line = lineno, user, %error, "passwd-file: this user cannot log in");
+                notes.warn(
+                    lineno,
+                    Some(&user),
+                    &format!("{error}; this user cannot log in"),
+                );
             }
         }
         users.map.insert(user, entry);
     }
+    if max_sessions.0 > 0 {
+        let (count, first) = max_sessions;
+        notes.warn(
+            first,
+            None,
+            &format!(
+                "popgate_max_sessions is ignored: a mailbox has one session at a time ({count} line(s) have it, the first is line {first})"
+            ),
+        );
+    }
+    users.warnings = notes.list;
     // The most common class; on a tie, the one seen first.
     let best = classes
         .into_values()
@@ -367,8 +506,13 @@ fn parse(path: &Path, bytes: &[u8]) -> Users {
 }
 
 /// One line: `Ok(None)` for blank and comment lines, `Err(reason)` for a
-/// malformed one. The reason never quotes the password column.
-fn parse_line(path: &Path, lineno: usize, line: &str) -> Result<Option<(String, Entry)>, String> {
+/// malformed one. The reason never quotes the password column. The flag
+/// says whether the line has `popgate_max_sessions`.
+fn parse_line(
+    notes: &mut Notes<'_>,
+    lineno: usize,
+    line: &str,
+) -> Result<Option<(String, Entry, bool)>, String> {
     if line.trim().is_empty() || line.trim_start().starts_with('#') {
         return Ok(None);
     }
@@ -393,27 +537,53 @@ fn parse_line(path: &Path, lineno: usize, line: &str) -> Result<Option<(String, 
         stored: stored.into(),
         disabled: stored.is_empty(),
         info: UserInfo::default(),
+        allow_nets: None,
+        over_cap: None,
+        warned: AtomicBool::new(false),
     };
-    let here = path.display();
+    let mut max_sessions = false;
     for field in extra.split_whitespace() {
         let (key, value) = field.split_once('=').unwrap_or((field, ""));
         match key {
             "nopassword" | "nologin" => entry.disabled = true,
-            "allow_nets" | "allow_real_nets" => {
-                warn!(file = %here, line = lineno, user, "passwd-file: {key} is not supported; user disabled");
+            "allow_nets" => {
+                let (nets, invalid) = AllowNets::parse(value);
+                for bad in invalid {
+                    notes.warn(
+                        lineno,
+                        Some(&user),
+                        &format!("{bad}; it matches no address"),
+                    );
+                }
+                if entry.allow_nets.is_some() {
+                    notes.warn(lineno, Some(&user), "allow_nets given twice; user disabled");
+                    entry.disabled = true;
+                }
+                entry.allow_nets = Some(nets);
+            }
+            "allow_real_nets" => {
+                notes.warn(
+                    lineno,
+                    Some(&user),
+                    &format!("{key} is not supported; user disabled"),
+                );
                 entry.disabled = true;
             }
-            "popgate_max_sessions" | "popgate_login_delay" => match value.parse::<u32>() {
-                Ok(n) if key == "popgate_max_sessions" => entry.info.max_sessions = Some(n),
+            "popgate_max_sessions" => max_sessions = true,
+            "popgate_login_delay" => match value.parse::<u32>() {
                 Ok(n) => entry.info.login_delay = Some(n),
                 Err(_) => {
-                    warn!(file = %here, line = lineno, user, "passwd-file: ignoring {key}: not a number");
+                    notes.warn(
+                        lineno,
+                        Some(&user),
+                        &format!("ignoring {key}: not a number"),
+                    );
                 }
             },
             _ => {}
         }
     }
-    Ok(Some((user, entry)))
+    Ok(Some((user, entry, max_sessions)))
 }
 
 #[async_trait]
@@ -430,8 +600,12 @@ impl Directory for PasswdFile {
         let users = self.users().await?;
         let inner = self.inner.clone();
         let (local, domain) = (login.local.to_owned(), login.domain.to_owned());
+        let client = login.client;
         let password = password.to_vec();
-        scheme::spawn_hashing(move || inner.verify(&users, &local, &domain, &password)).await
+        self.inner
+            .hashing
+            .run(move || inner.verify(&users, &local, &domain, client, &password))
+            .await
     }
 
     /// True when the loaded file has at least one enabled PLAIN user. Does
@@ -448,7 +622,7 @@ impl Directory for PasswdFile {
     ) -> Result<Option<UserInfo>, AuthError> {
         // One MD5: cheap enough for the async runtime.
         let users = self.users().await?;
-        Ok(users.verify_apop(login.local, login.domain, timestamp, digest))
+        Ok(users.verify_apop(&self.inner.path, login, timestamp, digest))
     }
 }
 
@@ -464,7 +638,7 @@ b:$2y$04$5D.aL.fV85YiD13oXmGByuH.V3eCTJWidNypC2058qMqJQ3PXvYDu
 c:{BLF-CRYPT}$2y$04$V8gd8DOmgT7U9U2NY1s91.DtqA1jv..5X/UKdKoUaqncsrt5li2k6
 d:{SHA512-CRYPT}$6$salt$hash
 ";
-        let users = parse(Path::new("t"), file.as_bytes());
+        let users = parse(Path::new("t"), file.as_bytes(), &CostLimits::DEFAULT);
         assert_eq!(users.map.len(), 4);
         assert_eq!(users.plain, 1);
         assert!(
@@ -473,7 +647,11 @@ d:{SHA512-CRYPT}$6$salt$hash
                 .as_deref()
                 .is_some_and(|d| d.starts_with("$2y$04$5D"))
         );
-        assert!(parse(Path::new("t"), b"# nobody\n").dummy.is_none());
+        assert!(
+            parse(Path::new("t"), b"# nobody\n", &CostLimits::DEFAULT)
+                .dummy
+                .is_none()
+        );
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //!
 //! The `users` table (created by the migrations in `migrations/`) holds one
 //! row per `(tenant, login)`: the password as a `{SCHEME}data` string in
-//! any scheme [`crate::scheme::verify`] takes, an `enabled` flag, and
-//! per-user overrides `login_delay` and `max_sessions` (NULL: the tenant's).
+//! any scheme [`crate::scheme::verify`] takes, an `enabled` flag, the
+//! per-user override `login_delay` (NULL: the tenant's), and `allow_nets`
+//! (NULL: anywhere; else Dovecot's syntax, [`crate::nets`]: a login with the
+//! right password from another address fails like a wrong one). The
+//! `max_sessions` column is unused: a mailbox has one session at a time
+//! (see [`UserInfo`]); `popgate user add --max-sessions` still fills it.
 //! A login `local@domain` is looked up as `local@domain` first, then as a
 //! bare `local` (which then serves every domain of the tenant), like the
 //! passwd-file. Logins are stored in lower case.
@@ -12,32 +16,43 @@
 //! most common cost class (sampled from the table at most once a minute,
 //! whoever logs in), and a disabled user's password is checked like any
 //! other, so that unknown, disabled and wrong-password logins cost the
-//! same. Hashing runs in [`scheme::spawn_hashing`]'s slots.
+//! same. Hashing runs in the [`Hashing`] slots the directory was given. A
+//! stored hash above the cost caps is never computed: the login fails like
+//! a wrong password (checked against the dummy), with one warning per user
+//! and hash.
 //!
 //! The pool's connections must have the schema on their `search_path`
 //! (the binary builds the pool from the `auth` section's settings).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::postgres::PgPool;
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::scheme;
+use crate::hashing::Hashing;
+use crate::nets::{AllowNets, InvalidNet};
+use crate::scheme::{self, CostLimits, SchemeError};
 use crate::{AuthError, Directory, Login, UserInfo};
 
 /// How often the dummy hash for unknown users is re-sampled.
 const DUMMY_REFRESH: Duration = Duration::from_secs(60);
 /// How many users the dummy's cost class is sampled from.
 const DUMMY_SAMPLE: i64 = 200;
+/// How many users with a hash above the caps are remembered as warned.
+const WARNED_MAX: usize = 10_000;
 
 /// A tenant's user directory in PostgreSQL.
 pub struct PgDirectory {
     pool: PgPool,
     tenant: String,
+    hashing: Hashing,
     dummy: Mutex<Dummy>,
+    /// `login` + hash of users whose hash above the caps was logged.
+    warned: Mutex<HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -52,7 +67,7 @@ struct UserRow {
     password: String,
     enabled: bool,
     login_delay: Option<i32>,
-    max_sessions: Option<i32>,
+    allow_nets: Option<String>,
 }
 
 /// A user-management command failed.
@@ -64,6 +79,8 @@ pub enum UserAdminError {
     NotFound(String),
     #[error("{0:?} is not a valid login (lower-case local or local@domain)")]
     InvalidLogin(String),
+    #[error("{0}")]
+    InvalidNets(#[from] InvalidNet),
     #[error("database: {0}")]
     Database(String),
 }
@@ -89,20 +106,32 @@ fn check_login(login: &str) -> Result<(), UserAdminError> {
 }
 
 impl PgDirectory {
-    /// The users of `tenant`, in the schema on the pool's `search_path`.
+    /// The users of `tenant`, in the schema on the pool's `search_path`;
+    /// passwords are checked in a hashing pool of its own with the default
+    /// caps (for tools and tests: a server uses [`PgDirectory::with_hashing`]).
     pub fn new(pool: PgPool, tenant: impl Into<String>) -> Self {
         PgDirectory {
             pool,
             tenant: tenant.into(),
+            hashing: Hashing::standalone(),
             dummy: Mutex::new(Dummy::default()),
+            warned: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Checks passwords in `hashing`'s slots, against its cost caps.
+    #[must_use]
+    pub fn with_hashing(mut self, hashing: Hashing) -> Self {
+        self.hashing = hashing;
+        self
     }
 
     pub fn tenant(&self) -> &str {
         &self.tenant
     }
 
-    /// Adds a user; `stored` is a `{SCHEME}data` string.
+    /// Adds a user; `stored` is a `{SCHEME}data` string. `max_sessions`
+    /// goes to the unused column of that name.
     pub async fn add_user(
         &self,
         login: &str,
@@ -138,6 +167,25 @@ impl PgDirectory {
         self.update_user(
             login,
             sqlx::query(sql).bind(&self.tenant).bind(login).bind(stored),
+        )
+        .await
+    }
+
+    /// Sets (or, with `None`, clears) the networks a user may log in from:
+    /// Dovecot's `allow_nets` syntax, every entry valid.
+    pub async fn set_allow_nets(
+        &self,
+        login: &str,
+        nets: Option<&str>,
+    ) -> Result<(), UserAdminError> {
+        if let Some(nets) = nets {
+            AllowNets::parse_strict(nets)?;
+        }
+        let sql =
+            "UPDATE users SET allow_nets = $3, updated_at = now() WHERE tenant = $1 AND login = $2";
+        self.update_user(
+            login,
+            sqlx::query(sql).bind(&self.tenant).bind(login).bind(nets),
         )
         .await
     }
@@ -188,7 +236,7 @@ impl PgDirectory {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| AuthError(format!("PostgreSQL directory: {e}")))?;
-        let stored = most_common_class(&sample).map(Arc::<str>::from);
+        let stored = most_common_class(&sample, self.hashing.limits()).map(Arc::<str>::from);
         let mut d = self.dummy.lock().unwrap_or_else(PoisonError::into_inner);
         d.stored = stored;
         d.refreshed = Some(Instant::now());
@@ -204,7 +252,7 @@ impl PgDirectory {
         };
         // The full login sorts first: it is the longer of the two.
         sqlx::query_as(
-            "SELECT login, password, enabled, login_delay, max_sessions FROM users \
+            "SELECT login, password, enabled, login_delay, allow_nets FROM users \
              WHERE tenant = $1 AND login IN ($2, $3) ORDER BY length(login) DESC LIMIT 1",
         )
         .bind(&self.tenant)
@@ -217,11 +265,13 @@ impl PgDirectory {
 }
 
 /// One stored string of the most common cost class in `sample` (on a tie,
-/// the class seen first).
-fn most_common_class(sample: &[String]) -> Option<String> {
+/// the class seen first), among those within `limits`.
+fn most_common_class(sample: &[String], limits: &CostLimits) -> Option<String> {
     let mut classes: HashMap<String, (usize, usize)> = HashMap::new();
     for (i, stored) in sample.iter().enumerate() {
-        if let Ok(class) = scheme::cost_class(stored) {
+        if let Ok(class) = scheme::cost_class(stored)
+            && scheme::check_cost(stored, limits).is_ok()
+        {
             classes.entry(class).or_insert((0, i)).0 += 1;
         }
     }
@@ -229,6 +279,27 @@ fn most_common_class(sample: &[String]) -> Option<String> {
         .into_values()
         .max_by_key(|&(count, first)| (count, std::cmp::Reverse(first)))
         .map(|(_, first)| sample[first].clone())
+}
+
+/// Whether the user's `allow_nets` (if any) admits `client`; logs a refusal.
+fn admits(tenant: &str, user: &UserRow, client: Option<IpAddr>) -> bool {
+    let Some(list) = &user.allow_nets else {
+        return true;
+    };
+    let (nets, invalid) = AllowNets::parse(list);
+    if nets.admits(client) {
+        return true;
+    }
+    let client = client.map_or_else(|| "none".to_owned(), |c| c.to_string());
+    let invalid: Vec<String> = invalid.iter().map(|i| i.0.clone()).collect();
+    info!(
+        tenant,
+        user = user.login,
+        client,
+        ?invalid,
+        "login refused: the client address is not in the user's allow_nets"
+    );
+    false
 }
 
 impl std::fmt::Debug for PgDirectory {
@@ -254,28 +325,56 @@ impl Directory for PgDirectory {
         let user = self.lookup(login).await?;
         let password = password.to_vec();
         let tenant = self.tenant.clone();
-        scheme::spawn_hashing(move || {
-            let check_dummy = || {
-                if let Some(d) = &dummy {
-                    let _ = scheme::verify(d, &password);
-                }
-                None
-            };
-            let Some(user) = user else {
-                return check_dummy();
-            };
-            match scheme::verify(&user.password, &password) {
-                Ok(matched) => (matched && user.enabled).then(|| UserInfo {
-                    max_sessions: user.max_sessions.and_then(|n| u32::try_from(n).ok()),
-                    login_delay: user.login_delay.and_then(|n| u32::try_from(n).ok()),
-                }),
-                Err(error) => {
-                    warn!(tenant, user = user.login, %error, "cannot check password");
-                    check_dummy()
-                }
+        let limits = *self.hashing.limits();
+        let client = login.client;
+        // Whether this user's hash above the caps was logged already.
+        let first_refusal = |user: &UserRow| {
+            let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+            if warned.len() >= WARNED_MAX {
+                warned.clear();
             }
-        })
-        .await
+            warned.insert(format!("{}\n{}", user.login, user.password))
+        };
+        let log_cap = user.as_ref().is_some_and(|u| {
+            matches!(
+                scheme::check_cost(&u.password, &limits),
+                Err(SchemeError::AboveCap { .. })
+            ) && first_refusal(u)
+        });
+        self.hashing
+            .run(move || {
+                let check_dummy = || {
+                    if let Some(d) = &dummy {
+                        let _ = scheme::verify_within(d, &password, &limits);
+                    }
+                    None
+                };
+                let Some(user) = user else {
+                    return check_dummy();
+                };
+                match scheme::verify_within(&user.password, &password, &limits) {
+                    Ok(true) if user.enabled => {
+                        if !admits(&tenant, &user, client) {
+                            return None;
+                        }
+                        Some(UserInfo {
+                            login_delay: user.login_delay.and_then(|n| u32::try_from(n).ok()),
+                        })
+                    }
+                    Ok(_) => None,
+                    Err(error @ SchemeError::AboveCap { .. }) => {
+                        if log_cap {
+                            warn!(tenant, user = user.login, %error, "login refused: password hash above the cost cap (not hashed)");
+                        }
+                        check_dummy()
+                    }
+                    Err(error) => {
+                        warn!(tenant, user = user.login, %error, "cannot check password");
+                        check_dummy()
+                    }
+                }
+            })
+            .await
     }
 
     async fn ping(&self) -> Result<(), AuthError> {
@@ -302,11 +401,21 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
+        let limits = CostLimits::DEFAULT;
         assert_eq!(
-            most_common_class(&sample).as_deref(),
+            most_common_class(&sample, &limits).as_deref(),
             Some("{SHA512-CRYPT}$6$a$b")
         );
-        assert_eq!(most_common_class(&[]), None);
+        assert_eq!(most_common_class(&[], &limits), None);
+        // Hashes above the caps are never the dummy.
+        let limits = CostLimits {
+            sha_crypt_max_rounds: 4000,
+            ..limits
+        };
+        assert_eq!(
+            most_common_class(&sample, &limits).as_deref(),
+            Some("{PLAIN}x")
+        );
     }
 
     #[test]

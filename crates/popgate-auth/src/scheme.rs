@@ -10,13 +10,9 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
 
 use argon2::password_hash::{self, PasswordHasher, PasswordVerifier};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
-
-use crate::AuthError;
 
 /// A Dovecot password scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -118,6 +114,17 @@ pub enum SchemeError {
     /// The operating system's random generator failed.
     #[error("cannot get random bytes for a salt: {0}")]
     Random(getrandom::Error),
+    /// The stored hash costs more to verify than [`CostLimits`] allow; it
+    /// was not hashed.
+    #[error("{scheme} hash above the cost cap: {found} exceeds {cap}")]
+    AboveCap {
+        /// The scheme the data was read as.
+        scheme: Scheme,
+        /// The parameter as stored, e.g. `m=1048576 KiB`.
+        found: String,
+        /// The cap by its setting's name, e.g. `argon2_max_memory = 65536 KiB`.
+        cap: String,
+    },
 }
 
 fn shorten(name: &str) -> String {
@@ -149,13 +156,175 @@ pub fn parse(stored: &str) -> Result<(Scheme, &str), SchemeError> {
     Ok((Scheme::Crypt, stored))
 }
 
+/// The most a stored hash may cost to verify. A login whose stored hash
+/// is above one of these is refused without hashing: a passwd-file line or
+/// a database row with `m=4194304` would otherwise make one login allocate
+/// 4 GiB, and `$2y$31$` keep a core busy for days.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CostLimits {
+    /// Argon2 memory cost (`m`), KiB.
+    pub argon2_max_memory_kib: u32,
+    /// Argon2 iterations (`t`).
+    pub argon2_max_time: u32,
+    /// Argon2 lanes (`p`).
+    pub argon2_max_lanes: u32,
+    /// bcrypt cost (log2 of the rounds).
+    pub bcrypt_max_cost: u32,
+    /// SHA-crypt `rounds=` (5000 when the hash does not say).
+    pub sha_crypt_max_rounds: u32,
+}
+
+impl CostLimits {
+    /// Admits Dovecot's defaults (ARGON2ID m=64 MiB t=3 p=1, ARGON2I 32 MiB
+    /// t=4, BLF-CRYPT 5, SHA-crypt 5000 rounds) and common installs (PHP's
+    /// argon2id m=64 MiB t=4, argon2-cffi's p=4, bcrypt 10 to 13, passlib's
+    /// 656,000 SHA-crypt rounds). At 64 MiB per hash, the memory that
+    /// hashing can take is 64 MiB times the hashing slots.
+    pub const DEFAULT: CostLimits = CostLimits {
+        argon2_max_memory_kib: 64 * 1024,
+        argon2_max_time: 8,
+        argon2_max_lanes: 8,
+        bcrypt_max_cost: 14,
+        sha_crypt_max_rounds: 1_000_000,
+    };
+}
+
+impl Default for CostLimits {
+    fn default() -> Self {
+        CostLimits::DEFAULT
+    }
+}
+
 /// Checks `password` against a stored `{SCHEME}data` string: `Ok(true)` on
 /// a match, `Ok(false)` on a mismatch, an error when the stored string
-/// cannot be used (unknown scheme, malformed data). CPU-heavy for the
-/// real schemes: call it off the async runtime ([`spawn_hashing`]).
+/// cannot be used (unknown scheme, malformed data, above
+/// [`CostLimits::DEFAULT`]). CPU-heavy for the real schemes: call it off
+/// the async runtime ([`crate::hashing::Hashing::run`]).
 pub fn verify(stored: &str, password: &[u8]) -> Result<bool, SchemeError> {
+    verify_within(stored, password, &CostLimits::DEFAULT)
+}
+
+/// [`verify`] with explicit cost caps: a hash above them is
+/// [`SchemeError::AboveCap`] and is not hashed.
+pub fn verify_within(
+    stored: &str,
+    password: &[u8],
+    limits: &CostLimits,
+) -> Result<bool, SchemeError> {
+    check_cost(stored, limits)?;
     let (scheme, data) = parse(stored)?;
     verify_data(scheme, data, password)
+}
+
+/// The scheme a stored string is verified with: `CRYPT` resolved by its
+/// `$id$`.
+fn resolve(stored: &str) -> Result<(Scheme, &str), SchemeError> {
+    let (scheme, data) = parse(stored)?;
+    if scheme != Scheme::Crypt {
+        return Ok((scheme, data));
+    }
+    let scheme = match crypt_id(data) {
+        Some("2y" | "2b" | "2a") => Scheme::BlfCrypt,
+        Some("6") => Scheme::Sha512Crypt,
+        Some("5") => Scheme::Sha256Crypt,
+        Some("argon2id") => Scheme::Argon2id,
+        Some("argon2i") => Scheme::Argon2i,
+        Some(id) => return Err(SchemeError::UnsupportedCrypt(format!("${id}$"))),
+        None => {
+            return Err(SchemeError::UnsupportedCrypt(
+                "without a $id$ prefix".into(),
+            ));
+        }
+    };
+    Ok((scheme, data))
+}
+
+/// Checks a stored string's cost parameters against `limits`, without
+/// hashing anything: [`SchemeError::AboveCap`] names the parameter and the
+/// cap. Data whose parameters cannot be read is `Malformed`.
+pub fn check_cost(stored: &str, limits: &CostLimits) -> Result<(), SchemeError> {
+    let (scheme, data) = resolve(stored)?;
+    let above = |found: String, key: &str, cap: String| SchemeError::AboveCap {
+        scheme,
+        found,
+        cap: format!("{key} = {cap}"),
+    };
+    match scheme {
+        Scheme::Plain | Scheme::Crypt => Ok(()),
+        Scheme::Argon2id | Scheme::Argon2i => {
+            let hash = argon2::PasswordHash::new(data).map_err(|e| malformed(scheme, e))?;
+            let params = argon2::Params::try_from(&hash).map_err(|e| malformed(scheme, e))?;
+            let (m, t, p) = (params.m_cost(), params.t_cost(), params.p_cost());
+            if m > limits.argon2_max_memory_kib {
+                return Err(above(
+                    format!("m={m} KiB"),
+                    "argon2_max_memory",
+                    format!("{} KiB", limits.argon2_max_memory_kib),
+                ));
+            }
+            if t > limits.argon2_max_time {
+                return Err(above(
+                    format!("t={t}"),
+                    "argon2_max_time",
+                    limits.argon2_max_time.to_string(),
+                ));
+            }
+            if p > limits.argon2_max_lanes {
+                return Err(above(
+                    format!("p={p}"),
+                    "argon2_max_lanes",
+                    limits.argon2_max_lanes.to_string(),
+                ));
+            }
+            Ok(())
+        }
+        Scheme::BlfCrypt => {
+            // `$2y$NN$...`: the cost is two decimal digits.
+            let cost = data
+                .get(4..7)
+                .and_then(|c| c.strip_suffix('$'))
+                .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|c| c.parse::<u32>().ok())
+                .ok_or_else(|| malformed(scheme, "no cost after $2y$"))?;
+            if cost > limits.bcrypt_max_cost {
+                return Err(above(
+                    format!("cost {cost}"),
+                    "bcrypt_max_cost",
+                    limits.bcrypt_max_cost.to_string(),
+                ));
+            }
+            Ok(())
+        }
+        Scheme::Sha512Crypt | Scheme::Sha256Crypt => {
+            let rest = data
+                .strip_prefix('$')
+                .and_then(|d| d.split_once('$'))
+                .map_or("", |(_, rest)| rest);
+            let rounds = match rest.strip_prefix("rounds=") {
+                None => 5000,
+                Some(r) => {
+                    let digits = r.split('$').next().unwrap_or_default();
+                    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(malformed(scheme, "rounds= is not a number"));
+                    }
+                    digits.parse::<u64>().unwrap_or(u64::MAX)
+                }
+            };
+            if rounds > u64::from(limits.sha_crypt_max_rounds) {
+                let shown = if rounds == u64::MAX {
+                    "rounds=(more than 20 digits)".to_owned()
+                } else {
+                    format!("rounds={rounds}")
+                };
+                return Err(above(
+                    shown,
+                    "sha_crypt_max_rounds",
+                    limits.sha_crypt_max_rounds.to_string(),
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 fn verify_data(scheme: Scheme, data: &str, password: &[u8]) -> Result<bool, SchemeError> {
@@ -195,10 +364,6 @@ fn crypt_id(data: &str) -> Option<&str> {
     (plausible && data.len() > id.len() + 2).then_some(id)
 }
 
-/// Refuse stored argon2 parameters that would make one login allocate
-/// more than this (KiB); such a file is a mistake or an attack.
-const ARGON2_MAX_M_KIB: u32 = 1024 * 1024;
-
 fn verify_argon2(
     scheme: Scheme,
     alg: &str,
@@ -211,10 +376,6 @@ fn verify_argon2(
     }
     if hash.salt.is_none() || hash.hash.is_none() {
         return Err(malformed(scheme, "no salt or no hash"));
-    }
-    let params = argon2::Params::try_from(&hash).map_err(|e| malformed(scheme, e))?;
-    if params.m_cost() > ARGON2_MAX_M_KIB {
-        return Err(malformed(scheme, "memory cost above 1 GiB"));
     }
     match argon2::Argon2::default().verify_password(password, &hash) {
         Ok(()) => Ok(true),
@@ -370,22 +531,7 @@ fn random<const N: usize>() -> Result<[u8; N], SchemeError> {
 /// hashing anything, for an unknown scheme or unsupported crypt `$id$`;
 /// malformed data may still only show when verified.
 pub fn cost_class(stored: &str) -> Result<String, SchemeError> {
-    let (mut scheme, data) = parse(stored)?;
-    if scheme == Scheme::Crypt {
-        scheme = match crypt_id(data) {
-            Some("2y" | "2b" | "2a") => Scheme::BlfCrypt,
-            Some("6") => Scheme::Sha512Crypt,
-            Some("5") => Scheme::Sha256Crypt,
-            Some("argon2id") => Scheme::Argon2id,
-            Some("argon2i") => Scheme::Argon2i,
-            Some(id) => return Err(SchemeError::UnsupportedCrypt(format!("${id}$"))),
-            None => {
-                return Err(SchemeError::UnsupportedCrypt(
-                    "without a $id$ prefix".into(),
-                ));
-            }
-        };
-    }
+    let (scheme, data) = resolve(stored)?;
     let params = match scheme {
         Scheme::Plain => Some(""),
         Scheme::BlfCrypt => data.get(3..6),
@@ -393,32 +539,6 @@ pub fn cost_class(stored: &str) -> Result<String, SchemeError> {
     };
     let params = params.ok_or_else(|| malformed(scheme, "too short"))?;
     Ok(format!("{scheme}{params}"))
-}
-
-/// Runs `f` (password hashing, and the file access that comes with it) on
-/// tokio's blocking pool, at most one job per CPU at a time: logins queue
-/// instead of each allocating argon2's memory at once. The slot is held
-/// until `f` returns, even when the caller stops waiting.
-pub async fn spawn_hashing<T, F>(f: F) -> Result<T, AuthError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    static SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
-        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Arc::new(Semaphore::new(cpus.max(2)))
-    });
-    let slot = SLOTS
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| AuthError("password hashing pool closed".into()))?;
-    tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        f()
-    })
-    .await
-    .map_err(|e| AuthError(format!("password check aborted: {e}")))
 }
 
 #[cfg(test)]

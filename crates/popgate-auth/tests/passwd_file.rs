@@ -15,7 +15,7 @@ const BCRYPT_SECRET: &str =
 const SHA512_SECRET: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
 
 fn login<'a>(local: &'a str, domain: &'a str) -> Login<'a> {
-    Login { local, domain }
+    Login::new(local, domain)
 }
 
 fn write(path: &Path, text: &str) {
@@ -74,6 +74,7 @@ this line has no colon
 two@ats@acme.example:{PLAIN}x
 ivan@acme.example:{PLAIN}ivanpw::::::popgate_max_sessions=lots
 judy@acme.example:{PLAIN}judypw\r
+kim@acme.example:{PLAIN}kimpw::::::allow_nets=nonsense,192.0.2.0/24
 ";
 
 #[tokio::test]
@@ -82,7 +83,7 @@ async fn parses_dovecot_file() {
     let (dir, logs) = logs_of(|| PasswdFile::open(&path).unwrap());
     assert_eq!(dir.kind(), "passwd-file");
     assert_eq!(dir.skipped_lines(), 3, "{logs}");
-    assert_eq!(dir.user_count(), 10);
+    assert_eq!(dir.user_count(), 11);
 
     // Lines are named, hashes never printed.
     for line in ["line=14", "line=15", "line=16"] {
@@ -92,7 +93,10 @@ async fn parses_dovecot_file() {
         logs.contains("SSHA512") && logs.contains("grace@acme.example"),
         "{logs}"
     );
-    assert!(logs.contains("allow_nets"), "{logs}");
+    assert!(
+        logs.contains("line=19") && logs.contains("\"nonsense\" is not an IP address"),
+        "{logs}"
+    );
     assert!(logs.contains("popgate_max_sessions"), "{logs}");
     assert!(
         logs.contains("line=13") && logs.contains("first line wins"),
@@ -127,7 +131,6 @@ async fn parses_dovecot_file() {
             .await
             .unwrap(),
         ok(UserInfo {
-            max_sessions: Some(2),
             login_delay: Some(300)
         })
     );
@@ -152,7 +155,8 @@ async fn parses_dovecot_file() {
             .unwrap(),
         None
     );
-    // Disabled: nopassword, nologin, allow_nets, empty password.
+    // Disabled: nopassword, nologin, empty password; frank is refused from
+    // outside allow_nets (no address at all here).
     for user in ["dave", "erin", "frank", "heidi"] {
         let pw = format!("{user}pw");
         assert_eq!(
@@ -161,6 +165,25 @@ async fn parses_dovecot_file() {
                 .unwrap(),
             None,
             "{user}"
+        );
+    }
+    let from = |ip: &str| ip.parse::<std::net::IpAddr>().unwrap();
+    assert_eq!(
+        dir.verify(
+            login("frank", "acme.example").with_client(from("10.9.8.7")),
+            b"frankpw"
+        )
+        .await
+        .unwrap(),
+        ok(UserInfo::default())
+    );
+    // A bad entry matches nothing; the good one still works.
+    for (ip, admitted) in [("192.0.2.9", true), ("127.0.0.1", false)] {
+        let who = login("kim", "acme.example").with_client(from(ip));
+        assert_eq!(
+            dir.verify(who, b"kimpw").await.unwrap().is_some(),
+            admitted,
+            "{ip}"
         );
     }
     // Unknown scheme: the login fails, no error reaches the session.
@@ -372,7 +395,6 @@ async fn apop_needs_a_plain_entry() {
     assert_eq!(
         dir.verify_apop(alice, ts, digest).await.unwrap(),
         Some(UserInfo {
-            max_sessions: None,
             login_delay: Some(60)
         })
     );

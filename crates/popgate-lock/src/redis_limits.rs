@@ -1,18 +1,36 @@
-//! Fleet-wide abuse limits in Redis: the per-IP connection cap and the
-//! failed-login penalty hold across every replica that shares the Redis.
+//! Fleet-wide abuse limits in Redis: the per-prefix connection cap and the
+//! login attempt counts hold across every replica that shares the Redis.
+//! What is counted, and why, is in [`crate::limits`]; clients are counted by
+//! their [`ClientNet`] (`192.0.2.7`, `2001:db8:1:2::/64`).
 //!
-//! - Connections from one address: a sorted set `{prefix}:conn:{ip}` whose
+//! - Connections from one prefix: a sorted set `{prefix}:conn:{net}` whose
 //!   members are this replica's live connections, scored by a lease expiry
 //!   (Redis `TIME` + 60 s). Each replica renews its members every 20 s and
 //!   removes them on disconnect; a crashed replica's members lapse within a
 //!   lease, so its counts do not stick.
-//! - Failures: counters `{prefix}:fail:ip:{ip}` and `{prefix}:fail:user:{login}`
-//!   with the penalty window as expiry; a success deletes both.
+//! - Login attempts: counters `{prefix}:{limits}:fail:ip:{net}`,
+//!   `{prefix}:{limits}:fail:acct:{hex}` and `{prefix}:{limits}:fail:pair:{hex}`,
+//!   and the known-good mark `{prefix}:{limits}:good:{hex}`, where `{hex}` is
+//!   the 32 hex digits of an [`AccountId`] or [`PairId`] (SHA-256 of the name):
+//!   no name a client sends is ever part of a key, and every key has a fixed
+//!   length. One Lua script counts an attempt in on all of them at once and
+//!   returns the prior counts; another ends it (see [`crate::limits`]). The
+//!   counters expire one penalty window after their last attempt, the marks
+//!   after `known_good_for`. So the keys alive at once are at most three per
+//!   login attempt of the last window (whose rate the penalty bounds: about
+//!   `max_connections_per_ip / penalty_max` per prefix under attack) plus one
+//!   per (account, prefix) that logged in successfully within
+//!   `known_good_for`. A name that is no login of a tenant touches only the
+//!   prefix counter. The scripts' keys share the hash tag `{limits}`, so on
+//!   a Redis Cluster they would all land in one slot.
+//! - A call retried after a lost answer may count an attempt twice: in the
+//!   safe direction.
 //!
 //! The process-wide connection cap stays local (it guards this process's
 //! resources). When Redis cannot be reached, the limits fall back to this
 //! process's own counts rather than refusing service: abuse counters are
-//! best effort, unlike mailbox locks.
+//! best effort, unlike mailbox locks. Every attempt is also counted in this
+//! process, so the fallback starts from recent history.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,8 +42,8 @@ use ::redis::Script;
 
 use crate::RedisLocks;
 use crate::limits::{
-    ConnectionPermit, Limits, LimitsConfig, MemoryLimits, Rejected, account_key, canonical_ip,
-    ip_key,
+    AccountId, Attempt, ClientNet, ConnectionPermit, Limits, LimitsConfig, MemoryLimits, PairId,
+    Prior, Rejected, Verdict,
 };
 
 /// How long a connection's entry lives without renewal.
@@ -61,12 +79,52 @@ return 1
     )
 });
 
-static FAIL: LazyLock<Script> = LazyLock::new(|| {
+/// Counts a login attempt in and returns the counts from before it.
+/// KEYS: prefix counter [, account counter, pair counter, pair's known-good
+/// mark]. ARGV: window ms. Returns {prefix, account, pair, known good 0/1}.
+static ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local n = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
-return n
+local function bump(key)
+  local n = redis.call('INCR', key)
+  redis.call('PEXPIRE', key, tonumber(ARGV[1]))
+  return n - 1
+end
+local net = bump(KEYS[1])
+if #KEYS == 1 then
+  return {net, 0, 0, 0}
+end
+return {net, bump(KEYS[2]), bump(KEYS[3]), redis.call('EXISTS', KEYS[4])}
+"#,
+    )
+});
+
+/// Ends an attempt that was not a failure: takes its pre-counts back, and
+/// on success clears the pair's record and marks the pair known good.
+/// KEYS: as for ATTEMPT. ARGV: `success` or `unchecked`, known-good ttl ms.
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local function undo(key)
+  local n = tonumber(redis.call('GET', key)) or 0
+  if n > 1 then
+    redis.call('DECR', key)
+  elseif n == 1 then
+    redis.call('DEL', key)
+  end
+end
+undo(KEYS[1])
+if #KEYS == 1 then
+  return 1
+end
+undo(KEYS[2])
+if ARGV[1] == 'success' then
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[4], '1', 'PX', tonumber(ARGV[2]))
+else
+  undo(KEYS[3])
+end
+return 1
 "#,
     )
 });
@@ -93,27 +151,46 @@ impl RedisLimits {
         limits
     }
 
-    fn conn_key(&self, ip: IpAddr) -> String {
-        format!("{}:conn:{{{}}}", self.locks.prefix(), canonical_ip(ip))
+    fn conn_key(&self, net: &ClientNet) -> String {
+        format!("{}:conn:{{{net}}}", self.locks.prefix())
     }
 
-    fn fail_key(&self, key: &str) -> String {
-        format!("{}:fail:{{{key}}}", self.locks.prefix())
+    fn net_key(&self, net: &ClientNet) -> String {
+        format!("{}:{{limits}}:fail:ip:{net}", self.locks.prefix())
     }
 
-    async fn failures(&self, key: String) -> Result<u32, crate::LockError> {
-        self.locks
-            .call("GET", |mut conn| {
-                let key = key.clone();
-                async move {
-                    ::redis::cmd("GET")
-                        .arg(&key)
-                        .query_async::<Option<u32>>(&mut conn)
-                        .await
-                }
-            })
-            .await
-            .map(|n| n.unwrap_or(0))
+    fn account_key(&self, account: &AccountId) -> String {
+        format!(
+            "{}:{{limits}}:fail:acct:{}",
+            self.locks.prefix(),
+            account.hex()
+        )
+    }
+
+    fn pair_key(&self, pair: &PairId) -> String {
+        format!(
+            "{}:{{limits}}:fail:pair:{}",
+            self.locks.prefix(),
+            pair.hex()
+        )
+    }
+
+    fn good_key(&self, pair: &PairId) -> String {
+        format!("{}:{{limits}}:good:{}", self.locks.prefix(), pair.hex())
+    }
+
+    /// The keys of an attempt's scripts: the prefix counter, and with an
+    /// account its counter, the pair's counter and the pair's mark.
+    fn attempt_keys(&self, attempt: &Attempt) -> Vec<String> {
+        let net = attempt.net();
+        let mut keys = vec![self.net_key(&net)];
+        if let Some(account) = attempt.account() {
+            let pair = account.pair(&net);
+            keys.push(self.account_key(&account));
+            keys.push(self.pair_key(&pair));
+            keys.push(self.good_key(&pair));
+        }
+        keys
     }
 }
 
@@ -167,7 +244,7 @@ impl Limits for Arc<RedisLimits> {
 
     async fn connect(&self, ip: IpAddr) -> Result<ConnectionPermit, Rejected> {
         let process = self.local.connect_local(ip, false)?;
-        let key = self.conn_key(ip);
+        let key = self.conn_key(&self.local_config().net(ip));
         let member = format!(
             "{}:{}",
             self.locks.instance(),
@@ -212,61 +289,75 @@ impl Limits for Arc<RedisLimits> {
         }
     }
 
-    async fn penalty(&self, ip: IpAddr, account: &str) -> Duration {
-        let by_ip = self.failures(self.fail_key(&ip_key(ip))).await;
-        let by_account = self.failures(self.fail_key(&account_key(account))).await;
-        match (by_ip, by_account) {
-            (Ok(a), Ok(b)) => self.local_config().penalty_for(a.max(b)),
-            _ => self.local.local_penalty(ip, account),
-        }
-    }
-
-    async fn failed(&self, ip: IpAddr, account: &str) {
-        self.local.local_failed(ip, account);
+    async fn attempt(&self, ip: IpAddr, account: Option<&str>) -> Attempt {
+        let mut attempt = self.local.local_attempt(ip, account);
+        let keys = self.attempt_keys(&attempt);
         let window = self.local_config().penalty_window.as_millis() as u64;
-        for key in [
-            self.fail_key(&ip_key(ip)),
-            self.fail_key(&account_key(account)),
-        ] {
-            let r = self
-                .locks
-                .call("failure count", |mut conn| {
-                    let key = key.clone();
-                    async move {
-                        FAIL.key(&key)
-                            .arg(window)
-                            .invoke_async::<i64>(&mut conn)
-                            .await
+        let counted = self
+            .locks
+            .call("login attempt", |mut conn| {
+                let keys = keys.clone();
+                async move {
+                    let mut inv = ATTEMPT.prepare_invoke();
+                    for k in &keys {
+                        inv.key(k);
                     }
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "cannot count a failed login in redis");
+                    inv.arg(window).invoke_async::<Vec<i64>>(&mut conn).await
+                }
+            })
+            .await;
+        match counted {
+            Ok(v) if v.len() == 4 => {
+                let n = |x: i64| u32::try_from(x.max(0)).unwrap_or(u32::MAX);
+                attempt.penalty = self.local_config().attempt_penalty(Prior {
+                    net: n(v[0]),
+                    account: n(v[1]),
+                    pair: n(v[2]),
+                    known_good: v[3] == 1,
+                });
+                attempt.remote = true;
+            }
+            Ok(v) => {
+                tracing::warn!(reply = ?v, "unexpected reply counting a login attempt in redis; counting in this process");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count a login attempt in redis; counting in this process");
             }
         }
+        attempt
     }
 
-    async fn succeeded(&self, ip: IpAddr, account: &str) {
-        self.local.local_succeeded(ip, account);
-        for key in [
-            self.fail_key(&ip_key(ip)),
-            self.fail_key(&account_key(account)),
-        ] {
-            let r = self
-                .locks
-                .call("DEL", |mut conn| {
-                    let key = key.clone();
-                    async move {
-                        ::redis::cmd("DEL")
-                            .arg(&key)
-                            .query_async::<i64>(&mut conn)
-                            .await
+    async fn finish(&self, attempt: Attempt, verdict: Verdict) {
+        self.local.local_finish(&attempt, verdict);
+        // A failure keeps its pre-counts: nothing to write.
+        if !attempt.remote || verdict == Verdict::Failure {
+            return;
+        }
+        let keys = self.attempt_keys(&attempt);
+        let mode = if verdict == Verdict::Success {
+            "success"
+        } else {
+            "unchecked"
+        };
+        let good_ms = self.local_config().known_good_for.as_millis() as u64;
+        let r = self
+            .locks
+            .call("login attempt end", |mut conn| {
+                let keys = keys.clone();
+                async move {
+                    let mut inv = FINISH.prepare_invoke();
+                    for k in &keys {
+                        inv.key(k);
                     }
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "cannot clear failed logins in redis");
-            }
+                    inv.arg(mode)
+                        .arg(good_ms)
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                }
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot record the end of a login attempt in redis");
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Config {
     #[serde(default)]
     pub locks: LocksSection,
     #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
     pub metrics: Option<MetricsSection>,
     #[serde(default)]
     pub tenants: Vec<TenantSection>,
@@ -96,11 +98,164 @@ pub struct ServerSection {
     pub auth_penalty: Duration,
     #[serde(deserialize_with = "duration")]
     pub auth_penalty_max: Duration,
+    /// The whole AUTHORIZATION state, from the greeting to verified
+    /// credentials, must end within this time, whatever the client sends.
+    #[serde(deserialize_with = "duration")]
+    pub login_timeout: Duration,
+    /// Lines a client may send before login, besides failed logins and bad
+    /// commands (capped by max_auth_failures and max_bad_commands).
+    pub max_login_commands: u32,
     /// Show `IMPLEMENTATION popgate x.y.z` in CAPA.
     pub show_version: bool,
     pub log_format: LogFormat,
     /// A tracing filter: `info`, `popgate=debug,info`, ...
     pub log_level: String,
+    /// `[server.password_hashing]`: hashing slots and cost caps.
+    pub password_hashing: PasswordHashingSection,
+}
+
+/// `[server.password_hashing]`: how many password checks run at once, how
+/// long a login waits for one, and what a stored hash may cost (a hash
+/// above a cap is refused unhashed: the login fails like a wrong password).
+/// argon2's memory cap times `slots` is the most that hashing allocates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordHashingSection {
+    /// Password checks at once; default: one per CPU, 2 to 8.
+    pub slots: Option<usize>,
+    /// The most slots one tenant holds at once; default: slots - 1 (at least 1).
+    pub tenant_slots: Option<usize>,
+    /// How long a login waits for a slot before `-ERR [SYS/TEMP]`.
+    #[serde(deserialize_with = "duration")]
+    pub wait: Duration,
+    /// argon2 `m`: `64MiB`, `65536KiB`, `1GiB`.
+    #[serde(deserialize_with = "byte_size")]
+    pub argon2_max_memory: u64,
+    /// argon2 `t`.
+    pub argon2_max_time: u32,
+    /// argon2 `p`.
+    pub argon2_max_lanes: u32,
+    /// bcrypt cost (4 to 31).
+    pub bcrypt_max_cost: u32,
+    /// SHA-crypt `rounds=` (1000 to 999999999; 5000 when a hash has none).
+    pub sha_crypt_max_rounds: u32,
+}
+
+impl Default for PasswordHashingSection {
+    fn default() -> Self {
+        let p = popgate_auth::HashPoolConfig::default();
+        PasswordHashingSection {
+            slots: None,
+            tenant_slots: None,
+            wait: p.wait,
+            argon2_max_memory: u64::from(p.limits.argon2_max_memory_kib) * 1024,
+            argon2_max_time: p.limits.argon2_max_time,
+            argon2_max_lanes: p.limits.argon2_max_lanes,
+            bcrypt_max_cost: p.limits.bcrypt_max_cost,
+            sha_crypt_max_rounds: p.limits.sha_crypt_max_rounds,
+        }
+    }
+}
+
+impl PasswordHashingSection {
+    /// The pool's settings (validated by [`Config::validate`]).
+    pub fn pool_config(&self) -> popgate_auth::HashPoolConfig {
+        popgate_auth::HashPoolConfig {
+            slots: self
+                .slots
+                .unwrap_or_else(popgate_auth::HashPoolConfig::default_slots),
+            tenant_slots: self.tenant_slots,
+            wait: self.wait,
+            limits: popgate_auth::scheme::CostLimits {
+                argon2_max_memory_kib: u32::try_from(self.argon2_max_memory / 1024)
+                    .unwrap_or(u32::MAX),
+                argon2_max_time: self.argon2_max_time,
+                argon2_max_lanes: self.argon2_max_lanes,
+                bcrypt_max_cost: self.bcrypt_max_cost,
+                sha_crypt_max_rounds: self.sha_crypt_max_rounds,
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("server.password_hashing.{k}");
+        if let Some(n) = self.slots
+            && !(1..=1024).contains(&n)
+        {
+            return Err(ConfigError::new(key("slots"), "must be 1 to 1024"));
+        }
+        if let Some(t) = self.tenant_slots
+            && !(1..=self.pool_config().slots).contains(&t)
+        {
+            return Err(ConfigError::new(
+                key("tenant_slots"),
+                "must be at least 1 and at most slots",
+            ));
+        }
+        if self.wait.is_zero() {
+            return Err(ConfigError::new(key("wait"), "must be more than 0s"));
+        }
+        let m = self.argon2_max_memory;
+        if m < 8 * 1024 || !m.is_multiple_of(1024) || m / 1024 > u64::from(u32::MAX) {
+            return Err(ConfigError::new(
+                key("argon2_max_memory"),
+                "must be a whole number of KiB, at least 8KiB",
+            ));
+        }
+        if self.argon2_max_time == 0 || self.argon2_max_lanes == 0 {
+            return Err(ConfigError::new(
+                key("argon2_max_time / argon2_max_lanes"),
+                "must be at least 1",
+            ));
+        }
+        if !(4..=31).contains(&self.bcrypt_max_cost) {
+            return Err(ConfigError::new(key("bcrypt_max_cost"), "must be 4 to 31"));
+        }
+        if !(1000..=999_999_999).contains(&self.sha_crypt_max_rounds) {
+            return Err(ConfigError::new(
+                key("sha_crypt_max_rounds"),
+                "must be 1000 to 999999999",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads `64MiB`, `512KiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB`,
+/// all binary) or `65536B` into bytes. A bare number is refused: argon2's
+/// `m` is in KiB and a setting in bytes would be easy to misread.
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Number(n) => {
+            return Err(serde::de::Error::custom(format!(
+                "{n} has no unit: write it like \"64MiB\" or \"65536KiB\""
+            )));
+        }
+        Raw::Text(t) => t,
+    };
+    parse_byte_size(&text).map_err(serde::de::Error::custom)
+}
+
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("{text:?} is not a size (like 64MiB, 65536KiB, 1GiB)");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
 }
 
 impl Default for ServerSection {
@@ -121,9 +276,12 @@ impl Default for ServerSection {
             max_connections_per_ip: l.max_connections_per_ip,
             auth_penalty: l.penalty_base,
             auth_penalty_max: l.penalty_max,
+            login_timeout: l.login_timeout,
+            max_login_commands: l.max_login_commands,
             show_version: true,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            password_hashing: PasswordHashingSection::default(),
         }
     }
 }
@@ -162,6 +320,32 @@ pub enum TlsSetting {
     None,
     Starttls,
     Implicit,
+}
+
+/// `[limits]`: how clients are grouped for the connection caps and the
+/// failed-login penalty, and how long a good login is remembered.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// IPv4 clients are counted by this many leading bits (1 to 32).
+    pub ipv4_prefix: u8,
+    /// IPv6 clients are counted by this many leading bits (1 to 128).
+    pub ipv6_prefix: u8,
+    /// After a successful login, the account's own failures from that
+    /// prefix are the only ones that slow its logins from there, this long.
+    #[serde(deserialize_with = "duration")]
+    pub known_good_for: Duration,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let l = popgate_server::limits::LimitsConfig::default();
+        LimitsSection {
+            ipv4_prefix: l.ipv4_prefix,
+            ipv6_prefix: l.ipv6_prefix,
+            known_good_for: l.known_good_for,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -541,8 +725,35 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if s.login_timeout <= s.auth_penalty_max {
+            return Err(ConfigError::new(
+                "server.login_timeout",
+                "must be longer than server.auth_penalty_max, or a penalised login could never finish",
+            ));
+        }
+        if s.max_login_commands == 0 {
+            return Err(ConfigError::new(
+                "server.max_login_commands",
+                "must be at least 1",
+            ));
+        }
+        let lim = &self.limits;
+        if !(1..=32).contains(&lim.ipv4_prefix) {
+            return Err(ConfigError::new("limits.ipv4_prefix", "must be 1 to 32"));
+        }
+        if !(1..=128).contains(&lim.ipv6_prefix) {
+            return Err(ConfigError::new("limits.ipv6_prefix", "must be 1 to 128"));
+        }
+        if lim.known_good_for < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "limits.known_good_for",
+                "must be at least 1s",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&s.log_level)
             .map_err(|e| ConfigError::new("server.log_level", e.to_string()))?;
+        s.password_hashing.validate()?;
+        let hashing = popgate_auth::HashPool::new(s.password_hashing.pool_config());
 
         if self.listeners.is_empty() {
             return Err(ConfigError::new(
@@ -663,9 +874,12 @@ impl Config {
             }
             match &t.auth {
                 AuthSection::PasswdFile { path } => {
-                    popgate_auth::PasswdFile::open(path).map_err(|e| {
-                        ConfigError::new(key("auth.path"), format!("{}: {e}", path.display()))
-                    })?;
+                    // Opened with the configured caps, so that its load
+                    // warnings (file:line) are about them.
+                    popgate_auth::PasswdFile::open_with(path, hashing.for_tenant(&t.name))
+                        .map_err(|e| {
+                            ConfigError::new(key("auth.path"), format!("{}: {e}", path.display()))
+                        })?;
                 }
                 AuthSection::Postgres(pg) => pg.validate(&key("auth"))?,
             }

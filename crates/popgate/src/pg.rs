@@ -355,7 +355,8 @@ async fn hash_stdin(scheme: &str) -> Result<String, Error> {
         .parse()
         .map_err(|e| Error::Runtime(format!("--scheme: {e}")))?;
     let password = read_password()?;
-    scheme::spawn_hashing(move || scheme::hash(scheme, password.as_bytes()))
+    popgate_auth::Hashing::standalone()
+        .run(move || scheme::hash(scheme, password.as_bytes()))
         .await
         .map_err(|e| Error::Runtime(e.to_string()))?
         .map_err(|e| Error::Runtime(e.to_string()))

@@ -82,18 +82,26 @@ fn init_logging(config: &Config) {
 fn build_tenants(config: &Config) -> Result<Tenants, ConfigError> {
     let mut list = Vec::new();
     let mut pools = crate::pg::Pools::default();
+    // One hashing pool for every tenant's directory: its slots bound the
+    // memory and CPU that password checks take, with a share per tenant.
+    let hashing = popgate_auth::HashPool::new(config.server.password_hashing.pool_config());
     for (i, t) in config.tenants.iter().enumerate() {
         let directory: Arc<dyn Directory> = match &t.auth {
-            AuthSection::PasswdFile { path } => Arc::new(PasswdFile::open(path).map_err(|e| {
-                ConfigError::new(
-                    format!("tenants[{i}].auth.path"),
-                    format!("{}: {e}", path.display()),
+            AuthSection::PasswdFile { path } => Arc::new(
+                PasswdFile::open_with(path, hashing.for_tenant(&t.name)).map_err(|e| {
+                    ConfigError::new(
+                        format!("tenants[{i}].auth.path"),
+                        format!("{}: {e}", path.display()),
+                    )
+                })?,
+            ),
+            AuthSection::Postgres(pg) => Arc::new(
+                popgate_auth::PgDirectory::new(
+                    pools.get(pg, &format!("tenants[{i}].auth"))?,
+                    t.name.clone(),
                 )
-            })?),
-            AuthSection::Postgres(pg) => Arc::new(popgate_auth::PgDirectory::new(
-                pools.get(pg, &format!("tenants[{i}].auth"))?,
-                t.name.clone(),
-            )),
+                .with_hashing(hashing.for_tenant(&t.name)),
+            ),
         };
         let store: Arc<dyn MailStore> = match &t.store {
             StoreSection::Maildir { path, uidl_format } => Arc::new(
@@ -154,6 +162,11 @@ fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
         max_connections_per_ip: s.max_connections_per_ip,
         penalty_base: s.auth_penalty,
         penalty_max: s.auth_penalty_max,
+        login_timeout: s.login_timeout,
+        max_login_commands: s.max_login_commands,
+        ipv4_prefix: config.limits.ipv4_prefix,
+        ipv6_prefix: config.limits.ipv6_prefix,
+        known_good_for: config.limits.known_good_for,
         ..LimitsConfig::default()
     };
     match config.locks.redis_config()? {

@@ -16,13 +16,26 @@
 //!   `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>,W=<pop3 size>`.
 //! - Expunge is fenced: the newest committed fencing token is kept in
 //!   `popgate-fence` in the Maildir root, written under the uidlist lock.
+//! - A customer may own his Maildir's files. Everything in it is opened
+//!   relative to directory handles without following symlinks (below the
+//!   template's fixed prefix, unless the tenant opts in), only regular
+//!   files are read, metadata files are read up to a cap, and temporary
+//!   files are created exclusively (see `safe_fs`). What popgate creates
+//!   takes the Maildir directory's owner, group and mode, as with Dovecot.
 
 mod dotlock;
+mod fence;
 mod filename;
+mod location;
 mod maildir;
+mod safe_fs;
 mod store;
+mod sync;
 mod uidl_format;
 mod uidlist;
+
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(test)]
 mod test_util;

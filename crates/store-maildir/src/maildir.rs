@@ -1,25 +1,26 @@
-//! Blocking operations on one Maildir: scanning, syncing the uidlist,
-//! finding a message again by its base name, delivering, expunging.
-//! The async store runs these on tokio's blocking pool.
+//! Blocking operations on one Maildir: opening it through directory
+//! handles, scanning, finding a message again by its base name,
+//! delivering. Syncing the uidlist is in [`crate::sync`], expunging in
+//! [`crate::fence`]. The async store runs these on tokio's blocking pool.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::fs::File;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Duration;
 
 use popgate_store::StoreError;
-use tracing::{info, warn};
+use rustix::fs::FileType;
+use tracing::warn;
 
 use crate::dotlock::DotLock;
 use crate::filename;
-use crate::uidlist::{self, Uidlist};
+use crate::location::Location;
+use crate::safe_fs::{DirFd, Perms};
+use crate::uidlist;
 
 /// Dovecot overrides an unchanged `dovecot-uidlist.lock` after this long.
 const UIDLIST_STALE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Highest fencing token committed by an expunge, in the Maildir root.
-const FENCE_FILE: &str = "popgate-fence";
 /// How often to look again for a message renamed while we looked.
 const FIND_RETRIES: usize = 3;
 
@@ -27,15 +28,6 @@ const FIND_RETRIES: usize = 3;
 pub enum Dir {
     Cur,
     New,
-}
-
-impl Dir {
-    fn name(self) -> &'static str {
-        match self {
-            Dir::Cur => "cur",
-            Dir::New => "new",
-        }
-    }
 }
 
 /// Where a message's file was last seen.
@@ -88,64 +80,136 @@ pub fn io_error(context: &str, e: &io::Error) -> StoreError {
     }
 }
 
+/// A mailbox's Maildir, not yet opened: where it is and how to reach it.
 #[derive(Clone, Debug)]
 pub struct Maildir {
-    root: PathBuf,
+    location: Arc<Location>,
+    follow_symlinks: bool,
     lock_timeout: Duration,
 }
 
 impl Maildir {
-    pub fn new(root: PathBuf, lock_timeout: Duration) -> Self {
-        Maildir { root, lock_timeout }
+    pub fn new(location: Location, follow_symlinks: bool, lock_timeout: Duration) -> Self {
+        Maildir {
+            location: Arc::new(location),
+            follow_symlinks,
+            lock_timeout,
+        }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn path(&self) -> &std::path::Path {
+        &self.location.path
     }
 
-    fn dir(&self, dir: Dir) -> PathBuf {
-        self.root.join(dir.name())
+    /// Opens the Maildir and its cur/ and new/ (tmp/ too with `tmp`);
+    /// `None` when the Maildir does not exist. A missing subdirectory is
+    /// an empty one; a symlinked one (unless the tenant follows them) or
+    /// one that is not a directory is an error.
+    pub fn open(&self) -> Result<Option<Open>, StoreError> {
+        let context = || format!("opening {}", self.path().display());
+        let root = self
+            .location
+            .open(self.follow_symlinks)
+            .map_err(|e| io_error(&context(), &e))?;
+        let Some(root) = root else { return Ok(None) };
+        self.open_subdirs(root, false)
+            .map(Some)
+            .map_err(|e| io_error(&context(), &e))
     }
 
-    pub fn path_of(&self, file: &FileRef) -> PathBuf {
-        self.dir(file.dir).join(&file.name)
+    /// Opens the Maildir, creating it and cur/ new/ tmp/ when missing.
+    pub fn create(&self) -> Result<Open, StoreError> {
+        let context = || format!("creating {}", self.path().display());
+        let root = self
+            .location
+            .create(self.follow_symlinks)
+            .map_err(|e| io_error(&context(), &e))?;
+        self.open_subdirs(root, true)
+            .map_err(|e| io_error(&context(), &e))
     }
 
-    fn uidlist_path(&self) -> PathBuf {
-        self.root.join(uidlist::FILE_NAME)
+    fn open_subdirs(&self, root: DirFd, create: bool) -> io::Result<Open> {
+        let perms = Perms::of(&root)?;
+        let sub = |name: &str| -> io::Result<Option<DirFd>> {
+            let name = std::ffi::OsStr::new(name);
+            let opened = if create {
+                root.create_dir(name, &perms, self.follow_symlinks)
+            } else {
+                root.open_dir(name, self.follow_symlinks)
+            };
+            match opened {
+                Ok(d) => Ok(Some(d)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let cur = sub("cur")?;
+        let new = sub("new")?;
+        let tmp = if create { sub("tmp")? } else { None };
+        Ok(Open {
+            root,
+            cur,
+            new,
+            tmp,
+            perms,
+            lock_timeout: self.lock_timeout,
+        })
+    }
+}
+
+/// An open Maildir: handles on its directory and subdirectories. Every
+/// operation goes through them, so what a customer renames or links
+/// meanwhile is never followed out of this Maildir.
+#[derive(Debug)]
+pub struct Open {
+    pub(crate) root: DirFd,
+    cur: Option<DirFd>,
+    new: Option<DirFd>,
+    tmp: Option<DirFd>,
+    /// Owner, group and modes for what popgate creates here.
+    pub(crate) perms: Perms,
+    lock_timeout: Duration,
+}
+
+impl Open {
+    pub fn root_path(&self) -> &std::path::Path {
+        self.root.path()
     }
 
-    fn lock_uidlist(&self) -> Result<Option<DotLock>, StoreError> {
+    fn dir(&self, dir: Dir) -> io::Result<&DirFd> {
+        let d = match dir {
+            Dir::Cur => self.cur.as_ref(),
+            Dir::New => self.new.as_ref(),
+        };
+        d.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such subdirectory"))
+    }
+
+    fn tmp(&self) -> io::Result<&DirFd> {
+        self.tmp
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no tmp/"))
+    }
+
+    pub(crate) fn lock_uidlist(&self) -> Result<Option<DotLock<'_>>, StoreError> {
         DotLock::acquire(
-            &self.uidlist_path(),
+            &self.root,
+            uidlist::FILE_NAME,
+            &self.perms,
             self.lock_timeout,
             UIDLIST_STALE_TIMEOUT,
         )
         .map_err(|e| io_error("locking dovecot-uidlist", &e))
     }
 
-    /// Creates root, cur/, new/ and tmp/ (0700, as Dovecot does).
-    pub fn create(&self) -> io::Result<()> {
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true).mode(0o700);
-        for sub in ["cur", "new", "tmp"] {
-            builder.create(self.root.join(sub))?;
-        }
-        Ok(())
-    }
-
     /// Lists one directory's messages: names only, no stat. Missing is empty.
     fn list(&self, dir: Dir) -> io::Result<Vec<String>> {
-        let rd = match fs::read_dir(self.dir(dir)) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+        let Ok(d) = self.dir(dir) else {
+            return Ok(Vec::new());
         };
         let mut names = Vec::new();
-        for entry in rd {
-            let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else {
-                warn!(dir = %self.dir(dir).display(), "ignoring a file whose name is not UTF-8");
+        for (name, kind) in d.entries()? {
+            let Ok(name) = String::from_utf8(name) else {
+                warn!(dir = %d.path().display(), "ignoring a file whose name is not UTF-8");
                 continue;
             };
             if name.starts_with('.') || name.contains(['\r', '\n']) {
@@ -153,9 +217,9 @@ impl Maildir {
             }
             // Only regular files are mail: a symlink could point anywhere
             // (another tenant's mail, /etc), and popgate may run privileged.
-            match entry.file_type() {
-                Ok(t) if t.is_file() => {}
-                Ok(t) if t.is_symlink() => {
+            match kind {
+                FileType::RegularFile => {}
+                FileType::Symlink => {
                     warn!(file = %name, "ignoring a symlink in a Maildir");
                     continue;
                 }
@@ -172,12 +236,13 @@ impl Maildir {
     pub fn scan(&self) -> io::Result<Vec<FileRef>> {
         let mut files = Vec::new();
         for name in self.list(Dir::New)? {
-            let cur = filename::cur_name(&name);
-            match fs::rename(
-                self.dir(Dir::New).join(&name),
-                self.dir(Dir::Cur).join(&cur),
-            ) {
-                Ok(()) => files.push(FileRef::new(Dir::Cur, cur)),
+            let cur_name = filename::cur_name(&name);
+            let moved = match (&self.new, &self.cur) {
+                (Some(new), Some(cur)) => new.rename(&name, cur, &cur_name),
+                _ => Err(io::Error::other("no cur/")),
+            };
+            match moved {
+                Ok(()) => files.push(FileRef::new(Dir::Cur, cur_name)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
                     warn!(file = %name, "cannot move new/ to cur/: {e}");
@@ -209,42 +274,6 @@ impl Maildir {
         Ok(files)
     }
 
-    pub fn read_uidlist(&self) -> io::Result<Option<Uidlist>> {
-        let path = self.uidlist_path();
-        match fs::read(&path) {
-            Ok(data) => Ok(Uidlist::parse(&data, &path.to_string_lossy())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Replaces the uidlist: write `dovecot-uidlist.tmp`, fdatasync, rename
-    /// over. The caller holds the uidlist dotlock.
-    pub fn write_uidlist(&self, list: &mut Uidlist) -> io::Result<()> {
-        list.guid.get_or_insert_with(uidlist::new_guid);
-        let path = self.uidlist_path();
-        let tmp = self.root.join(format!("{}.tmp", uidlist::FILE_NAME));
-        let data = list.serialize();
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&data)?;
-        // Dovecot trusts its index while the uidlist's size and mtime are
-        // unchanged: make sure a rewrite never looks the same.
-        if let Ok(old) = fs::metadata(&path) {
-            let new = f.metadata()?;
-            if old.size() == new.size() && old.modified().ok() >= new.modified().ok() {
-                let bumped = old.modified()? + Duration::from_millis(1);
-                f.set_modified(bumped)?;
-            }
-        }
-        f.sync_data()?;
-        fs::rename(&tmp, &path)
-    }
-
     /// Reads a whole message and returns its POP3 size.
     pub fn compute_size(&self, file: &FileRef) -> io::Result<Option<u64>> {
         let Some(mut f) = self.open_message(file)? else {
@@ -259,95 +288,6 @@ impl Maildir {
             }
             counter.feed(&buf[..n]);
         }
-    }
-
-    /// Takes the snapshot for `open`: moves new/ to cur/, gives new files
-    /// UIDs and caches computed sizes in the uidlist (under its dotlock,
-    /// only when something changed).
-    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        if !self.root.is_dir() {
-            return Ok(Snapshot::default());
-        }
-        let files = self.scan().map_err(|e| io_error("scanning maildir", &e))?;
-        let mut list = self
-            .read_uidlist()
-            .map_err(|e| io_error("reading dovecot-uidlist", &e))?;
-
-        // Sizes that neither the name nor the uidlist knows: read the files
-        // now, before locking, so the lock is held only briefly.
-        let mut computed: HashMap<String, u64> = HashMap::new();
-        let mut matched = match_records(list.as_ref(), &files);
-        let mut unassigned = false;
-        {
-            for (f, m) in files.iter().zip(&matched) {
-                let record = m.map(|i| &list.as_ref().expect("matched").records[i]);
-                unassigned |= record.is_none();
-                let known = filename::virtual_size(&f.name).is_some()
-                    || record
-                        .and_then(|r| r.ext(b'W'))
-                        .is_some_and(|w| w.parse::<u64>().is_ok());
-                if !known {
-                    match self.compute_size(f) {
-                        Ok(Some(size)) => {
-                            computed.insert(f.base().to_owned(), size);
-                        }
-                        Ok(None) => {} // gone meanwhile
-                        Err(e) => return Err(io_error(&format!("reading {}", f.name), &e)),
-                    }
-                }
-            }
-        }
-
-        if unassigned || !computed.is_empty() {
-            match self.lock_uidlist()? {
-                Some(_lock) => {
-                    let mut fresh = self
-                        .read_uidlist()
-                        .map_err(|e| io_error("reading dovecot-uidlist", &e))?
-                        .unwrap_or_else(|| Uidlist::new(unix_now()));
-                    if assign_and_cache(&mut fresh, &files, &computed) {
-                        self.write_uidlist(&mut fresh)
-                            .map_err(|e| io_error("writing dovecot-uidlist", &e))?;
-                    }
-                    matched = match_records(Some(&fresh), &files);
-                    list = Some(fresh);
-                }
-                None => warn!(
-                    maildir = %self.root.display(),
-                    "dovecot-uidlist stayed locked; new messages wait for the next session"
-                ),
-            }
-        }
-
-        let Some(list) = list else {
-            return Ok(Snapshot::default());
-        };
-        let mut entries = Vec::with_capacity(files.len());
-        for (f, m) in files.into_iter().zip(matched) {
-            let Some(i) = m else {
-                continue;
-            };
-            let r = &list.records[i];
-            let size = filename::virtual_size(&f.name)
-                .or_else(|| r.ext(b'W').and_then(|w| w.parse().ok()))
-                .or_else(|| computed.get(f.base()).copied());
-            let Some(size) = size else { continue }; // vanished before we could size it
-            entries.push(Entry {
-                uid: r.uid,
-                saved_uidl: r.ext(b'P').map(str::to_owned),
-                pop3_order: r.ext(b'O').and_then(|o| o.parse().ok()).filter(|&o| o > 0),
-                guid: r.ext(b'G').map(str::to_owned),
-                size,
-                file: f,
-            });
-        }
-        // Dovecot's POP3 order: messages with an `O` number first, by it,
-        // then the rest; UID order otherwise.
-        entries.sort_by_key(|e| (e.pop3_order.unwrap_or(u64::MAX), e.uid));
-        Ok(Snapshot {
-            uid_validity: list.uid_validity,
-            entries,
-        })
     }
 
     /// Looks for a message by base name in cur/, then new/.
@@ -365,29 +305,25 @@ impl Maildir {
     }
 
     /// Opens a message where it was seen, or wherever it went (a flag change
-    /// renames it). `None` when it is gone.
+    /// renames it). `None` when it is gone. Only a regular file is opened.
     pub fn open_message(&self, hint: &FileRef) -> io::Result<Option<File>> {
-        self.with_file(hint, |path| {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-        })
+        self.with_file(hint, |dir, name| dir.open_file(name))
     }
 
     /// Unlinks a message, wherever it went. `false` when it was gone already.
     pub fn unlink_message(&self, hint: &FileRef) -> io::Result<bool> {
         Ok(self
-            .with_file(hint, |path| fs::remove_file(path))?
+            .with_file(hint, |dir, name| dir.unlink(name))?
             .is_some())
     }
 
     fn with_file<T>(
         &self,
         hint: &FileRef,
-        op: impl Fn(&Path) -> io::Result<T>,
+        op: impl Fn(&DirFd, &str) -> io::Result<T>,
     ) -> io::Result<Option<T>> {
-        match op(&self.path_of(hint)) {
+        let at = |f: &FileRef| self.dir(f.dir).and_then(|d| op(d, &f.name));
+        match at(hint) {
             Ok(v) => return Ok(Some(v)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -396,7 +332,7 @@ impl Maildir {
             let Some(found) = self.locate(hint.base())? else {
                 return Ok(None);
             };
-            match op(&self.path_of(&found)) {
+            match at(&found) {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // renamed again
                 Err(e) => return Err(e),
@@ -405,97 +341,22 @@ impl Maildir {
         Ok(None)
     }
 
-    /// Deletes messages, if `fence` is not older than the newest committed
-    /// one. Holds the uidlist lock throughout, so the fence check, the
-    /// unlinks and the uidlist update are one step for every popgate and
-    /// Dovecot process.
-    pub fn expunge(&self, targets: &[FileRef], fence: u64) -> Result<(usize, usize), StoreError> {
-        if !self.root.is_dir() {
-            return Ok((0, targets.len()));
-        }
-        let Some(_lock) = self.lock_uidlist()? else {
-            return Err(StoreError::Temporary(
-                "dovecot-uidlist is locked by another process".into(),
-            ));
-        };
-        self.commit_fence(fence)?;
-
-        let (mut deleted, mut gone) = (0, 0);
-        let mut removed: Vec<&str> = Vec::with_capacity(targets.len());
-        let mut failure = None;
-        for t in targets {
-            match self.unlink_message(t) {
-                Ok(true) => deleted += 1,
-                Ok(false) => gone += 1,
-                Err(e) => {
-                    failure = Some(io_error(&format!("deleting {}", t.name), &e));
-                    break;
-                }
-            }
-            removed.push(t.base());
-        }
-        // Forget the removed files' records. Best effort: a stale record
-        // is harmless (nothing has its base name any more).
-        match self.read_uidlist() {
-            Ok(Some(mut list)) => {
-                let before = list.records.len();
-                list.records.retain(|r| !removed.contains(&r.base.as_str()));
-                if list.records.len() != before
-                    && let Err(e) = self.write_uidlist(&mut list)
-                {
-                    warn!(maildir = %self.root.display(), "updating dovecot-uidlist after expunge: {e}");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                warn!(maildir = %self.root.display(), "reading dovecot-uidlist after expunge: {e}")
-            }
-        }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok((deleted, gone)),
-        }
+    /// Creates a file in tmp/ for a delivery: exclusively, with the
+    /// Maildir's owner and mode.
+    pub fn create_tmp(&self, name: &str) -> io::Result<File> {
+        self.tmp()?.create_new(name, &self.perms)
     }
 
-    /// Refuses a fence older than the stored one; stores a newer one.
-    /// The caller holds the uidlist lock.
-    fn commit_fence(&self, fence: u64) -> Result<(), StoreError> {
-        let path = self.root.join(FENCE_FILE);
-        let current = match fs::read_to_string(&path) {
-            Ok(s) => s.trim().parse::<u64>().unwrap_or_else(|_| {
-                warn!(path = %path.display(), "ignoring a corrupt fence file");
-                0
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io_error("reading the fence file", &e)),
-        };
-        if fence < current {
-            info!(maildir = %self.root.display(), fence, current, "refusing expunge with a stale fence");
-            return Err(StoreError::Fenced(fence));
-        }
-        if fence > current {
-            let tmp = self.root.join(format!("{FENCE_FILE}.tmp"));
-            let write = || -> io::Result<()> {
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                f.write_all(format!("{fence}\n").as_bytes())?;
-                f.sync_data()?;
-                fs::rename(&tmp, &path)
-            };
-            write().map_err(|e| io_error("writing the fence file", &e))?;
-        }
-        Ok(())
+    pub fn unlink_tmp(&self, name: &str) -> io::Result<()> {
+        self.tmp()?.unlink(name)
     }
 
     /// Moves a fully written, synced tmp/ file into new/ under `name`,
     /// never replacing an existing file. `false` if the name was taken.
-    pub fn deliver(&self, tmp: &Path, name: &str) -> io::Result<bool> {
-        let target = self.dir(Dir::New).join(name);
-        match fs::hard_link(tmp, &target) {
+    pub fn deliver(&self, tmp_name: &str, name: &str) -> io::Result<bool> {
+        let tmp = self.tmp()?;
+        let new = self.dir(Dir::New)?;
+        match tmp.link(tmp_name, new, name) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             // EPERM or EOPNOTSUPP: this filesystem has no hard links.
@@ -504,99 +365,14 @@ impl Maildir {
                     || matches!(e.raw_os_error(), Some(1 | 95)) =>
             {
                 // Rename instead, as Dovecot always does.
-                fs::rename(tmp, &target)?;
-                sync_dir(&self.dir(Dir::New));
+                tmp.rename(tmp_name, new, name)?;
+                new.sync();
                 return Ok(true);
             }
             Err(e) => return Err(e),
         }
-        fs::remove_file(tmp)?;
-        sync_dir(&self.dir(Dir::New));
+        tmp.unlink(tmp_name)?;
+        new.sync();
         Ok(true)
     }
-
-    /// Gives a delivered file its UID (or finds the one someone else gave
-    /// it). Returns the UID and the mailbox's UIDVALIDITY.
-    pub fn assign_uid(&self, base: &str) -> Result<(u32, u32), StoreError> {
-        let Some(_lock) = self.lock_uidlist()? else {
-            return Err(StoreError::Temporary(
-                "dovecot-uidlist is locked by another process".into(),
-            ));
-        };
-        let mut list = self
-            .read_uidlist()
-            .map_err(|e| io_error("reading dovecot-uidlist", &e))?
-            .unwrap_or_else(|| Uidlist::new(unix_now()));
-        if let Some(r) = list.records.iter().find(|r| r.base == base) {
-            return Ok((r.uid, list.uid_validity));
-        }
-        let uid = list.add(base).ok_or_else(|| {
-            StoreError::Permanent(format!("{}: no UIDs left", self.root.display()))
-        })?;
-        self.write_uidlist(&mut list)
-            .map_err(|e| io_error("writing dovecot-uidlist", &e))?;
-        Ok((uid, list.uid_validity))
-    }
-
-    pub fn tmp_path(&self, name: &str) -> PathBuf {
-        self.root.join("tmp").join(name)
-    }
-}
-
-/// For each file, the index of its record in `list`, if it has one.
-fn match_records(list: Option<&Uidlist>, files: &[FileRef]) -> Vec<Option<usize>> {
-    match list {
-        Some(list) => {
-            let index = list.index();
-            files.iter().map(|f| index.get(f.base()).copied()).collect()
-        }
-        None => vec![None; files.len()],
-    }
-}
-
-/// Adds records for files without one (in Dovecot's order) and caches
-/// computed sizes as `W`. Returns whether the uidlist changed.
-fn assign_and_cache(
-    list: &mut Uidlist,
-    files: &[FileRef],
-    computed: &HashMap<String, u64>,
-) -> bool {
-    let mut changed = false;
-    let mut new_files: Vec<&FileRef> = {
-        let index = list.index();
-        files
-            .iter()
-            .filter(|f| !index.contains_key(f.base()))
-            .collect()
-    };
-    new_files.sort_by(|a, b| filename::sort_cmp(&a.name, &b.name));
-    for f in new_files {
-        if list.add(f.base()).is_none() {
-            warn!(file = %f.name, "no UIDs left in dovecot-uidlist");
-            break;
-        }
-        changed = true;
-    }
-    for r in &mut list.records {
-        if let Some(&size) = computed.get(&r.base)
-            && r.ext(b'W').and_then(|w| w.parse::<u64>().ok()).is_none()
-        {
-            r.set_ext(b'W', size.to_string());
-            changed = true;
-        }
-    }
-    changed
-}
-
-fn sync_dir(dir: &Path) {
-    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-        warn!(dir = %dir.display(), "fsync of directory: {e}");
-    }
-}
-
-fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(1)
 }

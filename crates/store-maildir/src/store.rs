@@ -14,7 +14,8 @@ use tracing::warn;
 
 use crate::MaildirConfig;
 use crate::filename;
-use crate::maildir::{FileRef, Maildir, Snapshot, io_error};
+use crate::location::Template;
+use crate::maildir::{Dir, FileRef, Maildir, Snapshot, io_error};
 use crate::uidl_format::{UidlFormat, UidlVars};
 
 /// How long to wait for `dovecot-uidlist.lock` before giving up.
@@ -25,9 +26,10 @@ const CHUNK: usize = 64 * 1024;
 /// so both can serve the same mailboxes with the same UIDLs.
 #[derive(Clone, Debug)]
 pub struct MaildirStore {
-    path_template: String,
+    template: Arc<Template>,
     uidl_format: Arc<UidlFormat>,
     lock_timeout: Duration,
+    follow_symlinks: bool,
 }
 
 impl MaildirStore {
@@ -38,9 +40,10 @@ impl MaildirStore {
         let uidl_format =
             UidlFormat::parse(&config.uidl_format).map_err(|e| format!("uidl_format: {e}"))?;
         Ok(MaildirStore {
-            path_template: config.path_template,
+            template: Arc::new(Template::new(&config.path_template)),
             uidl_format: Arc::new(uidl_format),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            follow_symlinks: false,
         })
     }
 
@@ -52,13 +55,37 @@ impl MaildirStore {
         self
     }
 
+    /// Whether symlinks are followed below the path template's fixed
+    /// prefix (default: no).
+    ///
+    /// The fixed prefix is the part of the template before the component
+    /// holding the first variable (`/var/mail` in
+    /// `/var/mail/%d/%n/Maildir`); it is the operator's, and symlinks in it
+    /// are always followed. Below it the directories may belong to
+    /// customers, so by default each is opened without following a
+    /// symlink: a Maildir, a `%d`/`%n` directory or a `cur`, `new` or `tmp`
+    /// that is a symlink makes the mailbox fail to open (`[SYS/PERM]`,
+    /// logged), because `cur` linked to another tenant's `cur` would serve
+    /// and delete that tenant's mail. Turn this on only for a tenant whose
+    /// users cannot write their Maildir's parents nor the Maildir itself
+    /// (e.g. domains linked to another disk). Files inside a Maildir
+    /// (messages, `dovecot-uidlist`, `popgate-fence`) are never followed.
+    pub fn with_follow_symlinks(mut self, follow: bool) -> Self {
+        self.follow_symlinks = follow;
+        self
+    }
+
     /// The Maildir of a mailbox.
     pub fn maildir_path(&self, mailbox: &MailboxId) -> PathBuf {
-        PathBuf::from(mailbox.expand(&self.path_template))
+        self.template.locate(mailbox).path
     }
 
     fn maildir(&self, mailbox: &MailboxId) -> Maildir {
-        Maildir::new(self.maildir_path(mailbox), self.lock_timeout)
+        Maildir::new(
+            self.template.locate(mailbox),
+            self.follow_symlinks,
+            self.lock_timeout,
+        )
     }
 }
 
@@ -79,7 +106,11 @@ impl MailStore for MaildirStore {
     async fn open(&self, mailbox: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError> {
         let maildir = self.maildir(mailbox);
         let md = maildir.clone();
-        let snapshot = blocking(move || md.snapshot()).await?;
+        let snapshot = blocking(move || match md.open()? {
+            Some(open) => open.snapshot(),
+            None => Ok(Snapshot::default()),
+        })
+        .await?;
         Ok(Box::new(MaildirDrop::new(
             maildir,
             snapshot,
@@ -93,37 +124,40 @@ impl MailStore for MaildirStore {
         message: MessageStream,
     ) -> Result<String, StoreError> {
         let maildir = self.maildir(mailbox);
-        let md = maildir.clone();
-        blocking(move || md.create().map_err(|e| io_error("creating maildir", &e))).await?;
-
         let tmp_name = filename::generate_base();
-        let tmp = maildir.tmp_path(&tmp_name);
-        let sizes = write_tmp(&tmp, message).await;
-        let (physical, virtual_size) = match sizes {
+        let name = tmp_name.clone();
+        let (open, file) = blocking(move || {
+            let open = maildir.create()?;
+            let file = open
+                .create_tmp(&name)
+                .map_err(|e| io_error("creating a file in tmp/", &e))?;
+            Ok((open, file))
+        })
+        .await?;
+        let (physical, virtual_size) = match write_tmp(file, message).await {
             Ok(s) => s,
             Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
+                let _ = blocking(move || Ok(open.unlink_tmp(&tmp_name))).await;
                 return Err(io_error("writing to tmp/", &e));
             }
         };
         let name = format!("{tmp_name},S={physical},W={virtual_size}");
 
-        let md = maildir.clone();
         let base = name.clone();
         let (uid, uid_validity) = blocking(move || {
-            let failure = match md.deliver(&tmp, &base) {
+            let failure = match open.deliver(&tmp_name, &base) {
                 Ok(true) => None,
                 Ok(false) => Some(StoreError::Temporary(format!("{base} exists in new/"))),
                 Err(e) => Some(io_error("moving tmp/ to new/", &e)),
             };
             if let Some(e) = failure {
-                let _ = std::fs::remove_file(&tmp);
+                let _ = open.unlink_tmp(&tmp_name);
                 return Err(e);
             }
-            md.assign_uid(&base).inspect_err(|_| {
+            open.assign_uid(&base).inspect_err(|_| {
                 // Undo the delivery: the caller will retry, and a message
                 // without a UIDL must not show up later as a duplicate.
-                let _ = md.unlink_message(&FileRef::new(crate::maildir::Dir::New, base.clone()));
+                let _ = open.unlink_message(&FileRef::new(Dir::New, base.clone()));
             })
         })
         .await?;
@@ -138,16 +172,8 @@ impl MailStore for MaildirStore {
 
 /// Streams a message into a new tmp/ file, fsyncs it, and returns its
 /// physical and POP3 sizes.
-async fn write_tmp(
-    tmp: &std::path::Path,
-    mut message: MessageStream,
-) -> std::io::Result<(u64, u64)> {
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)
-        .await?;
+async fn write_tmp(file: std::fs::File, mut message: MessageStream) -> std::io::Result<(u64, u64)> {
+    let mut file = tokio::fs::File::from_std(file);
     let mut counter = pop3_proto::crlf::CrlfCounter::default();
     let mut physical = 0u64;
     let mut buf = vec![0u8; CHUNK];
@@ -190,7 +216,7 @@ impl MaildirDrop {
                 }),
             };
             if !valid_uidl(&uidl) {
-                warn!(maildir = %maildir.root().display(), uid = e.uid, uidl = %uidl, "UIDL breaks RFC 1939");
+                warn!(maildir = %maildir.path().display(), uid = e.uid, uidl = %uidl, "UIDL breaks RFC 1939");
             }
             messages.push(MessageInfo {
                 key: base,
@@ -225,7 +251,10 @@ impl Maildrop for MaildirDrop {
         // on the pool again. Memory stays one chunk, whatever the size.
         let (file, head) = blocking(move || {
             let context = || format!("reading {}", hint.name);
-            let Some(mut file) = md
+            let Some(open) = md.open()? else {
+                return Err(StoreError::Gone);
+            };
+            let Some(mut file) = open
                 .open_message(&hint)
                 .map_err(|e| StoreError::from_io(&context(), &e))?
             else {
@@ -257,7 +286,11 @@ impl Maildrop for MaildirDrop {
         let indexes = popgate_store::expunge_targets(indexes, self.files.len())?;
         let targets: Vec<FileRef> = indexes.iter().map(|&i| self.files[i].clone()).collect();
         let md = self.maildir.clone();
-        let (deleted, already_gone) = blocking(move || md.expunge(&targets, fence)).await?;
+        let (deleted, already_gone) = blocking(move || match md.open()? {
+            Some(open) => open.expunge(&targets, fence),
+            None => Ok((0, targets.len())),
+        })
+        .await?;
         Ok(ExpungeReport {
             deleted,
             already_gone,

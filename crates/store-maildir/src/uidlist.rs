@@ -207,14 +207,20 @@ fn parse_header(line: &str) -> Result<(u8, Uidlist), String> {
         }
         3 => {
             for field in rest.split(' ').filter(|f| !f.is_empty()) {
-                let (key, value) = field.split_at(1);
+                // The key is one byte; the field may start with any
+                // character (bytes that were not UTF-8 are U+FFFD here), so
+                // split only after an ASCII key, never inside a character.
+                let (key, value) = match field.as_bytes()[0] {
+                    k @ (b'V' | b'N' | b'G') => (k, &field[1..]),
+                    _ => (0, field),
+                };
                 match key {
-                    "V" => list.uid_validity = value.parse().map_err(|_| "bad V")?,
-                    "N" => list.next_uid = value.parse().map_err(|_| "bad N")?,
-                    "G" if value.len() == 32 && value.bytes().all(|c| c.is_ascii_hexdigit()) => {
+                    b'V' => list.uid_validity = value.parse().map_err(|_| "bad V")?,
+                    b'N' => list.next_uid = value.parse().map_err(|_| "bad N")?,
+                    b'G' if value.len() == 32 && value.bytes().all(|c| c.is_ascii_hexdigit()) => {
                         list.guid = Some(value.to_ascii_lowercase());
                     }
-                    "G" => return Err(format!("invalid mailbox GUID {value}")),
+                    b'G' => return Err(format!("invalid mailbox GUID {value}")),
                     _ => list.header_extra.push(field.to_owned()),
                 }
             }
@@ -375,5 +381,134 @@ mod tests {
         let guid = new_guid();
         assert_eq!(guid.len(), 32);
         assert_ne!(guid, new_guid());
+    }
+
+    /// A byte that is not ASCII in a header field (here the first byte of
+    /// a field) used to panic (`split_at(1)` inside U+FFFD), which made the
+    /// mailbox unopenable.
+    #[test]
+    fn non_ascii_header_fields_are_kept_not_a_panic() {
+        let list = Uidlist::parse(b"3 V5 N2 \xe9x \xc3\xa9t\n1 :a\n", "t").unwrap();
+        assert_eq!(list.uid_validity, 5);
+        assert_eq!(list.header_extra, ["\u{fffd}x", "\u{e9}t"]);
+        assert_eq!(list.records[0].base, "a");
+        assert!(Uidlist::parse(b"\xff 1 2\n", "t").is_none());
+        assert!(Uidlist::parse(b"3 \xe9\n", "t").is_none());
+        let list = Uidlist::parse(b"3 V5 N2\n1 \xe9 :a\n2 W\xe9 :b\n3 :\xe9\n", "t").unwrap();
+        let bases: Vec<_> = list.records.iter().map(|r| r.base.as_str()).collect();
+        assert_eq!(bases, ["b", "\u{fffd}"]);
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Valid uidlists of both versions, as bytes.
+    fn valid_uidlist() -> impl Strategy<Value = Vec<u8>> {
+        let record = (
+            1u32..1000,
+            proptest::collection::vec((b'A'..=b'Z', "[!-~]{0,8}"), 0..3),
+            "[!-9;-~]{1,24}",
+            proptest::option::of("[!-~]{0,6}"),
+        );
+        (
+            any::<bool>(),
+            1u32..u32::MAX,
+            proptest::collection::vec(record, 0..8),
+        )
+            .prop_map(|(v1, validity, records)| {
+                let mut out = if v1 {
+                    format!("1 {validity} 5\n")
+                } else {
+                    format!("3 V{validity} N5 G0123456789abcdef0123456789abcdef Xx\n")
+                };
+                let mut uid = 0;
+                for (step, ext, base, info) in records {
+                    uid += step;
+                    out.push_str(&uid.to_string());
+                    if !v1 {
+                        for (k, v) in ext {
+                            out.push(' ');
+                            out.push(char::from(k));
+                            out.push_str(&v.replace(' ', ""));
+                        }
+                        out.push_str(" :");
+                    } else {
+                        out.push(' ');
+                    }
+                    out.push_str(&base);
+                    if let Some(info) = info {
+                        out.push_str(":2,");
+                        out.push_str(&info);
+                    }
+                    out.push('\n');
+                }
+                out.into_bytes()
+            })
+    }
+
+    /// A valid uidlist with some bytes replaced, inserted or removed.
+    fn mutated_uidlist() -> impl Strategy<Value = Vec<u8>> {
+        (
+            valid_uidlist(),
+            proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6),
+        )
+            .prop_map(|(mut data, edits)| {
+                for (at, byte, op) in edits {
+                    let at = at % (data.len() + 1);
+                    match op {
+                        0 if at < data.len() => data[at] = byte,
+                        1 => data.insert(at, byte),
+                        _ if at < data.len() => {
+                            data.remove(at);
+                        }
+                        _ => data.push(byte),
+                    }
+                }
+                data
+            })
+    }
+
+    /// What survives a parse survives a write and a second parse.
+    fn reparses_the_same(list: &Uidlist) -> Result<(), TestCaseError> {
+        let mut list = list.clone();
+        list.guid.get_or_insert_with(new_guid);
+        let again = Uidlist::parse(&list.serialize(), "t");
+        prop_assert_eq!(again.as_ref(), Some(&list));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parse_never_panics_on_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Some(list) = Uidlist::parse(&data, "t") {
+                reparses_the_same(&list)?;
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_text_like_bytes(data in "[0-9 VNGWPO:a-z\n\u{e9}\u{fffd}]{0,200}") {
+            if let Some(list) = Uidlist::parse(data.as_bytes(), "t") {
+                reparses_the_same(&list)?;
+            }
+        }
+
+        #[test]
+        fn valid_uidlists_parse(data in valid_uidlist()) {
+            let list = Uidlist::parse(&data, "t");
+            prop_assert!(list.is_some(), "{}", String::from_utf8_lossy(&data));
+            reparses_the_same(&list.unwrap())?;
+        }
+
+        #[test]
+        fn parse_never_panics_on_mutated_uidlists(data in mutated_uidlist()) {
+            if let Some(list) = Uidlist::parse(&data, "t") {
+                reparses_the_same(&list)?;
+            }
+        }
     }
 }

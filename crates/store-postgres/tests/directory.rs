@@ -8,7 +8,7 @@ use popgate_auth::scheme::{HashParams, Scheme, hash_with};
 use popgate_auth::{Directory, Login, PgDirectory, UserInfo};
 
 fn login<'a>(local: &'a str, domain: &'a str) -> Login<'a> {
-    Login { local, domain }
+    Login::new(local, domain)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +51,6 @@ async fn users_verify_in_every_scheme_and_can_be_managed() {
             .await
             .unwrap(),
         Some(UserInfo {
-            max_sessions: Some(2),
             login_delay: Some(300)
         })
     );

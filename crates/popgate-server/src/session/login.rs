@@ -12,6 +12,7 @@ use popgate_store::StoreError;
 use super::transaction::Mailbox;
 use super::{Flow, Session, State};
 use crate::TlsMode;
+use crate::limits::Verdict;
 use crate::observer::Outcome;
 
 /// A SASL exchange waiting for the client's next line.
@@ -234,13 +235,17 @@ impl Session {
             .shared
             .tenants
             .resolve(login, self.listener.default_tenant.as_deref());
-        // Brute-force throttling: recent failures from this address or for
-        // this account delay the check itself.
-        let account = resolved
-            .as_ref()
-            .map(|(_, m)| m.to_string())
-            .unwrap_or_else(|| login.to_ascii_lowercase());
-        let penalty = self.shared.limits.penalty(self.client.ip(), &account).await;
+        // Brute-force throttling: the attempt is counted before it is
+        // checked, and recent failures from this address prefix or for this
+        // account delay the check itself. A name that is no login counts on
+        // the address only.
+        let account = resolved.as_ref().map(|(_, m)| m.to_string());
+        let attempt = self
+            .shared
+            .limits
+            .attempt(self.client.ip(), account.as_deref())
+            .await;
+        let penalty = attempt.penalty;
         if !penalty.is_zero() {
             self.shared.observer.login_penalty(penalty);
             if self.conn.flush().await.is_err() {
@@ -249,13 +254,28 @@ impl Session {
             tokio::time::sleep(penalty).await;
         }
         let Some((tenant, mailbox)) = resolved else {
-            // An unknown domain or an invalid name looks like a wrong password.
-            self.shared.limits.failed(self.client.ip(), &account).await;
+            // An unknown domain or an invalid name looks like a wrong password,
+            // also by its time: a stand-in directory (the listener's default
+            // tenant's, else the first tenant's by name) spends what its own
+            // failed logins cost, through the same hashing slots.
+            if let Proof::Password(password) = &proof {
+                let stand_in = self
+                    .listener
+                    .default_tenant
+                    .as_deref()
+                    .and_then(|name| self.shared.tenants.get(name))
+                    .or_else(|| self.shared.tenants.iter().min_by_key(|t| &t.name));
+                if let Some(stand_in) = stand_in {
+                    let _ = stand_in.directory.verify_unknown(password).await;
+                }
+            }
+            self.shared.limits.finish(attempt, Verdict::Failure).await;
             return self.fail_login(mechanism, None).await;
         };
         let who = Login {
             local: &mailbox.local,
             domain: &mailbox.domain,
+            client: Some(self.client.ip()),
         };
         let verified = match proof {
             Proof::Password(p) => tenant.directory.verify(who, p).await,
@@ -266,10 +286,11 @@ impl Session {
         let user: UserInfo = match verified {
             Ok(Some(user)) => user,
             Ok(None) => {
-                self.shared.limits.failed(self.client.ip(), &account).await;
+                self.shared.limits.finish(attempt, Verdict::Failure).await;
                 return self.fail_login(mechanism, Some(&tenant.name)).await;
             }
             Err(e) => {
+                self.shared.limits.finish(attempt, Verdict::Unchecked).await;
                 tracing::warn!(session = self.id, tenant = %tenant.name, error = %e, "directory failure");
                 return self.refuse_login(
                     &tenant.name,
@@ -280,10 +301,10 @@ impl Session {
                 );
             }
         };
-        self.shared
-            .limits
-            .succeeded(self.client.ip(), &account)
-            .await;
+        // Verified: the login timeout no longer cuts this login short.
+        self.login_verified
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.limits.finish(attempt, Verdict::Success).await;
         self.tenant = Some(tenant.name.clone());
         self.user = Some(mailbox.login());
         let span = tracing::Span::current();

@@ -4,13 +4,21 @@
 //! appended to the connection's buffer and written when the pipelined input
 //! is used up (or the buffer is large), so a pipelining client gets its
 //! answers in as few writes as possible.
+//!
+//! Before login a client is bounded whatever it sends: the whole
+//! AUTHORIZATION state, from the greeting to verified credentials, ends
+//! within [`LimitsConfig::login_timeout`](crate::limits::LimitsConfig)
+//! (reads, STLS handshakes, SASL exchanges, penalty sleeps and directory
+//! calls included), and it may send at most `max_login_commands` lines
+//! besides those of failed logins and bad commands (which have their own
+//! caps, `max_auth_failures` and `max_bad_commands`).
 
 mod login;
 mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use pop3_proto::capa::Capabilities;
@@ -54,6 +62,15 @@ pub(crate) struct Session {
     apop_timestamp: Option<String>,
     auth_failures: u32,
     bad_commands: u32,
+    /// Lines before login counted against `max_login_commands`.
+    login_commands: u32,
+    /// Of those, the lines of the login in progress (USER, AUTH, SASL
+    /// steps): given back if it fails, as a failed login has its own cap.
+    login_attempt_lines: u32,
+    /// Set once the credentials of the login in progress are verified: from
+    /// then on the login timeout no longer cuts it short (taking the lock
+    /// and opening the mailbox are not interrupted half way).
+    login_verified: Arc<AtomicBool>,
     commands: u64,
     retrieved: u64,
     deleted: u64,
@@ -103,6 +120,9 @@ impl Session {
             apop_timestamp,
             auth_failures: 0,
             bad_commands: 0,
+            login_commands: 0,
+            login_attempt_lines: 0,
+            login_verified: Arc::default(),
             commands: 0,
             retrieved: 0,
             deleted: 0,
@@ -174,12 +194,22 @@ impl Session {
 
     async fn serve(&mut self) -> Outcome {
         let mut buf = vec![0u8; 4096];
+        let login_deadline =
+            tokio::time::Instant::now() + self.shared.limits.config().login_timeout;
         // When the client started a command line that is not complete yet.
-        let mut partial_since: Option<Instant> = None;
+        let mut partial_since: Option<tokio::time::Instant> = None;
         loop {
             while let Some(line) = self.reader.next_line() {
                 partial_since = None;
-                if let Flow::Close(outcome) = self.handle_line(line).await {
+                let flow = if matches!(self.state, State::Transaction(_)) {
+                    self.handle_line(line).await
+                } else {
+                    match self.handle_line_before_login(line, login_deadline).await {
+                        Some(flow) => flow,
+                        None => return self.login_took_too_long().await,
+                    }
+                };
+                if let Flow::Close(outcome) = flow {
                     self.conn.close().await;
                     return outcome;
                 }
@@ -190,12 +220,14 @@ impl Session {
             if let Err(e) = self.conn.flush().await {
                 return conn_outcome(&e);
             }
-            let mut timeout = match self.state {
-                State::Transaction(_) => self.shared.config.idle_timeout,
-                _ => self.shared.config.auth_timeout,
+            let logged_in = matches!(self.state, State::Transaction(_));
+            let mut timeout = if logged_in {
+                self.shared.config.idle_timeout
+            } else {
+                self.shared.config.auth_timeout
             };
             if self.reader.mid_line() {
-                let since = *partial_since.get_or_insert_with(Instant::now);
+                let since = *partial_since.get_or_insert_with(tokio::time::Instant::now);
                 timeout = timeout.min(
                     self.shared
                         .config
@@ -204,6 +236,12 @@ impl Session {
                 );
             } else {
                 partial_since = None;
+            }
+            // Before login, the login deadline bounds every wait.
+            let login_left = login_deadline.saturating_duration_since(tokio::time::Instant::now());
+            let login_bound = !logged_in && login_left <= timeout;
+            if login_bound {
+                timeout = login_left;
             }
             let lost = lock_lost(&mut self.state);
             let read = tokio::time::timeout(timeout, self.conn.read(&mut buf));
@@ -216,6 +254,7 @@ impl Session {
                     Ok(Ok(0)) => return Outcome::Dropped,
                     Ok(Ok(n)) => n,
                     Ok(Err(_)) => return Outcome::Error,
+                    Err(_) if login_bound => return self.login_took_too_long().await,
                     Err(_) => {
                         response::err(&mut self.conn.out, None, "Disconnected for inactivity.");
                         self.conn.close().await;
@@ -240,8 +279,81 @@ impl Session {
         }
     }
 
+    /// Handles a line before login, unless the login deadline passes first
+    /// (`None`), wherever the command is: a penalty sleep, a TLS handshake,
+    /// a directory call. Once the credentials are verified the command runs
+    /// to its end.
+    async fn handle_line_before_login(
+        &mut self,
+        line: Line,
+        deadline: tokio::time::Instant,
+    ) -> Option<Flow> {
+        let verified = self.login_verified.clone();
+        verified.store(false, Ordering::Relaxed);
+        let expired = async move {
+            tokio::time::sleep_until(deadline).await;
+            if verified.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            flow = self.handle_line(line) => Some(flow),
+            () = expired => None,
+        }
+    }
+
+    /// Ends a session whose login took longer than the login timeout.
+    async fn login_took_too_long(&mut self) -> Outcome {
+        tracing::debug!(session = self.id, "login timeout");
+        response::err(
+            &mut self.conn.out,
+            None,
+            "Disconnected: login took too long.",
+        );
+        self.conn.close().await;
+        Outcome::Timeout
+    }
+
     async fn handle_line(&mut self, line: Line) -> Flow {
         self.commands += 1;
+        if matches!(self.state, State::Transaction(_)) {
+            return self.handle_command_line(line).await;
+        }
+        // Before login every line counts against the budget, whatever it is
+        // (CAPA, USER, a bare AUTH, a cancelled SASL exchange), except a bad
+        // command and the lines of a failed login: those have their caps.
+        self.login_commands += 1;
+        if self.login_commands > self.shared.limits.config().max_login_commands {
+            response::err(
+                &mut self.conn.out,
+                None,
+                "Too many commands before login, closing.",
+            );
+            return Flow::Close(Outcome::Abuse);
+        }
+        let (failures, bad) = (self.auth_failures, self.bad_commands);
+        let was_pending = login_pending(&self.state);
+        let was_sasl = matches!(self.state, State::Sasl(_));
+        let flow = self.handle_command_line(line).await;
+        let pending = login_pending(&self.state);
+        if self.auth_failures > failures {
+            self.login_commands = self
+                .login_commands
+                .saturating_sub(1 + self.login_attempt_lines);
+            self.login_attempt_lines = 0;
+        } else if self.bad_commands > bad {
+            self.login_commands = self.login_commands.saturating_sub(1);
+        } else if pending && (!was_pending || was_sasl) {
+            // USER, AUTH without an initial response, a SASL LOGIN step.
+            self.login_attempt_lines += 1;
+        }
+        if !pending {
+            self.login_attempt_lines = 0;
+        }
+        flow
+    }
+
+    async fn handle_command_line(&mut self, line: Line) -> Flow {
         let bytes = match line {
             Line::TooLong => {
                 response::err(&mut self.conn.out, None, "Line too long.");
@@ -343,6 +455,14 @@ impl Session {
     }
 }
 
+/// Whether a login is half way: USER given, or a SASL exchange going on.
+fn login_pending(state: &State) -> bool {
+    matches!(
+        state,
+        State::Sasl(_) | State::Authorization { user: Some(_) }
+    )
+}
+
 /// Resolves when the session's mailbox lock is lost; never outside TRANSACTION.
 async fn lock_lost(state: &mut State) {
     match state {
@@ -362,5 +482,353 @@ fn conn_outcome(e: &ConnError) -> Outcome {
         ConnError::SendTimeout(_) => Outcome::Timeout,
         ConnError::Io(_) => Outcome::Error,
         ConnError::Shutdown => Outcome::Shutdown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pre-login bounds, in process over a pipe, with tokio's clock
+    //! paused: waits of minutes take no time and are measured exactly.
+
+    use std::time::Duration;
+
+    use popgate_auth::{AuthError, Directory, Login, UserInfo};
+    use popgate_store::{
+        ExpungeReport, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream, StoreError,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::task::JoinHandle;
+    use tokio::time::{Instant, sleep};
+
+    use super::*;
+    use crate::SessionConfig;
+    use crate::limits::{Limits, LimitsConfig, MemoryLimits, Verdict};
+    use crate::observer::NoObserver;
+    use crate::tenant::{Tenant, Tenants};
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    /// Knows every user, with the password "secret"; answers after `delay`.
+    struct Dir {
+        delay: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl Directory for Dir {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        async fn verify(
+            &self,
+            _: Login<'_>,
+            password: &[u8],
+        ) -> Result<Option<UserInfo>, AuthError> {
+            sleep(self.delay).await;
+            Ok((password == b"secret").then(UserInfo::default))
+        }
+    }
+
+    /// Empty mailboxes that take `delay` to open.
+    struct Store {
+        delay: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl MailStore for Store {
+        fn backend(&self) -> &'static str {
+            "test"
+        }
+        async fn open(&self, _: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError> {
+            sleep(self.delay).await;
+            Ok(Box::new(Empty))
+        }
+        async fn append(&self, _: &MailboxId, _: MessageStream) -> Result<String, StoreError> {
+            Err(StoreError::Permanent("read-only".into()))
+        }
+    }
+
+    struct Empty;
+
+    #[async_trait::async_trait]
+    impl Maildrop for Empty {
+        fn messages(&self) -> &[MessageInfo] {
+            &[]
+        }
+        async fn fetch(&self, _: usize) -> Result<MessageStream, StoreError> {
+            Err(StoreError::Permanent("empty".into()))
+        }
+        async fn expunge(&mut self, _: &[usize], _: u64) -> Result<ExpungeReport, StoreError> {
+            Ok(ExpungeReport::default())
+        }
+    }
+
+    const CLIENT: &str = "192.0.2.1:40000";
+
+    struct Client {
+        io: DuplexStream,
+        buf: Vec<u8>,
+        _session: JoinHandle<()>,
+    }
+
+    impl Client {
+        /// A session on a pipe; `verify` and `open` are how long the
+        /// directory and the store take.
+        fn start(limits: &Arc<MemoryLimits>, verify: Duration, open: Duration) -> Client {
+            let tenant = Tenant::new(
+                "acme",
+                vec!["acme.example".into()],
+                Arc::new(Dir { delay: verify }),
+                Arc::new(Store { delay: open }),
+            );
+            let shared = Arc::new(Shared {
+                config: SessionConfig::default(),
+                tenants: Tenants::new(vec![tenant]).unwrap(),
+                locks: Arc::new(popgate_lock::MemoryLocks::new()),
+                observer: Arc::new(NoObserver),
+                limits: Arc::new(limits.clone()),
+                tls: None,
+            });
+            let listener = Arc::new(ListenerConfig {
+                tls: TlsMode::None,
+                plaintext_auth: true,
+                default_tenant: Some("acme".into()),
+                proxy_protocol: false,
+                trusted_proxies: vec![],
+            });
+            let client: SocketAddr = CLIENT.parse().unwrap();
+            let permit = limits.connect_local(client.ip(), true).unwrap();
+            let (io, server) = tokio::io::duplex(1 << 16);
+            let (shutdown_tx, shutdown) = watch::channel(false);
+            let session = tokio::spawn(async move {
+                let _shutdown_tx = shutdown_tx;
+                Session::new(
+                    shared,
+                    listener,
+                    Box::new(server),
+                    client,
+                    false,
+                    shutdown,
+                    permit,
+                )
+                .run()
+                .await;
+            });
+            Client {
+                io,
+                buf: Vec::new(),
+                _session: session,
+            }
+        }
+
+        /// The next line, or `None` at the end of the stream.
+        async fn line(&mut self) -> Option<String> {
+            loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    let line: Vec<u8> = self.buf.drain(..i + 2).collect();
+                    return Some(String::from_utf8_lossy(&line[..i]).into_owned());
+                }
+                let mut chunk = [0u8; 4096];
+                match self.io.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+
+        async fn send(&mut self, text: &str) {
+            // The server may have closed already; what it said is still read.
+            let _ = self.io.write_all(text.as_bytes()).await;
+        }
+
+        async fn cmd(&mut self, command: &str) -> String {
+            self.send(&format!("{command}\r\n")).await;
+            self.line().await.unwrap_or_default()
+        }
+
+        /// A multi-line answer, status line first, without the final dot.
+        async fn multi(&mut self, command: &str) -> Vec<String> {
+            self.send(&format!("{command}\r\n")).await;
+            let mut lines = Vec::new();
+            while let Some(l) = self.line().await {
+                if l == "." {
+                    break;
+                }
+                lines.push(l);
+            }
+            lines
+        }
+
+        async fn rest(&mut self) -> Vec<String> {
+            let mut lines = Vec::new();
+            while let Some(l) = self.line().await {
+                lines.push(l);
+            }
+            lines
+        }
+    }
+
+    const TOO_LONG: &str = "-ERR Disconnected: login took too long.";
+
+    #[tokio::test(start_paused = true)]
+    async fn commands_that_are_not_logins_do_not_hold_the_connection_past_the_login_timeout() {
+        let limits = MemoryLimits::new(LimitsConfig::default());
+        let t0 = Instant::now();
+        let mut c = Client::start(&limits, Duration::ZERO, Duration::ZERO);
+        assert!(c.line().await.unwrap().starts_with("+OK"));
+        // Something every 10 s, well within auth_timeout (60 s idle), and
+        // nothing of it a bad command.
+        sleep(S(10)).await;
+        assert!(c.multi("CAPA").await[0].starts_with("+OK"));
+        sleep(S(10)).await;
+        assert!(c.cmd("USER bob").await.starts_with("+OK"));
+        sleep(S(10)).await;
+        assert!(c.multi("AUTH").await[0].starts_with("+OK"));
+        sleep(S(10)).await;
+        assert_eq!(c.cmd("AUTH PLAIN").await, "+ ");
+        sleep(S(5)).await;
+        assert_eq!(c.cmd("*").await, "-ERR Authentication cancelled.");
+        sleep(S(10)).await;
+        assert!(c.multi("CAPA").await[0].starts_with("+OK"));
+        // 55 s in: the next line is at 60 s, and it is the last.
+        assert_eq!(c.rest().await, [TOO_LONG]);
+        assert_eq!(t0.elapsed().as_secs(), 60);
+        assert_eq!(limits.open_connections(), 0, "the slot is free again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capa_every_50s_is_disconnected_at_the_login_timeout() {
+        let limits = MemoryLimits::new(LimitsConfig {
+            login_timeout: S(120),
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let mut c = Client::start(&limits, Duration::ZERO, Duration::ZERO);
+        c.line().await.unwrap();
+        let mut served = 0;
+        loop {
+            sleep(S(50)).await;
+            let answer = c.multi("CAPA").await;
+            if !answer.first().is_some_and(|l| l.starts_with("+OK")) {
+                assert_eq!(answer, [TOO_LONG]);
+                break;
+            }
+            served += 1;
+            assert!(served < 20, "CAPA every 50 s holds the connection for ever");
+        }
+        assert_eq!(served, 2);
+        assert_eq!(
+            t0.elapsed().as_secs(),
+            150,
+            "closed at 120 s, seen at 150 s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pre_login_commands_have_a_budget() {
+        let limits = MemoryLimits::new(LimitsConfig::default());
+        let mut c = Client::start(&limits, Duration::ZERO, Duration::ZERO);
+        c.line().await.unwrap();
+        // Pipelined: none of these is a bad command.
+        let mut batch = String::new();
+        for i in 0..40 {
+            batch.push_str(["USER bob\r\n", "AUTH PLAIN\r\n", "*\r\n", "CAPA\r\n"][i % 4]);
+        }
+        c.send(&batch).await;
+        let lines = c.rest().await;
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("-ERR Too many commands before login, closing.")
+        );
+        // 32 answered (8 rounds of four), then the 33rd closes.
+        let answered = lines.iter().filter(|l| l.starts_with("+OK Send")).count();
+        assert_eq!(answered, 8, "{lines:?}");
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| *l == "-ERR Authentication cancelled.")
+                .count(),
+            8
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_logins_and_bad_commands_have_their_own_caps_not_the_budget() {
+        let limits = MemoryLimits::new(LimitsConfig::default());
+        let mut c = Client::start(&limits, Duration::ZERO, Duration::ZERO);
+        c.line().await.unwrap();
+        // max_bad_commands is 20, max_auth_failures 3.
+        for _ in 0..19 {
+            assert!(c.cmd("BOGUS").await.starts_with("-ERR"));
+        }
+        for _ in 0..2 {
+            assert!(c.cmd("USER bob").await.starts_with("+OK"));
+            assert_eq!(
+                c.cmd("PASS wrong").await,
+                "-ERR [AUTH] Authentication failed."
+            );
+            assert_eq!(c.cmd("AUTH LOGIN").await, "+ VXNlcm5hbWU6");
+            assert_eq!(c.cmd("Ym9i").await, "+ UGFzc3dvcmQ6");
+            assert_eq!(c.cmd("*").await, "-ERR Authentication cancelled.");
+        }
+        // 6 lines counted so far (the cancelled AUTH LOGIN exchanges).
+        for _ in 0..24 {
+            assert!(c.multi("CAPA").await[0].starts_with("+OK"));
+        }
+        assert!(c.cmd("USER bob").await.starts_with("+OK"));
+        assert!(c.cmd("PASS secret").await.starts_with("+OK Logged in"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_penalty_does_not_outlast_the_login_timeout() {
+        let limits = MemoryLimits::new(LimitsConfig {
+            penalty_base: S(300),
+            penalty_max: S(300),
+            login_timeout: S(20),
+            ..Default::default()
+        });
+        // A recent failure from this address: the next attempt waits 300 s.
+        let a = limits
+            .attempt(CLIENT.parse::<SocketAddr>().unwrap().ip(), None)
+            .await;
+        limits.finish(a, Verdict::Failure).await;
+        let t0 = Instant::now();
+        let mut c = Client::start(&limits, Duration::ZERO, Duration::ZERO);
+        c.line().await.unwrap();
+        assert!(c.cmd("USER bob").await.starts_with("+OK"));
+        c.send("PASS secret\r\n").await;
+        assert_eq!(c.rest().await, [TOO_LONG]);
+        assert_eq!(t0.elapsed().as_secs(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_directory_that_hangs_does_not_hold_the_connection() {
+        let limits = MemoryLimits::new(LimitsConfig::default());
+        let t0 = Instant::now();
+        let mut c = Client::start(&limits, S(3600), Duration::ZERO);
+        c.line().await.unwrap();
+        c.send("AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n").await;
+        assert_eq!(c.rest().await, [TOO_LONG]);
+        assert_eq!(t0.elapsed().as_secs(), 60);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_verified_login_completes_and_then_the_pre_login_bounds_are_gone() {
+        let limits = MemoryLimits::new(LimitsConfig::default());
+        let t0 = Instant::now();
+        // The mailbox takes 30 s to open: verified at 50 s, open at 80 s.
+        let mut c = Client::start(&limits, Duration::ZERO, S(30));
+        c.line().await.unwrap();
+        sleep(S(50)).await;
+        assert!(c.cmd("USER bob").await.starts_with("+OK"));
+        assert_eq!(
+            c.cmd("PASS secret").await,
+            "+OK Logged in, 0 messages (0 octets)."
+        );
+        assert_eq!(t0.elapsed().as_secs(), 80);
+        sleep(S(300)).await;
+        for _ in 0..100 {
+            assert_eq!(c.cmd("NOOP").await, "+OK");
+        }
+        assert!(c.cmd("QUIT").await.starts_with("+OK"));
     }
 }

@@ -1,0 +1,10 @@
+//! Whatever bytes a customer writes into `dovecot-uidlist`: the parser
+//! never panics, and what it accepts is written back and read again to
+//! the same list (`cargo +nightly fuzz run uidlist` in crates/store-maildir).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    store_maildir::fuzzing::uidlist(data);
+});
