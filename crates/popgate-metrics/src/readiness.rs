@@ -161,6 +161,13 @@ mod tests {
         fn kind(&self) -> &'static str {
             "fake"
         }
+
+        async fn user_exists(
+            &self,
+            _: popgate_auth::Login<'_>,
+        ) -> Result<bool, popgate_auth::AuthError> {
+            Ok(false)
+        }
         async fn verify(
             &self,
             _login: Login<'_>,

@@ -42,12 +42,27 @@ impl Error {
 /// Loads and validates. Without a file, prepares the embedded default's
 /// data folder first (when `prepare` is set), so it works out of the box.
 pub fn load_checked(file: Option<&Path>, prepare: bool) -> Result<Config, ConfigError> {
-    if file.is_none() && prepare {
+    if file.is_none() && std::env::var_os(config::CONFIG_ENV).is_none() && prepare {
         prepare_default_data().map_err(|e| ConfigError::new("data", e))?;
     }
     let config = config::load(file)?;
     config.validate()?;
     Ok(config)
+}
+
+/// `check-config`: what `serve` would refuse is an error; what it would
+/// warn about at start (a passwd-file's malformed lines or unusable hashes,
+/// with file and line) is printed to standard error as `serve` logs it.
+pub fn check(file: Option<&Path>) -> Result<Config, ConfigError> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .try_init();
+    // Validation opens every passwd-file, as serve does, which warns.
+    load_checked(file, false)
 }
 
 fn prepare_default_data() -> Result<(), String> {
@@ -177,12 +192,11 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     let tls = match config.tls_settings() {
         Some(settings) => {
             let provider = TlsProvider::load(settings).map_err(|e| ConfigError::new("tls", e))?;
-            let provider = Arc::new(provider);
-            tokio::spawn(reload_certificates(provider.clone()));
-            Some(provider)
+            Some(Arc::new(provider))
         }
         None => None,
     };
+    tokio::spawn(reload_certificates(tls.clone()));
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         config.tenants.iter().map(|t| t.name.clone()),
@@ -266,20 +280,33 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Reloads the certificates on SIGHUP, and when their files change.
-async fn reload_certificates(tls: Arc<TlsProvider>) {
+/// Reloads the certificates on SIGHUP, and when their files change. The
+/// handler is installed with or without TLS: SIGHUP's default action ends
+/// the process, and a log-rotation script or `systemctl reload` must never
+/// drop every session.
+async fn reload_certificates(tls: Option<Arc<TlsProvider>>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGHUP");
+            None
+        }
+    };
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
         let reason = tokio::select! {
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
             _ = tick.tick() => {
-                if !tls.files_changed() {
+                if !tls.as_ref().is_some_and(|t| t.files_changed()) {
                     continue;
                 }
                 "file change"
             }
+        };
+        let Some(tls) = &tls else {
+            tracing::info!(reason, "no TLS certificates to reload");
+            continue;
         };
         match tls.reload() {
             Ok(()) => tracing::info!(reason, "TLS certificates reloaded"),
@@ -306,22 +333,66 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn deliver(file: Option<PathBuf>, user: String) -> Result<(), Error> {
-    let config = load_checked(file.as_deref(), true)?;
-    let tenants = build_tenants(&config)?;
+/// `deliver`'s exit statuses, from sysexits.h as dovecot-lda uses them: an
+/// MTA piping mail in (Postfix `pipe`, exim, procmail) bounces on anything
+/// but EX_TEMPFAIL, so every failure that may pass is EX_TEMPFAIL and the
+/// MTA keeps the message queued.
+pub mod sysexits {
+    /// The directory does not know the recipient: bounce.
+    pub const NOUSER: u8 = 67;
+    /// Anything that may pass: a store or directory down, a bad config
+    /// during a deploy, an interrupted input. The MTA retries.
+    pub const TEMPFAIL: u8 = 75;
+}
+
+/// A delivery failure and the status it exits with.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliverError {
+    pub message: String,
+    pub status: u8,
+}
+
+impl DeliverError {
+    fn temp(message: impl Into<String>) -> Self {
+        DeliverError {
+            message: message.into(),
+            status: sysexits::TEMPFAIL,
+        }
+    }
+}
+
+/// Appends standard input to `user`'s mailbox, once the tenant's directory
+/// has said the user exists. Prints the new message's UIDL.
+pub async fn deliver(file: Option<PathBuf>, user: String) -> Result<(), DeliverError> {
+    let config = load_checked(file.as_deref(), true)
+        .map_err(|e| DeliverError::temp(format!("configuration error: {e}")))?;
+    let tenants = build_tenants(&config)
+        .map_err(|e| DeliverError::temp(format!("configuration error: {e}")))?;
     let default_tenant = config
         .listeners
         .iter()
         .find_map(|l| l.default_tenant.as_deref());
-    let (tenant, mailbox) = tenants
-        .resolve(&user, default_tenant)
-        .ok_or_else(|| Error::Runtime(format!("{user:?} is not a valid user of any tenant")))?;
+    let no_user = || DeliverError {
+        message: format!("{user:?}: no such user"),
+        status: sysexits::NOUSER,
+    };
+    let (tenant, mailbox) = tenants.resolve(&user, default_tenant).ok_or_else(no_user)?;
+    let login = popgate_auth::Login {
+        local: &mailbox.local,
+        domain: &mailbox.domain,
+    };
+    match tenant.directory.user_exists(login).await {
+        Ok(true) => {}
+        Ok(false) => return Err(no_user()),
+        Err(e) => return Err(DeliverError::temp(format!("{user:?}: {e}"))),
+    }
     let stdin: popgate_store::MessageStream = Box::pin(tokio::io::stdin());
     let uidl = tenant
         .store
         .append(&mailbox, stdin)
         .await
-        .map_err(|e| Error::Runtime(format!("delivery to {mailbox} failed: {e}")))?;
+        .map_err(|e| DeliverError::temp(format!("delivery to {mailbox} failed: {e}")))?;
     println!("{uidl}");
     Ok(())
 }
