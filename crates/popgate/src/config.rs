@@ -250,6 +250,27 @@ pub struct MetricsSection {
     /// and /readyz stay open. Absent: /metrics is open.
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// How often every tenant's store and directory, and the lock service,
+    /// are pinged for `popgate_backend_up` and `/backends`.
+    #[serde(
+        default = "default_backend_check_interval",
+        deserialize_with = "duration"
+    )]
+    pub backend_check_interval: Duration,
+    /// How long one such ping may take before the backend counts as down.
+    #[serde(
+        default = "default_backend_check_timeout",
+        deserialize_with = "duration"
+    )]
+    pub backend_check_timeout: Duration,
+}
+
+fn default_backend_check_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_backend_check_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 #[derive(Debug, Deserialize)]
@@ -719,6 +740,12 @@ impl Config {
             let addr = m.address.parse::<SocketAddr>().map_err(|e| {
                 ConfigError::new("metrics.address", format!("{:?}: {e}", m.address))
             })?;
+            if m.backend_check_interval.is_zero() || m.backend_check_timeout.is_zero() {
+                return Err(ConfigError::new(
+                    "metrics.backend_check_interval / backend_check_timeout",
+                    "must be more than 0s",
+                ));
+            }
             if let Some(i) = bound.get(&addr) {
                 return Err(ConfigError::new(
                     "metrics.address",

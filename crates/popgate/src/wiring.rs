@@ -9,7 +9,7 @@ use popgate_auth::{Directory, PasswdFile};
 use popgate_lock::limits::{Limits, LimitsConfig, MemoryLimits};
 use popgate_lock::redis_limits::RedisLimits;
 use popgate_lock::{MailboxLocks, MemoryLocks, RedisLocks};
-use popgate_metrics::{Exporter, Metrics, ServeState, ServerReadiness};
+use popgate_metrics::{BackendMonitor, Exporter, Metrics, ServeState, ServerReadiness};
 use popgate_server::tls::TlsProvider;
 use popgate_server::{
     Listener, ListenerConfig, Server, SessionConfig, Shared, Tenant, Tenants, TlsMode,
@@ -261,9 +261,15 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     if let (Some(tcp), Some(m)) = (metrics_tcp, &config.metrics) {
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(address = %local, "serving metrics");
-        let readiness = Arc::new(ServerReadiness::of(server.shared(), serve_state.clone()));
+        let readiness = Arc::new(ServerReadiness::new(serve_state.clone()));
+        let backends = Arc::new(
+            BackendMonitor::of(server.shared())
+                .timing(m.backend_check_interval, m.backend_check_timeout),
+        );
+        tokio::spawn(backends.clone().run(metrics.clone()));
         tokio::spawn(
             Exporter::new(metrics, readiness)
+                .backends(backends)
                 .bearer_token(m.bearer_token.clone())
                 .serve(tcp),
         );
