@@ -3,6 +3,7 @@
 
 mod config;
 mod pg;
+mod rlimit;
 mod wiring;
 
 use std::io::{BufRead, IsTerminal};

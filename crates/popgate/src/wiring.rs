@@ -187,6 +187,7 @@ fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
 pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     let config = load_checked(file.as_deref(), true)?;
     init_logging(&config);
+    crate::rlimit::raise_for(config.server.max_connections);
     let tenants = build_tenants(&config)?;
     crate::pg::check_schemas(&config).await?;
     let tls = match config.tls_settings() {
