@@ -363,10 +363,30 @@ def test_readyz_turns_503_while_draining(popgate):
     assert srv.proc.wait(timeout=30) == 0
 
 
-def test_readyz_turns_503_while_redis_is_away(popgate, private_redis):
+def backend_up(port: int, tenant: str, backend: str) -> str | None:
+    """The value of popgate_backend_up for one backend, or None."""
+    _, _, text = http_get(port, "/metrics")
+    for line in text.splitlines():
+        if line.startswith("popgate_backend_up{") and f'tenant="{tenant}"' in line and f'backend="{backend}"' in line:
+            return line.rsplit(" ", 1)[1]
+    return None
+
+
+def wait_backend(port: int, tenant: str, backend: str, want: str, deadline: float = 20.0) -> None:
+    end = time.monotonic() + deadline
+    while (got := backend_up(port, tenant, backend)) != want:
+        assert time.monotonic() < end, (tenant, backend, got)
+        time.sleep(0.1)
+
+
+def test_redis_away_is_a_backend_metric_not_unreadiness(popgate, private_redis):
+    # Redis is shared by every replica: taking them all out of the Service
+    # for it would help nobody. /readyz stays 200; the metric and /backends
+    # tell the operator.
     port = free_port()
     srv = popgate(
-        extra_toml=locks_toml(private_redis.url, "pgtest-readyz") + f'\n[metrics]\naddress = "127.0.0.1:{port}"\n'
+        extra_toml=locks_toml(private_redis.url, "pgtest-readyz")
+        + f'\n[metrics]\naddress = "127.0.0.1:{port}"\nbackend_check_interval = "200ms"\n'
     )
 
     def wait_ready(want: int, deadline: float = 20.0) -> str:
@@ -379,11 +399,16 @@ def test_readyz_turns_503_while_redis_is_away(popgate, private_redis):
             time.sleep(0.1)
 
     assert wait_ready(200) == "ready\n"
+    wait_backend(port, "-", "locks", "1")
     private_redis.stop()
-    assert wait_ready(503) == "not ready: locks (redis)\n"
+    wait_backend(port, "-", "locks", "0")
+    assert http_get(port, "/readyz")[::2] == (200, "ready\n")
+    status, _, page = http_get(port, "/backends")
+    assert status == 200 and "- locks redis down" in page, page
     assert http_get(port, "/healthz")[0] == 200
     private_redis.start()
-    assert wait_ready(200) == "ready\n"
+    wait_backend(port, "-", "locks", "1")
+    assert srv.proc.poll() is None
 
 
 def test_a_lock_lost_mid_session_is_counted(popgate, private_redis):

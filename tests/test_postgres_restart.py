@@ -21,6 +21,7 @@ import urllib.request
 import pytest
 
 from conftest import free_port, run_popgate
+from test_metrics import backend_up, wait_backend
 from popclient import crlf, wire_body
 from test_postgres import setup_globex_on_postgres
 
@@ -91,7 +92,7 @@ def test_database_restart_mid_run(popgate, private_pg):
         popgate, "popgate", url=private_pg.url, start=False, connect_timeout="2s", statement_timeout="5s"
     )
     metrics_port = free_port()
-    srv.extra_toml += f'\n[metrics]\naddress = "127.0.0.1:{metrics_port}"\n'
+    srv.extra_toml += f'\n[metrics]\naddress = "127.0.0.1:{metrics_port}"\nbackend_check_interval = "200ms"\n'
     srv.write_config()
     srv.start()
     assert readyz(metrics_port) == (200, "ready")
@@ -107,9 +108,12 @@ def test_database_restart_mid_run(popgate, private_pg):
     assert before.ok("DELE 1")
 
     private_pg.stop()
-    # Orchestrators see it: /readyz names the tenant whose backend is down.
-    status, body = readyz(metrics_port)
-    assert status == 503 and "globex" in body, (status, body)
+    # The replica stays ready (acme is served); the operator sees globex's
+    # backends down in popgate_backend_up and on /backends.
+    wait_backend(metrics_port, "globex", "store", "0")
+    wait_backend(metrics_port, "globex", "directory", "0")
+    assert readyz(metrics_port) == (200, "ready")
+    assert backend_up(metrics_port, "acme", "store") == "1"
 
     # Reading a message: [SYS/TEMP], and the session goes on.
     r = before.cmd("RETR 2")
@@ -126,7 +130,7 @@ def test_database_restart_mid_run(popgate, private_pg):
         assert r.startswith(b"-ERR [SYS/TEMP]"), r
     # Delivery fails (the MTA retries later); nothing half-written.
     r = run_popgate(["deliver", "--config", str(srv.config_path), "--user", user], input=b"Subject: lost?\n\n")
-    assert r.returncode != 0
+    assert r.returncode == 75, "EX_TEMPFAIL: the MTA keeps the message queued"
     # The other tenant keeps working.
     with srv.session("bob@acme.example") as c:
         assert c.cmd("STAT").startswith(b"+OK 1 ")
@@ -145,6 +149,7 @@ def test_database_restart_mid_run(popgate, private_pg):
         time.sleep(0.3)
     assert r.startswith(b"+OK"), r
     assert readyz(metrics_port)[0] == 200
+    wait_backend(metrics_port, "globex", "store", "1")
     with c:
         assert c.listing("UIDL") == [b"%d %s" % (i + 1, u.encode()) for i, u in enumerate(uidls)]
         assert c.listing("LIST") == [b"%d %d" % (i + 1, len(crlf(m))) for i, m in enumerate(msgs)]

@@ -116,6 +116,11 @@ pub trait Directory: Send + Sync {
         Ok(None)
     }
 
+    /// Whether the directory has this user, disabled or not (Dovecot's
+    /// userdb lookup): delivery takes mail for a user that cannot log in
+    /// now, and refuses mail for a user the directory does not know.
+    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError>;
+
     /// Checks that the directory is reachable (readiness).
     async fn ping(&self) -> Result<(), AuthError> {
         Ok(())

@@ -260,6 +260,14 @@ impl PasswdFile {
     }
 }
 
+impl PasswdFile {
+    /// Whether the file lists this user, as [`Directory::user_exists`].
+    async fn has_user(&self, login: Login<'_>) -> Result<bool, AuthError> {
+        let users = self.users().await?;
+        Ok(users.lookup(login.local, login.domain).is_some())
+    }
+}
+
 impl fmt::Debug for PasswdFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PasswdFile")
@@ -590,6 +598,10 @@ fn parse_line(
 impl Directory for PasswdFile {
     fn kind(&self) -> &'static str {
         "passwd-file"
+    }
+
+    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
+        self.has_user(login).await
     }
 
     async fn verify(

@@ -316,6 +316,10 @@ impl Directory for PgDirectory {
         "postgres"
     }
 
+    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
+        Ok(self.lookup(login).await?.is_some())
+    }
+
     async fn verify(
         &self,
         login: Login<'_>,

@@ -1,18 +1,26 @@
-//! A minimal HTTP/1.1 responder for `/metrics`, `/healthz` and `/readyz`.
+//! A minimal HTTP/1.1 responder for `/metrics`, `/healthz`, `/readyz` and
+//! `/backends`.
 //!
 //! One request per connection (`Connection: close`), GET only, the request
-//! head capped at [`MAX_REQUEST_HEAD`] and read under a timeout, a bounded
-//! number of connections at once. Anything else gets 400, 404, 405 or 431.
+//! head capped at [`MAX_REQUEST_HEAD`] and read under a timeout. Anything
+//! else gets 400, 404, 405 or 431.
+//!
+//! Idle connections cannot starve the kubelet's probes: connections still
+//! waiting for their request head are bounded by [`MAX_WAITING`], and when
+//! a new one arrives over the bound the *oldest* waiting one is closed, so
+//! a probe that sends its request at once is always read within
+//! milliseconds, however many silent connections an attacker keeps open.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
-use crate::{CONTENT_TYPE, Metrics, Readiness};
+use crate::{BackendMonitor, CONTENT_TYPE, Metrics, Readiness};
 
 /// The largest request head (request line and headers) accepted.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -22,14 +30,47 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for the readiness checks together.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more are closed unanswered.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections waiting for their request head; over it, the oldest is closed.
+pub const MAX_WAITING: usize = 256;
+/// Responses being computed and written at once; more wait their turn.
+const MAX_RESPONDING: usize = 16;
 
 /// Serves the metrics, health and readiness endpoints.
 pub struct Exporter {
     metrics: Arc<Metrics>,
     readiness: Arc<dyn Readiness>,
+    backends: Option<Arc<BackendMonitor>>,
     bearer_token: Option<String>,
+}
+
+/// Connections that have not sent their request head yet, oldest first.
+#[derive(Default)]
+struct Waiting {
+    next_id: u64,
+    queue: VecDeque<(u64, Arc<Notify>)>,
+}
+
+impl Waiting {
+    /// Registers a new connection; closes the oldest when over the bound.
+    fn admit(&mut self) -> (u64, Arc<Notify>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let cancel = Arc::new(Notify::new());
+        self.queue.push_back((id, cancel.clone()));
+        if self.queue.len() > MAX_WAITING
+            && let Some((_, oldest)) = self.queue.pop_front()
+        {
+            // A permit is stored if the task is not waiting yet.
+            oldest.notify_one();
+        }
+        (id, cancel)
+    }
+
+    fn done(&mut self, id: u64) {
+        if let Some(i) = self.queue.iter().position(|(x, _)| *x == id) {
+            self.queue.remove(i);
+        }
+    }
 }
 
 /// A response, before it is written.
@@ -92,8 +133,16 @@ impl Exporter {
         Exporter {
             metrics,
             readiness,
+            backends: None,
             bearer_token: None,
         }
+    }
+
+    /// Serves the monitor's `/backends` page (behind the bearer token, as
+    /// `/metrics`: it shows the backends' error messages).
+    pub fn backends(mut self, monitor: Arc<BackendMonitor>) -> Self {
+        self.backends = Some(monitor);
+        self
     }
 
     /// Requires `Authorization: Bearer TOKEN` on `/metrics` (the health
@@ -106,10 +155,11 @@ impl Exporter {
     /// Serves on `listener` until the task is dropped.
     pub async fn serve(self, listener: TcpListener) {
         let this = Arc::new(self);
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let responding = Arc::new(Semaphore::new(MAX_RESPONDING));
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
         let mut backoff = Duration::from_millis(5);
         loop {
-            let stream = match listener.accept().await {
+            let mut stream = match listener.accept().await {
                 Ok((stream, _)) => {
                     backoff = Duration::from_millis(5);
                     stream
@@ -121,21 +171,30 @@ impl Exporter {
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                // Too many at once: a scraper retries, a flood gets nothing.
-                drop(stream);
-                continue;
-            };
-            let this = this.clone();
+            let (id, cancel) = waiting.lock().unwrap_or_else(|p| p.into_inner()).admit();
+            let (this, waiting, responding) = (this.clone(), waiting.clone(), responding.clone());
             tokio::spawn(async move {
-                this.handle(stream).await;
-                drop(permit);
+                let head = tokio::select! {
+                    head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)) => Some(head),
+                    () = cancel.notified() => None,
+                };
+                waiting.lock().unwrap_or_else(|p| p.into_inner()).done(id);
+                // Closed to make room for a newer connection.
+                let Some(head) = head else { return };
+                let Ok(_permit) = responding.acquire().await else {
+                    return;
+                };
+                this.handle(stream, head).await;
             });
         }
     }
 
-    async fn handle(&self, mut stream: TcpStream) {
-        let response = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+    async fn handle(
+        &self,
+        mut stream: TcpStream,
+        head: Result<std::io::Result<Option<Vec<u8>>>, tokio::time::error::Elapsed>,
+    ) {
+        let response = match head {
             Ok(Ok(Some(head))) => self.respond(&head).await,
             Ok(Ok(None)) => Response::text(431, "request head too large\n"),
             // The client went away or sent nothing: nobody to answer.
@@ -166,7 +225,7 @@ impl Exporter {
             return Response::text(400, "bad request\n");
         }
         let path = target.split('?').next().unwrap_or(target);
-        if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+        if !matches!(path, "/metrics" | "/healthz" | "/readyz" | "/backends") {
             return Response::text(404, "not found\n");
         }
         if method != "GET" {
@@ -186,6 +245,16 @@ impl Exporter {
                 }
             }
             "/healthz" => Response::text(200, "ok\n"),
+            "/backends" => {
+                if !self.authorized(lines) {
+                    return Response::text(401, "unauthorized\n")
+                        .header("WWW-Authenticate", "Bearer realm=\"popgate\"");
+                }
+                match &self.backends {
+                    Some(monitor) => Response::text(200, monitor.render()),
+                    None => Response::text(404, "not found\n"),
+                }
+            }
             _ => match tokio::time::timeout(READY_TIMEOUT, self.readiness.check()).await {
                 Ok(Ok(())) => Response::text(200, "ready\n"),
                 Ok(Err(check)) => Response::text(503, format!("not ready: {check}\n")),

@@ -6,10 +6,12 @@
 //! request per connection, bounded request head, timeouts): Prometheus and
 //! Kubernetes probes need nothing more, and it keeps the dependency tree lean.
 
+mod backends;
 mod http;
 mod metrics;
 mod readiness;
 
+pub use backends::{BackendMonitor, BackendStatus};
 pub use http::{Exporter, MAX_REQUEST_HEAD};
 pub use metrics::{Metrics, NO_TENANT};
 pub use readiness::{Readiness, ServeState, ServerReadiness};

@@ -50,6 +50,7 @@ pub struct Metrics {
     tls_handshake_failures: IntCounterVec,
     proxy_header_errors: IntCounterVec,
     login_penalty: Histogram,
+    backend_up: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -224,6 +225,20 @@ impl Metrics {
                 &["reason"],
             ),
             login_penalty,
+            backend_up: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "popgate_backend_up",
+                        "1 when the backend answered its last health check, 0 when it failed or timed out; \
+                         by tenant (\"-\" for the lock service), backend (store, directory, locks) and kind.",
+                    ),
+                    &["tenant", "backend", "kind"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
             registry: r,
         };
         // Series that should exist from the start, so rates and alerts see a
@@ -243,6 +258,19 @@ impl Metrics {
         }
         m.sent_bytes.with_label_values(&[NO_TENANT]);
         m
+    }
+
+    /// Records a backend health check (see `BackendMonitor`).
+    pub fn backend_up(
+        &self,
+        tenant: Option<&str>,
+        backend: &'static str,
+        kind: &'static str,
+        up: bool,
+    ) {
+        self.backend_up
+            .with_label_values(&[self.tenant(tenant), backend, kind])
+            .set(i64::from(up));
     }
 
     /// The registry, to register more collectors.

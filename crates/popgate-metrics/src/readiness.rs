@@ -1,12 +1,8 @@
 //! Readiness: whether this instance should get traffic now.
 
+use async_trait::async_trait;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use async_trait::async_trait;
-use popgate_lock::MailboxLocks;
-use popgate_server::{Shared, Tenant};
 
 /// What `/readyz` asks. The binary decides what "ready" means.
 #[async_trait]
@@ -42,58 +38,18 @@ impl ServeState {
     }
 }
 
-/// Readiness of a POP3 server from its seams: listeners up, not draining,
-/// the lock service, and every tenant's directory and store answer `ping()`.
+/// Readiness of this process, and only of what it controls: its listeners
+/// are up and it is not draining. Backends (a tenant's database, the lock
+/// service) are watched by [`crate::BackendMonitor`] instead: they are
+/// shared by every replica, so taking replicas out of the Service for them
+/// would only add the other tenants to the outage.
 pub struct ServerReadiness {
     state: Arc<ServeState>,
-    locks: Arc<dyn MailboxLocks>,
-    tenants: Vec<Arc<Tenant>>,
-    ping_timeout: Duration,
 }
 
 impl ServerReadiness {
-    pub fn new(
-        state: Arc<ServeState>,
-        locks: Arc<dyn MailboxLocks>,
-        tenants: impl IntoIterator<Item = Arc<Tenant>>,
-    ) -> Self {
-        let mut tenants: Vec<_> = tenants.into_iter().collect();
-        tenants.sort_by(|a, b| a.name.cmp(&b.name));
-        ServerReadiness {
-            state,
-            locks,
-            tenants,
-            ping_timeout: Duration::from_secs(2),
-        }
-    }
-
-    /// The checks of a server's shared parts.
-    pub fn of(shared: &Shared, state: Arc<ServeState>) -> Self {
-        Self::new(state, shared.locks.clone(), shared.tenants.iter().cloned())
-    }
-
-    /// How long one `ping()` may take before it counts as failed (default 2s).
-    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
-        self.ping_timeout = timeout;
-        self
-    }
-
-    async fn ping<E: std::fmt::Display>(
-        &self,
-        name: String,
-        ping: impl Future<Output = Result<(), E>>,
-    ) -> Result<(), String> {
-        match tokio::time::timeout(self.ping_timeout, ping).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                tracing::warn!(check = %name, error = %e, "not ready");
-                Err(name)
-            }
-            Err(_) => {
-                tracing::warn!(check = %name, timeout = ?self.ping_timeout, "not ready: ping timed out");
-                Err(name)
-            }
-        }
+    pub fn new(state: Arc<ServeState>) -> Self {
+        ServerReadiness { state }
     }
 }
 
@@ -106,15 +62,6 @@ impl Readiness for ServerReadiness {
         if self.state.is_draining() {
             return Err("draining".into());
         }
-        let locks = &self.locks;
-        self.ping(format!("locks ({})", locks.backend()), locks.ping())
-            .await?;
-        for t in &self.tenants {
-            self.ping(format!("directory (tenant {})", t.name), t.directory.ping())
-                .await?;
-            self.ping(format!("store (tenant {})", t.name), t.store.ping())
-                .await?;
-        }
         Ok(())
     }
 }
@@ -126,6 +73,11 @@ mod tests {
     use popgate_auth::{AuthError, Directory, Login, UserInfo};
     use popgate_lock::{LockError, LockGuard};
     use popgate_store::{MailStore, MailboxId, Maildrop, MessageStream, StoreError};
+
+    use std::time::Duration;
+
+    use popgate_lock::MailboxLocks;
+    use popgate_server::Tenant;
 
     use super::*;
 
@@ -160,6 +112,13 @@ mod tests {
     impl Directory for Dir {
         fn kind(&self) -> &'static str {
             "fake"
+        }
+
+        async fn user_exists(
+            &self,
+            _: popgate_auth::Login<'_>,
+        ) -> Result<bool, popgate_auth::AuthError> {
+            Ok(false)
         }
         async fn verify(
             &self,
@@ -210,7 +169,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_check_in_turn() {
+    async fn backends_go_to_the_metric_and_the_page_not_to_readiness() {
         let (locks, dir, store, hang) = (
             Arc::new(Down::default()),
             Arc::new(Down::default()),
@@ -226,34 +185,71 @@ mod tests {
                 hang: hang.clone(),
             }),
         );
+        let tenants = popgate_server::Tenants::new(vec![tenant]).unwrap();
+        let shared = popgate_server::Shared {
+            config: Default::default(),
+            tenants,
+            locks: Arc::new(Locks(locks.clone())),
+            observer: Arc::new(popgate_server::observer::NoObserver),
+            limits: Arc::new(popgate_lock::limits::MemoryLimits::new(Default::default())),
+            tls: None,
+        };
+        let metrics = crate::Metrics::new("test", ["acme"]);
+        let monitor = crate::BackendMonitor::of(&shared)
+            .timing(Duration::from_secs(10), Duration::from_millis(50));
         let state = Arc::new(ServeState::default());
-        let ready = ServerReadiness::new(
-            state.clone(),
-            Arc::new(Locks(locks.clone())),
-            [Arc::new(tenant)],
-        )
-        .ping_timeout(Duration::from_millis(50));
+        let ready = ServerReadiness::new(state.clone());
+        let up = |m: &crate::Metrics, tenant: &str, backend: &str| {
+            let needle = format!(
+                "popgate_backend_up{{backend=\"{backend}\",kind=\"fake\",tenant=\"{tenant}\"}} "
+            );
+            let text = m.render();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&needle))
+                .unwrap_or_else(|| panic!("no {needle} in\n{text}"));
+            line[needle.len()..].to_string()
+        };
 
         assert_eq!(ready.check().await, Err("listeners".into()));
         state.set_listening();
         assert_eq!(ready.check().await, Ok(()));
-
-        locks.0.store(true, Ordering::SeqCst);
-        assert_eq!(ready.check().await, Err("locks (fake)".into()));
-        locks.0.store(false, Ordering::SeqCst);
-
-        dir.0.store(true, Ordering::SeqCst);
-        assert_eq!(ready.check().await, Err("directory (tenant acme)".into()));
-        dir.0.store(false, Ordering::SeqCst);
+        monitor.check_all(&metrics).await;
+        assert_eq!(up(&metrics, "acme", "store"), "1");
+        assert_eq!(up(&metrics, "-", "locks"), "1");
 
         store.0.store(true, Ordering::SeqCst);
-        assert_eq!(ready.check().await, Err("store (tenant acme)".into()));
-        store.0.store(false, Ordering::SeqCst);
-
-        hang.0.store(true, Ordering::SeqCst);
-        assert_eq!(ready.check().await, Err("store (tenant acme)".into()));
-        hang.0.store(false, Ordering::SeqCst);
+        locks.0.store(true, Ordering::SeqCst);
+        let status = monitor.check_all(&metrics).await;
+        assert_eq!(up(&metrics, "acme", "store"), "0");
+        assert_eq!(up(&metrics, "acme", "directory"), "1");
+        assert_eq!(up(&metrics, "-", "locks"), "0");
+        // The replica stays ready: the backends are not its own.
         assert_eq!(ready.check().await, Ok(()));
+        let store_status = status.iter().find(|s| s.backend == "store").unwrap();
+        assert_eq!(store_status.up, Some(false));
+        assert!(
+            monitor.render().contains("acme store fake down"),
+            "{}",
+            monitor.render()
+        );
+        assert!(
+            monitor.render().contains("bucket unreachable"),
+            "{}",
+            monitor.render()
+        );
+        store.0.store(false, Ordering::SeqCst);
+        locks.0.store(false, Ordering::SeqCst);
+
+        // A hanging backend counts as down within the timeout.
+        hang.0.store(true, Ordering::SeqCst);
+        monitor.check_all(&metrics).await;
+        assert_eq!(up(&metrics, "acme", "store"), "0");
+        hang.0.store(false, Ordering::SeqCst);
+        dir.0.store(true, Ordering::SeqCst);
+        monitor.check_all(&metrics).await;
+        assert_eq!(up(&metrics, "acme", "store"), "1");
+        assert_eq!(up(&metrics, "acme", "directory"), "0");
 
         state.set_draining();
         assert_eq!(ready.check().await, Err("draining".into()));

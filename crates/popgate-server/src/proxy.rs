@@ -323,4 +323,22 @@ mod tests {
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("nonsense".parse::<Cidr>().is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a peer sends as a PROXY header, parsing answers; it
+        /// never panics (also: `fuzz/fuzz_targets/proxy_header.rs`).
+        #[test]
+        fn parsers_never_panic(line in proptest::collection::vec(proptest::num::u8::ANY, 0..120),
+                               head in proptest::array::uniform16(proptest::num::u8::ANY),
+                               payload in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            let _ = parse_v1(&line);
+            let _ = parse_v2(&head, &payload);
+            let mut signed = head;
+            signed[..12].copy_from_slice(V2_SIGNATURE);
+            let _ = parse_v2(&signed, &payload);
+            let mut v1 = b"PROXY ".to_vec();
+            v1.extend_from_slice(&line);
+            let _ = parse_v1(&v1);
+        }
+    }
 }

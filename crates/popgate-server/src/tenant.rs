@@ -68,11 +68,22 @@ impl Tenant {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Enforces LOGIN-DELAY: records this login and returns false when the
-    /// mailbox logged in less than `delay` seconds ago.
+    /// Enforces LOGIN-DELAY: false when the mailbox had a session less than
+    /// `delay` seconds ago. Only [`Tenant::record_login`] counts a session,
+    /// so a refused login (`[IN-USE]`, a store down) locks nobody out.
     pub fn login_allowed(&self, mailbox: &str, delay: Option<u32>) -> bool {
         let Some(delay) = delay.filter(|&d| d > 0) else {
             return true;
+        };
+        let delay = Duration::from_secs(u64::from(delay));
+        let last = self.last_logins.lock().unwrap_or_else(|p| p.into_inner());
+        !matches!(last.get(mailbox), Some(t) if t.elapsed() < delay)
+    }
+
+    /// Records a session that opened its mailbox, for LOGIN-DELAY.
+    pub fn record_login(&self, mailbox: &str, delay: Option<u32>) {
+        let Some(delay) = delay.filter(|&d| d > 0) else {
+            return;
         };
         let delay = Duration::from_secs(u64::from(delay));
         let now = Instant::now();
@@ -80,13 +91,7 @@ impl Tenant {
         if last.len() > 100_000 {
             last.retain(|_, t| now.duration_since(*t) < delay);
         }
-        match last.get(mailbox) {
-            Some(t) if now.duration_since(*t) < delay => false,
-            _ => {
-                last.insert(mailbox.to_owned(), now);
-                true
-            }
-        }
+        last.insert(mailbox.to_owned(), now);
     }
 }
 
@@ -201,6 +206,13 @@ mod tests {
     impl Directory for NoDir {
         fn kind(&self) -> &'static str {
             "none"
+        }
+
+        async fn user_exists(
+            &self,
+            _: popgate_auth::Login<'_>,
+        ) -> Result<bool, popgate_auth::AuthError> {
+            Ok(false)
         }
         async fn verify(
             &self,
@@ -327,6 +339,9 @@ mod tests {
     fn login_delay_is_enforced_per_mailbox() {
         let t = tenant("a", &["a.example"]);
         assert!(t.login_allowed("bob", Some(60)));
+        // A login that was refused later (in use, store down) counts not.
+        assert!(t.login_allowed("bob", Some(60)));
+        t.record_login("bob", Some(60));
         assert!(!t.login_allowed("bob", Some(60)));
         assert!(t.login_allowed("alice", Some(60)));
         assert!(t.login_allowed("bob", None));

@@ -194,6 +194,15 @@ pub trait MailStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// The store's own name for the place that holds this mailbox: two
+    /// logins whose mail lives in one place (domain aliases on a template
+    /// without `%d`) get one name, so they share one mailbox lock and never
+    /// hold two sessions on one maildrop. The default suits a store whose
+    /// mailboxes are keyed by tenant and login.
+    fn mailbox_key(&self, mailbox: &MailboxId) -> String {
+        format!("{}/{}", mailbox.tenant, mailbox.login())
+    }
 }
 
 /// The snapshot of one maildrop, held for a session.
@@ -213,6 +222,12 @@ pub trait Maildrop: Send + Sync {
     /// still exists.
     async fn expunge(&mut self, indexes: &[usize], fence: u64)
     -> Result<ExpungeReport, StoreError>;
+
+    /// Whether a failed [`Maildrop::expunge`] deleted nothing at all (one
+    /// transaction), so the client can be told so.
+    fn expunge_is_atomic(&self) -> bool {
+        false
+    }
 }
 
 /// Reads a whole stream and returns its POP3 size (CRLF-normalised octets).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Toml};
 use serde::{Deserialize, Deserializer};
 
 /// The embedded default: everything local, no other service needed.
@@ -31,6 +31,9 @@ pub struct Config {
     /// The default certificate for TLS listeners.
     #[serde(default)]
     pub tls: Option<CertSection>,
+    /// The file this was read from (`None`: the embedded default).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -431,6 +434,27 @@ pub struct MetricsSection {
     /// and /readyz stay open. Absent: /metrics is open.
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// How often every tenant's store and directory, and the lock service,
+    /// are pinged for `popgate_backend_up` and `/backends`.
+    #[serde(
+        default = "default_backend_check_interval",
+        deserialize_with = "duration"
+    )]
+    pub backend_check_interval: Duration,
+    /// How long one such ping may take before the backend counts as down.
+    #[serde(
+        default = "default_backend_check_timeout",
+        deserialize_with = "duration"
+    )]
+    pub backend_check_timeout: Duration,
+}
+
+fn default_backend_check_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_backend_check_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 #[derive(Debug, Deserialize)]
@@ -496,6 +520,10 @@ pub enum StoreSection {
         path: String,
         #[serde(default = "default_uidl_format")]
         uidl_format: String,
+        /// Follow symlinks below the template's fixed prefix (a customer who
+        /// can write a Maildir's parents could link `cur` to another's).
+        #[serde(default)]
+        follow_symlinks: bool,
     },
     /// Mail in PostgreSQL (`popgate migrate` makes the schema).
     Postgres(crate::pg::PgSection),
@@ -644,22 +672,135 @@ impl ConfigError {
     }
 }
 
+/// The environment variable that names the config file when `--config` is
+/// not given.
+pub const CONFIG_ENV: &str = "POPGATE_CONFIG";
+
+/// Sections whose keys the environment can set: `POPGATE_SERVER__HOSTNAME`.
+const ENV_TABLES: [&str; 5] = ["server", "limits", "locks", "metrics", "tls"];
+/// Arrays of tables whose existing entries the environment can change:
+/// `POPGATE_TENANTS__0__LOGIN_DELAY` (it cannot add an entry).
+const ENV_ARRAYS: [&str; 2] = ["listeners", "tenants"];
+
 /// Loads the file (or the embedded default) and the environment overrides.
+///
+/// Only `POPGATE_<SECTION>__<KEY>` variables of the sections above are
+/// config; every other `POPGATE_*` variable (`POPGATE_LOG`,
+/// `POPGATE_CONFIG`, the `POPGATE_SERVICE_HOST`/`POPGATE_PORT_*` that
+/// Kubernetes injects for a Service named `popgate`) is left alone.
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-    let base = match file {
+    load_with_env(file, std::env::vars())
+}
+
+/// [`load`] with the environment given, for tests.
+pub fn load_with_env(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("POPGATE_"))
+        .collect();
+    let from_env = env
+        .iter()
+        .find(|(k, _)| k == CONFIG_ENV)
+        .map(|(_, v)| PathBuf::from(v));
+    let (base, origin) = match file.map(Path::to_path_buf).or(from_env) {
         Some(path) => {
             if !path.is_file() {
+                let key = if file.is_some() {
+                    "--config"
+                } else {
+                    CONFIG_ENV
+                };
                 return Err(ConfigError::new(
-                    "--config",
+                    key,
                     format!("{} is not a readable file", path.display()),
                 ));
             }
-            Figment::from(Toml::file(path))
+            (Figment::from(Toml::file(&path)), Some(path))
         }
-        None => Figment::from(Toml::string(DEFAULT_CONFIG)),
+        None => (Figment::from(Toml::string(DEFAULT_CONFIG)), None),
     };
-    let figment = base.merge(Env::prefixed("POPGATE_").split("__"));
-    figment.extract::<Config>().map_err(figment_error)
+    let mut figment = base.clone();
+    for (name, raw) in &env {
+        let key = name["POPGATE_".len()..].to_ascii_lowercase();
+        let Some((section, _)) = key.split_once("__") else {
+            continue;
+        };
+        if ENV_TABLES.contains(&section) {
+            let patch = figment::util::nest(&key.replace("__", "."), env_value(raw));
+            figment = figment.merge(figment::providers::Serialized::defaults(patch));
+        }
+    }
+    for array in ENV_ARRAYS {
+        if let Some(value) = env_array_overrides(&base, array, &env)? {
+            figment = figment.merge(figment::providers::Serialized::default(array, value));
+        }
+    }
+    let mut config = figment.extract::<Config>().map_err(figment_error)?;
+    config.file = origin;
+    Ok(config)
+}
+
+/// A variable's value as figment's `Env` reads it: numbers, booleans,
+/// arrays and tables are typed, anything else is a string.
+fn env_value(raw: &str) -> figment::value::Value {
+    raw.parse()
+        .unwrap_or_else(|_| figment::value::Value::from(raw.to_string()))
+}
+
+/// Applies `POPGATE_<ARRAY>__<index>__<key...>` variables to the entries of
+/// an array of tables that the file defines; `None` when none is set.
+fn env_array_overrides(
+    base: &Figment,
+    array: &str,
+    env: &[(String, String)],
+) -> Result<Option<figment::value::Value>, ConfigError> {
+    use figment::value::Value;
+    let prefix = format!("POPGATE_{}__", array.to_ascii_uppercase());
+    let mut entries = None;
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let entries = match &mut entries {
+            Some(e) => e,
+            None => entries.insert(match base.find_value(array) {
+                Ok(Value::Array(_, items)) => items,
+                _ => Vec::new(),
+            }),
+        };
+        let (index, path) = rest.split_once("__").unwrap_or((rest, ""));
+        let slot = index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| entries.get_mut(i).map(|v| (i, v)));
+        let Some((i, entry)) = slot else {
+            return Err(ConfigError::new(
+                name.clone(),
+                format!(
+                    "names no entry of the file's [[{array}]] ({} of them, counted from 0): \
+                     the environment can change an entry, not add one",
+                    entries.len()
+                ),
+            ));
+        };
+        if path.is_empty() {
+            return Err(ConfigError::new(
+                name.clone(),
+                format!("names {array}[{i}] but no key in it (like {prefix}{i}__NAME)"),
+            ));
+        }
+        let key = path.to_ascii_lowercase().replace("__", ".");
+        let patch = figment::util::nest(&key, env_value(raw));
+        let old = std::mem::replace(entry, Value::from(figment::value::Dict::new()));
+        *entry = figment::Figment::from(figment::providers::Serialized::defaults(old))
+            .merge(figment::providers::Serialized::defaults(patch))
+            .extract::<Value>()
+            .map_err(|e| ConfigError::new(name.clone(), e.to_string()))?;
+    }
+    Ok(entries.map(Value::from))
 }
 
 fn figment_error(e: figment::Error) -> ConfigError {
@@ -797,11 +938,35 @@ impl Config {
                 ));
             }
         }
+        let mut bound = std::collections::HashMap::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            // Parsed above; the same address twice cannot both be bound.
+            if let Ok(addr) = l.address.parse::<SocketAddr>()
+                && let Some(j) = bound.insert(addr, i)
+            {
+                return Err(ConfigError::new(
+                    format!("listeners[{i}].address"),
+                    format!("{addr} is also listeners[{j}].address"),
+                ));
+            }
+        }
         self.locks.redis_config()?;
         if let Some(m) = &self.metrics {
-            m.address.parse::<SocketAddr>().map_err(|e| {
+            let addr = m.address.parse::<SocketAddr>().map_err(|e| {
                 ConfigError::new("metrics.address", format!("{:?}: {e}", m.address))
             })?;
+            if m.backend_check_interval.is_zero() || m.backend_check_timeout.is_zero() {
+                return Err(ConfigError::new(
+                    "metrics.backend_check_interval / backend_check_timeout",
+                    "must be more than 0s",
+                ));
+            }
+            if let Some(i) = bound.get(&addr) {
+                return Err(ConfigError::new(
+                    "metrics.address",
+                    format!("{addr} is also listeners[{i}].address"),
+                ));
+            }
             if let Some(t) = &m.bearer_token
                 && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
             {
@@ -866,6 +1031,17 @@ impl Config {
                     ));
                 }
             }
+            if t.domains.is_empty()
+                && !self
+                    .listeners
+                    .iter()
+                    .any(|l| l.default_tenant.as_deref() == Some(&t.name))
+            {
+                return Err(ConfigError::new(
+                    key("domains"),
+                    "empty, and no listener has this tenant as default_tenant: nobody could log in",
+                ));
+            }
             if t.max_sessions == Some(0) {
                 return Err(ConfigError::new(
                     key("max_sessions"),
@@ -886,7 +1062,9 @@ impl Config {
             match &t.store {
                 StoreSection::Postgres(pg) => pg.validate(&key("store"))?,
                 StoreSection::S3(s3) => s3.validate(&key("store"))?,
-                StoreSection::Maildir { path, uidl_format } => {
+                StoreSection::Maildir {
+                    path, uidl_format, ..
+                } => {
                     popgate_store::validate_template(path)
                         .map_err(|e| ConfigError::new(key("store.path"), e))?;
                     if !path.contains("%n") && !path.contains("%u") {
@@ -906,6 +1084,47 @@ impl Config {
                         .map_err(|e| ConfigError::new(key("store.uidl_format"), e))?;
                 }
             }
+        }
+        self.check_shared_mailboxes()
+    }
+
+    /// Refuses two tenants whose stores would put two logins in one mailbox:
+    /// the same Maildir path template, or the same bucket and prefix, without
+    /// the domain in it (`%d`, or `%u`, the whole login), or with it where a
+    /// tenant has no domain (bare logins: `%d` is empty).
+    fn check_shared_mailboxes(&self) -> Result<(), ConfigError> {
+        let mut seen: std::collections::HashMap<String, (usize, bool)> = Default::default();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let (place, template) = match &t.store {
+                StoreSection::Maildir { path, .. } => (format!("maildir {path}"), path.as_str()),
+                StoreSection::S3(s3) => (
+                    format!(
+                        "s3 {} {} {}",
+                        s3.endpoint.as_deref().unwrap_or("aws"),
+                        s3.bucket,
+                        s3.prefix
+                    ),
+                    s3.prefix.as_str(),
+                ),
+                // Rows are keyed by tenant: tenants never share a mailbox.
+                StoreSection::Postgres(_) => continue,
+            };
+            let by_domain =
+                (template.contains("%d") || template.contains("%u")) && !t.domains.is_empty();
+            if let Some(&(j, other_by_domain)) = seen.get(&place)
+                && !(by_domain && other_by_domain)
+            {
+                return Err(ConfigError::new(
+                    format!("tenants[{i}].store"),
+                    format!(
+                        "the same mailboxes as tenants[{j}] ({:?}): bob of one tenant would read and \
+                         delete bob's mail of the other; put %d in the template, or give each tenant \
+                         its own path",
+                        self.tenants[j].name
+                    ),
+                ));
+            }
+            seen.insert(place, (i, by_domain));
         }
         Ok(())
     }
@@ -1069,6 +1288,43 @@ mod tests {
     }
 
     #[test]
+    fn environment_sets_known_sections_and_leaves_the_rest() {
+        let env = |vars: &[(&str, &str)]| {
+            load_with_env(
+                None,
+                vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        // What Kubernetes injects for a Service named `popgate`, and the
+        // variables popgate reads itself, are no config keys.
+        let c = env(&[
+            ("POPGATE_PORT", "tcp://10.0.0.1:110"),
+            ("POPGATE_SERVICE_HOST", "10.0.0.1"),
+            ("POPGATE_PORT_110_TCP_ADDR", "10.0.0.1"),
+            ("POPGATE_LOG", "debug"),
+            ("POPGATE_SERVER__MAX_BAD_COMMANDS", "5"),
+            ("POPGATE_SERVER__LOG_FORMAT", "json"),
+            ("POPGATE_TENANTS__0__LOGIN_DELAY", "60"),
+            ("POPGATE_LISTENERS__0__ADDRESS", "127.0.0.1:1110"),
+        ])
+        .unwrap();
+        assert_eq!(c.server.max_bad_commands, 5);
+        assert_eq!(c.server.log_format, LogFormat::Json);
+        assert_eq!(c.tenants[0].login_delay, Some(60));
+        assert_eq!(c.tenants[0].name, "local", "the rest of the entry stays");
+        assert_eq!(c.listeners[0].address, "127.0.0.1:1110");
+        assert!(c.listeners[0].plaintext_auth);
+        // A mistyped key of a known section is still an error, named.
+        let e = env(&[("POPGATE_SERVER__HOSTNME", "x")]).unwrap_err();
+        assert!(e.to_string().contains("hostnme"), "{e}");
+        // An entry the file does not have cannot be made from the environment.
+        let e = env(&[("POPGATE_TENANTS__3__NAME", "x")]).unwrap_err();
+        assert_eq!(e.key, "POPGATE_TENANTS__3__NAME", "{e}");
+        let e = env(&[("POPGATE_CONFIG", "/nonexistent/popgate.toml")]).unwrap_err();
+        assert_eq!(e.key, "POPGATE_CONFIG", "{e}");
+    }
+
+    #[test]
     fn embedded_default_parses() {
         let c = parse(DEFAULT_CONFIG).unwrap();
         assert_eq!(c.listeners[0].address, "127.0.0.1:1100");
@@ -1093,6 +1349,59 @@ mod tests {
         let e = parse("[[tenants]]\nname = \"a\"\nauth = { kind = \"ldap\" }\nstore = { kind = \"maildir\", path = \"/m/%n\" }\n")
             .unwrap_err();
         assert!(e.to_string().contains("ldap"), "{e}");
+    }
+
+    #[test]
+    fn configs_that_serve_would_refuse_or_that_serve_nobody_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, "bob@a.example:{PLAIN}x\n").unwrap();
+        let tenant = |name: &str, domains: &str, store: &str| {
+            format!(
+                "[[tenants]]\nname = \"{name}\"\ndomains = [{domains}]\n\
+                 auth = {{ kind = \"passwd-file\", path = \"{}\" }}\nstore = {{ {store} }}\n",
+                passwd.display()
+            )
+        };
+        let listener =
+            |addr: &str| format!("[[listeners]]\naddress = \"{addr}\"\nplaintext_auth = true\n");
+        let root = dir.path().display().to_string();
+        let maildir = |t: &str| format!("kind = \"maildir\", path = \"{root}/{t}\"");
+        let check = |toml: String| parse(&toml).unwrap().validate();
+        let one = listener("127.0.0.1:1100");
+        // Two tenants on one template without the domain share mailboxes.
+        let e = check(format!(
+            "{one}{}{}",
+            tenant("a", "\"a.example\"", &maildir("%n/Maildir")),
+            tenant("b", "\"b.example\"", &maildir("%n/Maildir"))
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "tenants[1].store", "{e}");
+        assert!(e.message.contains("tenants[0]"), "{e}");
+        let s3 = "kind = \"s3\", bucket = \"mail\", prefix = \"%n/\"";
+        let e = check(format!(
+            "{one}{}{}",
+            tenant("a", "\"a.example\"", s3),
+            tenant("b", "\"b.example\"", s3)
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "tenants[1].store", "{e}");
+        // With the domain in it, one template serves every tenant apart.
+        check(format!(
+            "{one}{}{}",
+            tenant("a", "\"a.example\"", &maildir("%d/%n")),
+            tenant("b", "\"b.example\"", &maildir("%d/%n"))
+        ))
+        .unwrap();
+        // A tenant without domains that no listener defaults to serves nobody.
+        let e = check(format!("{one}{}", tenant("a", "", &maildir("%d/%n")))).unwrap_err();
+        assert_eq!(e.key, "tenants[0].domains", "{e}");
+        let a = tenant("a", "\"a.example\"", &maildir("%d/%n"));
+        // Two listeners, or a listener and metrics, on one address.
+        let e = check(format!("{one}{one}{a}")).unwrap_err();
+        assert_eq!(e.key, "listeners[1].address", "{e}");
+        let e = check(format!("{one}[metrics]\naddress = \"127.0.0.1:1100\"\n{a}")).unwrap_err();
+        assert_eq!(e.key, "metrics.address", "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod config;
 mod pg;
+mod rlimit;
 mod wiring;
 
 use std::io::{BufRead, IsTerminal};
@@ -38,6 +39,9 @@ enum Cmd {
         config: Option<PathBuf>,
     },
     /// Append the message on standard input to a user's mailbox, through the tenant's store.
+    /// Exits 0 when delivered, 67 (EX_NOUSER) when the tenant's directory does not know the
+    /// user, 75 (EX_TEMPFAIL) for anything that may pass (store or directory down, bad
+    /// config): an MTA keeps the message queued and retries.
     Deliver {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -67,7 +71,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve { config } => run(|| wiring::serve(config)),
-        Cmd::CheckConfig { config } => match wiring::load_checked(config.as_deref(), false) {
+        Cmd::CheckConfig { config } => match wiring::check(config.as_deref()) {
             Ok(_) => {
                 println!("configuration is valid");
                 ExitCode::SUCCESS
@@ -77,7 +81,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Deliver { config, user } => run(|| wiring::deliver(config, user)),
+        Cmd::Deliver { config, user } => deliver(config, user),
         Cmd::Migrate { config } => run(|| pg::migrate(config)),
         Cmd::User { command } => run(|| command.run()),
         Cmd::Pw { scheme } => pw(&scheme),
@@ -112,6 +116,26 @@ where
         Err(e) => {
             eprintln!("popgate: {e}");
             e.exit_code()
+        }
+    }
+}
+
+/// `deliver` exits with sysexits codes (see [`wiring::sysexits`]), also when
+/// the runtime cannot start.
+fn deliver(config: Option<PathBuf>, user: String) -> ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| wiring::DeliverError {
+            message: format!("cannot start the runtime: {e}"),
+            status: wiring::sysexits::TEMPFAIL,
+        })
+        .and_then(|rt| rt.block_on(wiring::deliver(config, user)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("popgate: {e}");
+            ExitCode::from(e.status)
         }
     }
 }

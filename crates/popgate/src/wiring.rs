@@ -9,7 +9,7 @@ use popgate_auth::{Directory, PasswdFile};
 use popgate_lock::limits::{Limits, LimitsConfig, MemoryLimits};
 use popgate_lock::redis_limits::RedisLimits;
 use popgate_lock::{MailboxLocks, MemoryLocks, RedisLocks};
-use popgate_metrics::{Exporter, Metrics, ServeState, ServerReadiness};
+use popgate_metrics::{BackendMonitor, Exporter, Metrics, ServeState, ServerReadiness};
 use popgate_server::tls::TlsProvider;
 use popgate_server::{
     Listener, ListenerConfig, Server, SessionConfig, Shared, Tenant, Tenants, TlsMode,
@@ -42,12 +42,27 @@ impl Error {
 /// Loads and validates. Without a file, prepares the embedded default's
 /// data folder first (when `prepare` is set), so it works out of the box.
 pub fn load_checked(file: Option<&Path>, prepare: bool) -> Result<Config, ConfigError> {
-    if file.is_none() && prepare {
+    if file.is_none() && std::env::var_os(config::CONFIG_ENV).is_none() && prepare {
         prepare_default_data().map_err(|e| ConfigError::new("data", e))?;
     }
     let config = config::load(file)?;
     config.validate()?;
     Ok(config)
+}
+
+/// `check-config`: what `serve` would refuse is an error; what it would
+/// warn about at start (a passwd-file's malformed lines or unusable hashes,
+/// with file and line) is printed to standard error as `serve` logs it.
+pub fn check(file: Option<&Path>) -> Result<Config, ConfigError> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .try_init();
+    // Validation opens every passwd-file, as serve does, which warns.
+    load_checked(file, false)
 }
 
 fn prepare_default_data() -> Result<(), String> {
@@ -104,12 +119,17 @@ fn build_tenants(config: &Config) -> Result<Tenants, ConfigError> {
             ),
         };
         let store: Arc<dyn MailStore> = match &t.store {
-            StoreSection::Maildir { path, uidl_format } => Arc::new(
+            StoreSection::Maildir {
+                path,
+                uidl_format,
+                follow_symlinks,
+            } => Arc::new(
                 MaildirStore::new(MaildirConfig {
                     path_template: path.clone(),
                     uidl_format: uidl_format.clone(),
                 })
-                .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?,
+                .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?
+                .with_follow_symlinks(*follow_symlinks),
             ),
             StoreSection::Postgres(pg) => Arc::new(store_postgres::PgStore::new(
                 pools.get(pg, &format!("tenants[{i}].store"))?,
@@ -185,17 +205,17 @@ fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
 pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     let config = load_checked(file.as_deref(), true)?;
     init_logging(&config);
+    crate::rlimit::raise_for(config.server.max_connections);
     let tenants = build_tenants(&config)?;
     crate::pg::check_schemas(&config).await?;
     let tls = match config.tls_settings() {
         Some(settings) => {
             let provider = TlsProvider::load(settings).map_err(|e| ConfigError::new("tls", e))?;
-            let provider = Arc::new(provider);
-            tokio::spawn(reload_certificates(provider.clone()));
-            Some(provider)
+            Some(Arc::new(provider))
         }
         None => None,
     };
+    tokio::spawn(reload_certificates(tls.clone()));
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         config.tenants.iter().map(|t| t.name.clone()),
@@ -260,9 +280,15 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     if let (Some(tcp), Some(m)) = (metrics_tcp, &config.metrics) {
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(address = %local, "serving metrics");
-        let readiness = Arc::new(ServerReadiness::of(server.shared(), serve_state.clone()));
+        let readiness = Arc::new(ServerReadiness::new(serve_state.clone()));
+        let backends = Arc::new(
+            BackendMonitor::of(server.shared())
+                .timing(m.backend_check_interval, m.backend_check_timeout),
+        );
+        tokio::spawn(backends.clone().run(metrics.clone()));
         tokio::spawn(
             Exporter::new(metrics, readiness)
+                .backends(backends)
                 .bearer_token(m.bearer_token.clone())
                 .serve(tcp),
         );
@@ -279,20 +305,33 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Reloads the certificates on SIGHUP, and when their files change.
-async fn reload_certificates(tls: Arc<TlsProvider>) {
+/// Reloads the certificates on SIGHUP, and when their files change. The
+/// handler is installed with or without TLS: SIGHUP's default action ends
+/// the process, and a log-rotation script or `systemctl reload` must never
+/// drop every session.
+async fn reload_certificates(tls: Option<Arc<TlsProvider>>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGHUP");
+            None
+        }
+    };
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
         let reason = tokio::select! {
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
             _ = tick.tick() => {
-                if !tls.files_changed() {
+                if !tls.as_ref().is_some_and(|t| t.files_changed()) {
                     continue;
                 }
                 "file change"
             }
+        };
+        let Some(tls) = &tls else {
+            tracing::info!(reason, "no TLS certificates to reload");
+            continue;
         };
         match tls.reload() {
             Ok(()) => tracing::info!(reason, "TLS certificates reloaded"),
@@ -319,22 +358,63 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn deliver(file: Option<PathBuf>, user: String) -> Result<(), Error> {
-    let config = load_checked(file.as_deref(), true)?;
-    let tenants = build_tenants(&config)?;
+/// `deliver`'s exit statuses, from sysexits.h as dovecot-lda uses them: an
+/// MTA piping mail in (Postfix `pipe`, exim, procmail) bounces on anything
+/// but EX_TEMPFAIL, so every failure that may pass is EX_TEMPFAIL and the
+/// MTA keeps the message queued.
+pub mod sysexits {
+    /// The directory does not know the recipient: bounce.
+    pub const NOUSER: u8 = 67;
+    /// Anything that may pass: a store or directory down, a bad config
+    /// during a deploy, an interrupted input. The MTA retries.
+    pub const TEMPFAIL: u8 = 75;
+}
+
+/// A delivery failure and the status it exits with.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliverError {
+    pub message: String,
+    pub status: u8,
+}
+
+impl DeliverError {
+    fn temp(message: impl Into<String>) -> Self {
+        DeliverError {
+            message: message.into(),
+            status: sysexits::TEMPFAIL,
+        }
+    }
+}
+
+/// Appends standard input to `user`'s mailbox, once the tenant's directory
+/// has said the user exists. Prints the new message's UIDL.
+pub async fn deliver(file: Option<PathBuf>, user: String) -> Result<(), DeliverError> {
+    let config = load_checked(file.as_deref(), true)
+        .map_err(|e| DeliverError::temp(format!("configuration error: {e}")))?;
+    let tenants = build_tenants(&config)
+        .map_err(|e| DeliverError::temp(format!("configuration error: {e}")))?;
     let default_tenant = config
         .listeners
         .iter()
         .find_map(|l| l.default_tenant.as_deref());
-    let (tenant, mailbox) = tenants
-        .resolve(&user, default_tenant)
-        .ok_or_else(|| Error::Runtime(format!("{user:?} is not a valid user of any tenant")))?;
+    let no_user = || DeliverError {
+        message: format!("{user:?}: no such user"),
+        status: sysexits::NOUSER,
+    };
+    let (tenant, mailbox) = tenants.resolve(&user, default_tenant).ok_or_else(no_user)?;
+    let login = popgate_auth::Login::new(&mailbox.local, &mailbox.domain);
+    match tenant.directory.user_exists(login).await {
+        Ok(true) => {}
+        Ok(false) => return Err(no_user()),
+        Err(e) => return Err(DeliverError::temp(format!("{user:?}: {e}"))),
+    }
     let stdin: popgate_store::MessageStream = Box::pin(tokio::io::stdin());
     let uidl = tenant
         .store
         .append(&mailbox, stdin)
         .await
-        .map_err(|e| Error::Runtime(format!("delivery to {mailbox} failed: {e}")))?;
+        .map_err(|e| DeliverError::temp(format!("delivery to {mailbox} failed: {e}")))?;
     println!("{uidl}");
     Ok(())
 }

@@ -103,6 +103,11 @@ impl MailStore for MaildirStore {
         "maildir"
     }
 
+    /// The Maildir's path: two logins on one path share the lock.
+    fn mailbox_key(&self, mailbox: &MailboxId) -> String {
+        format!("maildir:{}", self.maildir_path(mailbox).display())
+    }
+
     async fn open(&self, mailbox: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError> {
         let maildir = self.maildir(mailbox);
         let md = maildir.clone();

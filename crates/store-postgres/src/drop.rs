@@ -48,6 +48,11 @@ impl PgDrop {
 
 #[async_trait]
 impl Maildrop for PgDrop {
+    /// One transaction: a failed expunge deleted nothing.
+    fn expunge_is_atomic(&self) -> bool {
+        true
+    }
+
     fn messages(&self) -> &[MessageInfo] {
         &self.messages
     }

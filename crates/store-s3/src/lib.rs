@@ -750,6 +750,12 @@ impl MailStore for S3Store {
         "s3"
     }
 
+    /// The bucket and the mailbox's prefix: two logins on one prefix share
+    /// the lock.
+    fn mailbox_key(&self, mailbox: &MailboxId) -> String {
+        format!("s3:{}/{}", self.inner.bucket, self.mailbox_prefix(mailbox))
+    }
+
     async fn open(&self, mailbox: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError> {
         let inner = &self.inner;
         let prefix = self.mailbox_prefix(mailbox);

@@ -172,3 +172,43 @@ async fn over_tcp() {
     let r = exchange(addr, b"GET /readyz HTTP/1.1\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
 }
+
+#[tokio::test]
+async fn idle_connections_cannot_starve_the_probes() {
+    let addr = start().await;
+    // Twice as many silent connections as may wait, all kept open.
+    let mut idle = Vec::new();
+    for _ in 0..2 * MAX_WAITING {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // A probe still gets its answer, at once.
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(2),
+        exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n"),
+    )
+    .await
+    .expect("/healthz answered while idle connections were open");
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert!(started.elapsed() < READ_TIMEOUT, "{:?}", started.elapsed());
+    // The oldest silent connections were closed to make room.
+    let mut closed = 0;
+    for s in idle.iter_mut().take(MAX_WAITING) {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= MAX_WAITING / 2,
+        "only {closed} of the oldest were closed"
+    );
+}
+
+#[tokio::test]
+async fn backends_page_needs_the_token_and_a_monitor() {
+    let (e, _) = exporter(Some("s3cret"));
+    assert_eq!(get(&e, "GET /backends HTTP/1.1").await.status, 401);
+    let r = get(&e, "GET /backends HTTP/1.1\r\nAuthorization: Bearer s3cret").await;
+    assert_eq!(r.status, 404, "no monitor configured");
+}

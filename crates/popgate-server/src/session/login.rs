@@ -311,7 +311,9 @@ impl Session {
         span.record("tenant", tenant.name.as_str());
         span.record("user", mailbox.login().as_str());
 
-        let lock_key = format!("{}/{}", tenant.name, mailbox.login());
+        // The store's name for the mailbox, not the login: two logins that
+        // map to one maildrop must not hold two sessions on it.
+        let lock_key = tenant.store.mailbox_key(&mailbox);
         let login_delay = user.login_delay.or(tenant.login_delay);
         if !tenant.login_allowed(&lock_key, login_delay) {
             return self.refuse_login(
@@ -386,6 +388,7 @@ impl Session {
                 );
             }
         };
+        tenant.record_login(&lock_key, login_delay);
         self.shared
             .observer
             .login(Some(&tenant.name), mechanism, "ok");

@@ -150,6 +150,7 @@ impl Session {
     async fn run_in_span(mut self) {
         let started = Instant::now();
         self.shared.observer.session_started();
+        tracing::debug!(tls = self.tls_active, "session started");
         let mut greeting = String::from("popgate ready.");
         if let Some(ts) = &self.apop_timestamp {
             greeting.push(' ');

@@ -307,6 +307,9 @@ impl Session {
                     tracing::warn!(session = self.id, mailbox = %mb.id, error = %e, "expunge failed");
                     let text = match e {
                         StoreError::Fenced(_) => "Mailbox lock lost; no messages were deleted.",
+                        _ if mb.maildrop.expunge_is_atomic() => {
+                            "No messages were deleted, try again later."
+                        }
                         _ => "Some deleted messages were not removed, try again later.",
                     };
                     response::err(&mut self.conn.out, Some(Code::SysTemp), text);
