@@ -519,6 +519,9 @@ mod tests {
         fn kind(&self) -> &'static str {
             "test"
         }
+        async fn user_exists(&self, _: Login<'_>) -> Result<bool, AuthError> {
+            Ok(true)
+        }
         async fn verify(
             &self,
             _: Login<'_>,
