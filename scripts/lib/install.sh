@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/test and scripts/validate-deploy: installs Debian packages
 # for what is missing, then checks that each one now gives what it was
 # installed for, so a package that is renamed or ships its tool elsewhere
@@ -6,8 +7,8 @@
 #   want PACKAGE CHECK...   queue PACKAGE unless every CHECK passes; a CHECK is
 #                           a command name, or an absolute path (or glob) that
 #                           must exist
-#   install_wanted [apt-get install options]
-#                           installs the queued packages, then checks them again
+#   install_wanted          installs the queued packages (with $APT_OPTIONS,
+#                           if set), then checks them again
 
 _want_pkgs=()
 _want_checks=()
@@ -33,10 +34,12 @@ want() {
 
 install_wanted() {
   [ ${#_want_pkgs[@]} -gt 0 ] || return 0
+  local opts
+  read -ra opts <<<"${APT_OPTIONS:-}"
   printf '\n== installing %s (Debian)\n' "${_want_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "$@" "${_want_pkgs[@]}" >/dev/null
+  apt-get install -y -qq "${opts[@]}" "${_want_pkgs[@]}" >/dev/null
   local i checks
   for i in "${!_want_pkgs[@]}"; do
     read -ra checks <<<"${_want_checks[$i]}"
