@@ -251,5 +251,5 @@ def test_open_files_limit_is_raised_for_max_connections(popgate):
     srv.wait_listening()
     limits = open(f"/proc/{srv.proc.pid}/limits").read()
     line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
-    assert line.split()[3] == str(2 * 1000 + 256), line
+    assert line.split()[3] == str(1000 + 125 + 256), line
     srv.wait_log("raised the open-files limit")

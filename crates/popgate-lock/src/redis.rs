@@ -2,13 +2,13 @@
 //!
 //! # Keys
 //!
-//! Per mailbox (`tenant/login`), two keys that share a hash tag, so both land
+//! Per mailbox (the store's `mailbox_key`), two keys that share a hash tag, so both land
 //! in one Redis Cluster slot and one script may touch both:
 //!
-//! - `{prefix}:{tenant/login}:lock`: the lock, `SET NX PX ttl`, whose value
+//! - `{prefix}:{mailbox}:lock`: the lock, `SET NX PX ttl`, whose value
 //!   is the holder's token `FENCE:OWNER` (OWNER = this process's random
 //!   instance id and a per-acquisition sequence number).
-//! - `{prefix}:{tenant/login}:fence`: the mailbox's fencing counter.
+//! - `{prefix}:{mailbox}:fence`: the mailbox's fencing counter.
 //!
 //! # Fencing
 //!
@@ -166,7 +166,7 @@ pub struct RedisLocksConfig {
     pub url: String,
     /// How long a lock lives without renewal.
     pub ttl: Duration,
-    /// The first part of every key: `{key_prefix}:{tenant/login}:lock`.
+    /// The first part of every key: `{key_prefix}:{mailbox}:lock`.
     pub key_prefix: String,
     /// How long a login waits for a mailbox in use before `[IN-USE]`.
     pub wait: Duration,
@@ -352,12 +352,12 @@ impl RedisLocks {
         &self.inner.instance
     }
 
-    /// The lock key of a mailbox (`tenant/login`).
+    /// The lock key of a mailbox (the store's `mailbox_key`).
     pub fn lock_key(&self, mailbox: &str) -> String {
         format!("{}:{{{mailbox}}}:lock", self.inner.prefix)
     }
 
-    /// The fence key of a mailbox (`tenant/login`).
+    /// The fence key of a mailbox (the store's `mailbox_key`).
     pub fn fence_key(&self, mailbox: &str) -> String {
         format!("{}:{{{mailbox}}}:fence", self.inner.prefix)
     }

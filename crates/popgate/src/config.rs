@@ -722,19 +722,19 @@ pub fn load_with_env(
         }
         None => (Figment::from(Toml::string(DEFAULT_CONFIG)), None),
     };
-    let mut figment = base.clone();
+    let mut figment = base;
     for (name, raw) in &env {
         let key = name["POPGATE_".len()..].to_ascii_lowercase();
-        let Some((section, _)) = key.split_once("__") else {
-            continue;
-        };
-        if ENV_TABLES.contains(&section) {
+        // A whole section or array: `POPGATE_LISTENERS=[{address = ...}]`.
+        let section = key.split_once("__").map_or(key.as_str(), |(s, _)| s);
+        let whole = section == key;
+        if ENV_TABLES.contains(&section) && !whole || ENV_ARRAYS.contains(&section) && whole {
             let patch = figment::util::nest(&key.replace("__", "."), env_value(raw));
             figment = figment.merge(figment::providers::Serialized::defaults(patch));
         }
     }
     for array in ENV_ARRAYS {
-        if let Some(value) = env_array_overrides(&base, array, &env)? {
+        if let Some(value) = env_array_overrides(&figment, array, &env)? {
             figment = figment.merge(figment::providers::Serialized::default(array, value));
         }
     }
@@ -1314,6 +1314,18 @@ mod tests {
         assert_eq!(c.tenants[0].name, "local", "the rest of the entry stays");
         assert_eq!(c.listeners[0].address, "127.0.0.1:1110");
         assert!(c.listeners[0].plaintext_auth);
+        // A whole array at once, then an entry of it by index.
+        let c = env(&[
+            (
+                "POPGATE_LISTENERS",
+                r#"[{address = "127.0.0.1:1111", plaintext_auth = true}, {address = "127.0.0.1:1112", plaintext_auth = true}]"#,
+            ),
+            ("POPGATE_LISTENERS__1__DEFAULT_TENANT", "local"),
+        ])
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[0].address, "127.0.0.1:1111");
+        assert_eq!(c.listeners[1].default_tenant.as_deref(), Some("local"));
         // A mistyped key of a known section is still an error, named.
         let e = env(&[("POPGATE_SERVER__HOSTNME", "x")]).unwrap_err();
         assert!(e.to_string().contains("hostnme"), "{e}");

@@ -19,12 +19,11 @@ pub struct Raised {
     pub short_of: Option<(u64, u64)>,
 }
 
-/// Open files `max_connections` sessions need: a socket, and a message
-/// file while one streams.
+/// Open files `max_connections` sessions need: a socket each, and a
+/// message file for the (fewer) sessions streaming one from a Maildir.
 pub fn needed(max_connections: usize) -> u64 {
-    (max_connections as u64)
-        .saturating_mul(2)
-        .saturating_add(HEADROOM)
+    let n = max_connections as u64;
+    n.saturating_add(n / 8).saturating_add(HEADROOM)
 }
 
 /// Raises the soft limit towards `needed` (never lowers it).
@@ -75,7 +74,7 @@ pub fn raise_for(max_connections: usize) {
                     max_connections,
                     "server.max_connections needs {needed} open files but the hard RLIMIT_NOFILE is {hard}: \
                      connections past about {} will be refused (raise LimitNOFILE= or ulimit -Hn, or lower server.max_connections)",
-                    hard.saturating_sub(HEADROOM) / 2
+                    hard.saturating_sub(HEADROOM) * 8 / 9
                 );
             }
         }
