@@ -4,7 +4,17 @@
     deploycheck.py dashboard-rules DASHBOARD OUT     every PromQL expression of a Grafana
                                                      dashboard as a rule file, for promtool
     deploycheck.py alert-tests RULES TESTS           every alert has a firing unit test
-    deploycheck.py same-rules MANIFESTS RULES        the PrometheusRule carries the rule file
+    deploycheck.py same-rules MANIFESTS RULES        as many ServiceMonitors and PrometheusRules
+                                                     as the render asks for (none in the bare
+                                                     default render), each PrometheusRule
+                                                     carrying the rule file; for the default
+                                                     render, chart-modes too
+    deploycheck.py chart-modes CHART RULES           the chart rendered as helm install would:
+                                                     on clusters with and without
+                                                     prometheus-operator, refusing placeholders,
+                                                     rolling pods only for what popgate reads
+                                                     at start, with a termination grace period
+                                                     that covers popgate's shutdown
     deploycheck.py exercise CONFIG_DIR BIN           start popgate, drive traffic that makes
                                                      every metric family appear, save /metrics
     deploycheck.py metric-names EXPOSITION SRC FILE...
@@ -127,28 +137,224 @@ def load_docs(path):
         return [d for d in yaml.safe_load_all(f) if d]
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLES = os.path.join(HERE, "..", "examples")
+CHART = os.path.join(HERE, "..", "helm", "popgate")
+# The chart's prometheus-operator objects: values key, kind.
+MONITORING = (("serviceMonitor", "ServiceMonitor"), ("prometheusRule", "PrometheusRule"))
+OPERATOR_APIS = ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule"]
+# Every API server serves it, a plain helm template does not list it: the
+# chart's sign that it is rendered for a live cluster (popgate.onCluster).
+CLUSTER_API = "apiregistration.k8s.io/v1"
+
+
+def expected_monitoring(manifests):
+    """{kind: count} that scripts/validate-deploy's render MANIFESTS must hold.
+    It renders without --api-versions, as for a cluster without
+    prometheus-operator's CRDs: `auto` (the chart's default) makes nothing,
+    so the default render holds none; an example that sets enabled: true
+    holds one of each it enables. A render named default-operator is the
+    default chart rendered with OPERATOR_APIS: one of each."""
+    name = os.path.basename(manifests)[: -len(".yaml")]
+    if name == "default-operator":
+        return {kind: 1 for _, kind in MONITORING}
+    values = {}
+    if name != "default":
+        path = os.path.join(EXAMPLES, f"{name}.yaml")
+        if not os.path.exists(path):
+            fail(f"{manifests}: neither the default render nor one of {EXAMPLES}/*.yaml")
+        values = yaml.safe_load(open(path)) or {}
+    want = {}
+    for key, kind in MONITORING:
+        enabled = (values.get(key) or {}).get("enabled", "auto")
+        if enabled not in (True, False, "auto"):
+            fail(f"{name}: {key}.enabled is {enabled!r}, want true, false or auto")
+        want[kind] = 1 if enabled is True else 0
+    return want
+
+
+def check_monitoring(where, docs, want, rules):
+    """Exactly want[kind] objects of each kind; every PrometheusRule is the rule file."""
+    for kind, n in want.items():
+        found = [d for d in docs if d.get("kind") == kind]
+        if len(found) != n:
+            fail(f"{where}: {len(found)} {kind} objects, want {n}")
+        for d in found:
+            if kind == "PrometheusRule" and d["spec"] != rules:
+                fail(f"{where}: the PrometheusRule's spec differs from the rule file")
+
+
 def same_rules(manifests, rules_path):
-    want = yaml.safe_load(open(rules_path))
-    found = [d for d in load_docs(manifests) if d.get("kind") == "PrometheusRule"]
+    rules = yaml.safe_load(open(rules_path))
+    want = expected_monitoring(manifests)
+    check_monitoring(manifests, load_docs(manifests), want, rules)
+    print(f"{manifests}: " + ", ".join(f"{n} {k}" for k, n in want.items()) + f" (each carrying {rules_path})")
+    if os.path.basename(manifests) == "default.yaml":
+        chart_modes(CHART, rules_path)
+
+
+def helm_binary():
+    """POPGATE_HELM, else the helm scripts/validate-deploy installs next to
+    the venv this runs in ($POPGATE_DEPLOY_TOOLS/bin/helm)."""
+    helm = os.environ.get("POPGATE_HELM") or os.path.join(os.path.dirname(sys.prefix), "bin", "helm")
+    if not os.access(helm, os.X_OK):
+        fail(f"no helm at {helm} (set POPGATE_HELM)")
+    return helm
+
+
+def helm_template(chart, *args):
+    """(returncode, documents or [], stderr) of `helm template` of the chart."""
+    r = subprocess.run([helm_binary(), "template", "popgate", chart, "--namespace", "mail", *args],
+                       capture_output=True, text=True)
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d] if r.returncode == 0 else []
+    return r.returncode, docs, r.stderr.strip()
+
+
+def render(chart, *args):
+    code, docs, err = helm_template(chart, *args)
+    if code != 0:
+        fail(f"helm template {' '.join(args)}: {err}")
+    return docs
+
+
+def refused(chart, message, *args):
+    """The render must fail, naming `message`."""
+    code, _, err = helm_template(chart, *args)
+    if code == 0:
+        fail(f"helm template {' '.join(args)}: rendered, want a refusal naming {message!r}")
+    if message not in err:
+        fail(f"helm template {' '.join(args)}: refused without naming {message!r}: {err}")
+
+
+def of_kind(docs, kind):
+    found = [d for d in docs if d.get("kind") == kind]
     if len(found) != 1:
-        fail(f"{manifests}: {len(found)} PrometheusRule objects, want 1")
-    if found[0]["spec"] != want:
-        fail(f"{manifests}: the PrometheusRule's spec differs from {rules_path}")
-    print(f"the PrometheusRule carries {rules_path}")
+        fail(f"{len(found)} {kind} objects, want 1")
+    return found[0]
+
+
+def pod_template(docs):
+    return of_kind(docs, "Deployment")["spec"]["template"]
+
+
+def source_seconds(path, pattern, what):
+    m = re.search(pattern, open(path).read(), re.S)
+    if not m:
+        fail(f"{path}: cannot find {what}; update deploycheck.py's chart-modes to the code")
+    return int(m.group(1))
+
+
+def chart_modes(chart, rules_path):
+    rules = yaml.safe_load(open(rules_path))
+    ops = [a for api in OPERATOR_APIS for a in ("--api-versions", api)]
+    on = {"ServiceMonitor": 1, "PrometheusRule": 1}
+    off = {"ServiceMonitor": 0, "PrometheusRule": 0}
+
+    # prometheus-operator's objects: auto follows the cluster's CRDs, true
+    # and false force.
+    check_monitoring("with the CRDs", render(chart, *ops), on, rules)
+    check_monitoring("without the CRDs", render(chart), off, rules)
+    for kind, api in zip(("ServiceMonitor", "PrometheusRule"), OPERATOR_APIS):
+        check_monitoring(f"with only {api}", render(chart, "--api-versions", api),
+                         {k: int(k == kind) for k in on}, rules)
+    check_monitoring("with the CRDs, disabled", render(
+        chart, *ops, "--set", "serviceMonitor.enabled=false", "--set", "prometheusRule.enabled=false"), off, rules)
+    check_monitoring("without the CRDs, forced", render(
+        chart, "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true"), on, rules)
+    print("ServiceMonitor and PrometheusRule: only with prometheus-operator's CRDs (auto), or forced")
+
+    # A live install refuses the placeholders of values.yaml; offline
+    # renders (helm lint, helm template) keep them.
+    cluster = ["--api-versions", CLUSTER_API]
+    image = ["--set", "image.repository=registry.test/popgate"]
+    redis = ["--set-string", "credentials.env.POPGATE_LOCKS__URL=redis://:pw@redis.redis.svc:6379/0"]
+    refused(chart, "image.repository", *cluster)
+    refused(chart, "credentials.env.POPGATE_LOCKS__URL", *cluster, *image)
+    refused(chart, "credentials.env.PGPASSWORD", *cluster, *image, *redis,
+            "--set-string", "credentials.env.PGPASSWORD=REPLACE_ME")
+    refused(chart, "mail.storageClassName", "--set", "mail.create=true")
+    refused(chart, "networkPolicy.egress.redis has no `to`", "--set", "networkPolicy.egress.redis.to=null")
+    refused(chart, "networkPolicy.egress.redis has no `ports`", "--set", "networkPolicy.egress.redis.ports=null")
+    docs = render(chart, *cluster, *image, *redis)
+    check_monitoring("a live install without the CRDs", docs, off, rules)
+    render(chart, *cluster, *image, "--set", "credentials.existingSecret=popgate-credentials")
+    print("a live install refuses the image and REPLACE_ME placeholders; helm template keeps them")
+
+    # Pods roll for what popgate reads at start (config, environment), not
+    # for what it re-reads (passwd-files, TLS).
+    base = pod_template(render(chart))
+    for what, args, rolls in (
+        ("a passwd-file", ["--set-string", "passwd.files.acme\\.passwd=bob@acme.example:{PLAIN}x"], False),
+        ("a tenant's own passwd Secret", ["--set", "passwd.tenantSecrets.acme=acme-passwd"], True),
+        ("the TLS Secret", ["--set", "tls.create=true", "--set", "tls.certificate=c", "--set", "tls.privateKey=k"],
+         False),
+        ("the config", ["--set-string", "config=[server]\nhostname = \"x\""], True),
+        ("the credentials", ["--set-string", "credentials.env.PGPASSWORD=x"], True),
+    ):
+        changed = pod_template(render(chart, *args)) != base
+        if changed != rolls:
+            fail(f"changing {what} {'does not roll' if rolls else 'rolls'} the pods")
+    print("pods roll for the config and the credentials, not for passwd-files or TLS certificates")
+    tenant = pod_template(render(chart, "--set", "passwd.tenantSecrets.acme=acme-passwd",
+                                 "--set", "passwd.tenantSecrets.globex=globex-passwd"))
+    volume = [v for v in tenant["spec"]["volumes"] if v["name"] == "passwd"][0]
+    got = sorted((s["secret"]["name"], s["secret"]["items"][0]["path"]) for s in volume["projected"]["sources"])
+    if got != [("acme-passwd", "acme.passwd"), ("globex-passwd", "globex.passwd")]:
+        fail(f"passwd.tenantSecrets: the passwd volume holds {got}")
+    print("passwd.tenantSecrets: one Secret per tenant, one projected directory")
+
+    # terminationGracePeriodSeconds covers popgate's shutdown as the code
+    # has it: the preStop sleep, the grace, the wait for the last sessions
+    # to close (which covers each session's bounded goodbye), a margin.
+    src = os.path.join(HERE, "..", "..", "crates", "popgate-server", "src")
+    close_wait = source_seconds(
+        os.path.join(src, "listener.rs"),
+        r"force_tx\.send\(true\);\s*let _ = tokio::time::timeout\(Duration::from_secs\((\d+)\)",
+        "the wait for sessions to close after the grace")
+    flush = source_seconds(os.path.join(src, "conn.rs"),
+                           r"async fn close.*?min\(Duration::from_secs\((\d+)\)\)", "Conn::close's flush bound")
+    shut = source_seconds(os.path.join(src, "conn.rs"),
+                          r"async fn close.*?timeout\(Duration::from_secs\((\d+)\), self\.io\.shutdown",
+                          "Conn::close's shutdown bound")
+    if flush + shut > close_wait:
+        fail(f"Conn::close may take {flush + shut} s, more than the {close_wait} s Server::run waits")
+    for grace, prestop in ((30, 10), (120, 5)):
+        spec = pod_template(render(chart, "--set", f"shutdownGraceSeconds={grace}",
+                                   "--set", f"preStopSleepSeconds={prestop}"))["spec"]
+        period = spec["terminationGracePeriodSeconds"]
+        need = prestop + grace + close_wait
+        if not need < period <= need + 10:
+            fail(f"terminationGracePeriodSeconds {period} for preStop {prestop} s + grace {grace} s "
+                 f"+ {close_wait} s to close: want a margin of 1 to 10 s")
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        if env.get("POPGATE_SERVER__SHUTDOWN_GRACE") != f"{grace}s":
+            fail(f"shutdownGraceSeconds={grace} but POPGATE_SERVER__SHUTDOWN_GRACE={env.get('POPGATE_SERVER__SHUTDOWN_GRACE')}")
+    print(f"terminationGracePeriodSeconds = preStop + grace + {close_wait} s (listener.rs; "
+          f"Conn::close {flush} s + {shut} s) + margin")
 
 
 def configs(manifests, outdir):
     """Writes NAME.toml and NAME.env (KEY=VALUE lines) per ConfigMap with popgate.toml."""
     docs = load_docs(manifests)
     env = {}
+    secrets = {d["metadata"]["name"] for d in docs if d.get("kind") == "Secret"}
+    external = []
     for d in docs:
         if d.get("kind") == "Deployment":
             for c in d["spec"]["template"]["spec"]["containers"]:
                 if c["name"] == "popgate":
                     env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
+                    external += [f["secretRef"]["name"] for f in c.get("envFrom", [])
+                                 if "secretRef" in f and f["secretRef"]["name"] not in secrets]
         if d.get("kind") == "Secret" and d.get("type", "Opaque") == "Opaque":
             data = d.get("stringData", {})
             env.update({k: v for k, v in data.items() if re.fullmatch(r"[A-Z_][A-Z0-9_]*", k)})
+    if external:
+        # credentials.existingSecret: made before the install, so the render
+        # does not show it. The README has it hold POPGATE_LOCKS__URL; stand
+        # in for that (an address that resolves nowhere: check-config dials
+        # nothing).
+        env.setdefault("POPGATE_LOCKS__URL", "redis://:stand-in@redis.invalid:6379/0")
     n = 0
     for d in docs:
         if d.get("kind") == "ConfigMap" and "popgate.toml" in d.get("data", {}):
@@ -488,6 +694,8 @@ def main(argv):
         alert_tests(*args)
     elif cmd == "same-rules":
         same_rules(*args)
+    elif cmd == "chart-modes":
+        chart_modes(*args)
     elif cmd == "configs":
         configs(*args)
     elif cmd == "compose-config":

@@ -50,12 +50,106 @@ app.kubernetes.io/part-of: popgate
 {{- default (printf "%s-credentials" (include "popgate.fullname" .)) .Values.credentials.existingSecret }}
 {{- end }}
 
+{{/* The Secret the chart makes from passwd.files, or passwd.existingSecret. */}}
 {{- define "popgate.passwdSecret" -}}
 {{- default (printf "%s-passwd" (include "popgate.fullname" .)) .Values.passwd.existingSecret }}
 {{- end }}
 
+{{/* passwd.files without the files that passwd.tenantSecrets provide, as JSON. */}}
+{{- define "popgate.passwdFiles" -}}
+{{- $files := dict }}
+{{- range $name, $text := .Values.passwd.files }}
+{{- if not (hasKey $.Values.passwd.tenantSecrets (trimSuffix ".passwd" $name)) }}
+{{- $_ := set $files $name $text }}
+{{- end }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
+{{/* "true" when the chart makes the passwd Secret from passwd.files. */}}
+{{- define "popgate.passwdSecretCreated" -}}
+{{- if and .Values.passwd.enabled (not .Values.passwd.existingSecret) (include "popgate.passwdFiles" . | fromJson) }}true{{ end }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds, from what popgate does after SIGTERM. The
+kubelet counts the period from the start of the preStop hook:
+  preStopSleepSeconds     lifecycle.preStop.sleep, before SIGTERM is sent
+  shutdownGraceSeconds    Server::run (crates/popgate-server/src/listener.rs):
+                          sessions get server.shutdown_grace to end on their own
+  10                      then the remaining sessions are told to close, and
+                          Server::run waits up to 10 s more for them (the
+                          Duration::from_secs(10) after "grace period over");
+                          each one's goodbye is bounded by Conn::close
+                          (crates/popgate-server/src/conn.rs): 2 s to flush,
+                          1 s to shut the socket, well inside those 10 s
+  5                       margin: the process exits after "all sessions closed"
+*/}}
 {{- define "popgate.terminationGracePeriodSeconds" -}}
-{{- add .Values.preStopSleepSeconds .Values.shutdownGraceSeconds 5 }}
+{{- add .Values.preStopSleepSeconds .Values.shutdownGraceSeconds 10 5 }}
+{{- end }}
+
+{{/*
+"true" when the chart is rendered for a live cluster: helm install, upgrade,
+--dry-run=server, or a tool that passes the cluster's API versions (Argo CD).
+Every API server serves apiregistration.k8s.io/v1 (its aggregation layer);
+helm lint and a plain helm template do not list it. The checks below refuse
+placeholders there only, so the chart still lints and renders offline.
+*/}}
+{{- define "popgate.onCluster" -}}
+{{- if .Capabilities.APIVersions.Has "apiregistration.k8s.io/v1" }}true{{ end }}
+{{- end }}
+
+{{/*
+Whether a prometheus-operator object is made: (list VALUE CONTEXT KIND).
+auto: when the cluster serves monitoring.coreos.com/v1 KIND; true: always
+(the install fails where the CRD is missing); false: never.
+*/}}
+{{- define "popgate.monitoringObject" -}}
+{{- $value := index . 0 }}
+{{- $ctx := index . 1 }}
+{{- $kind := index . 2 }}
+{{- if eq (toString $value) "auto" }}
+{{- if $ctx.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind) }}true{{ end }}
+{{- else if eq (toString $value) "true" }}true
+{{- else if ne (toString $value) "false" }}
+{{- fail (printf "%s enabled: %v: want auto, true or false" $kind $value) }}
+{{- end }}
+{{- end }}
+
+{{- define "popgate.serviceMonitorEnabled" -}}
+{{- include "popgate.monitoringObject" (list .Values.serviceMonitor.enabled . "ServiceMonitor") }}
+{{- end }}
+
+{{- define "popgate.prometheusRuleEnabled" -}}
+{{- include "popgate.monitoringObject" (list .Values.prometheusRule.enabled . "PrometheusRule") }}
+{{- end }}
+
+{{/*
+What a live install cannot run with: the placeholders of values.yaml, and
+prerequisites the chart can check without reading the cluster.
+*/}}
+{{- define "popgate.validate" -}}
+{{- if lt (int .Values.replicaCount) 2 }}
+{{- fail "replicaCount must be at least 2: popgate runs as a fleet (and needs Redis locks for it)" }}
+{{- end }}
+{{- if and .Values.passwd.enabled (not .Values.passwd.existingSecret) (not .Values.passwd.tenantSecrets) (not .Values.passwd.files) }}
+{{- fail "passwd.enabled needs passwd.files, passwd.existingSecret or passwd.tenantSecrets (or set passwd.enabled=false)" }}
+{{- end }}
+{{- if include "popgate.onCluster" . }}
+{{- if eq .Values.image.repository "registry.example.net/popgate/popgate" }}
+{{- fail "image.repository is still the placeholder registry.example.net/popgate/popgate: build and push the image from the repository's Dockerfile (README, section Kubernetes: the Helm chart), then set image.repository (and image.tag or image.digest)" }}
+{{- end }}
+{{- if and .Values.credentials.create (not .Values.credentials.existingSecret) }}
+{{- range $k, $v := .Values.credentials.env }}
+{{- if and (eq $k "POPGATE_LOCKS__URL") (contains "REPLACE_ME" $v) }}
+{{- fail "credentials.env.POPGATE_LOCKS__URL still holds the placeholder REPLACE_ME: the replicas share their mailbox locks through Redis, so point it at a real Redis (redis:// or rediss://), or put POPGATE_LOCKS__URL in a Secret of your own and set credentials.existingSecret (README, section Kubernetes: the Helm chart)" }}
+{{- else if contains "REPLACE_ME" $v }}
+{{- fail (printf "credentials.env.%s still holds the placeholder REPLACE_ME: set it, or put it in a Secret of your own and set credentials.existingSecret" $k) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The environment both popgate and its migrations get. */}}
