@@ -84,7 +84,7 @@ fn value(m: &Metrics, key: &str) -> f64 {
 
 fn summary(tenant: Option<&str>, outcome: Outcome) -> SessionSummary {
     SessionSummary {
-        id: 1,
+        id: popgate_server::SessionId::next(),
         client: SocketAddr::from(([192, 0, 2, 7], 40000)),
         tenant: tenant.map(String::from),
         user: Some("bob@acme.example".into()),
@@ -94,6 +94,7 @@ fn summary(tenant: Option<&str>, outcome: Outcome) -> SessionSummary {
         deleted: 1,
         duration: Duration::from_millis(2500),
         outcome,
+        logged_in: tenant.is_some(),
     }
 }
 
