@@ -253,6 +253,7 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
         env!("CARGO_PKG_VERSION"),
         config.tenants.iter().map(|t| t.name.clone()),
     ));
+    metrics.watch_hashing(hashing);
     let serve_state = Arc::new(ServeState::default());
     // Bound before POP3 listens: a taken metrics port stops the start.
     let metrics_tcp = match &config.metrics {
