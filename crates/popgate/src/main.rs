@@ -12,8 +12,21 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `popgate --version`: the version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("POPGATE_COMMIT"),
+    ")"
+);
+
+/// The help of every `--config`.
+pub(crate) const CONFIG_HELP: &str = "The configuration file (TOML). Without it: the file named by \
+     POPGATE_CONFIG, else the embedded default (./data, 127.0.0.1:1100). \
+     POPGATE_<SECTION>__<KEY> variables override its keys";
+
 #[derive(Parser)]
-#[command(name = "popgate", version, about = "A multi-tenant POP3 gateway")]
+#[command(name = "popgate", version = VERSION, about = "A multi-tenant POP3 gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -30,12 +43,12 @@ enum Cmd {
     },
     /// Serve POP3. Without --config: the embedded default (./data, 127.0.0.1:1100).
     Serve {
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE", help = CONFIG_HELP)]
         config: Option<PathBuf>,
     },
     /// Validate a configuration and exit: 0 if it is good, 2 with the key at fault if not.
     CheckConfig {
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE", help = CONFIG_HELP)]
         config: Option<PathBuf>,
     },
     /// Append the message on standard input to a user's mailbox, through the tenant's store.
@@ -43,7 +56,7 @@ enum Cmd {
     /// user, 75 (EX_TEMPFAIL) for anything that may pass (store or directory down, bad
     /// config): an MTA keeps the message queued and retries.
     Deliver {
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE", help = CONFIG_HELP)]
         config: Option<PathBuf>,
         /// The recipient, user@domain (or a bare user of a listener's default tenant).
         #[arg(long)]
@@ -51,10 +64,11 @@ enum Cmd {
     },
     /// Apply the database migrations to every PostgreSQL store and directory of the configuration.
     Migrate {
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE", help = CONFIG_HELP)]
         config: Option<PathBuf>,
     },
-    /// Manage the users of a tenant whose directory is PostgreSQL (password on standard input).
+    /// Manage the users of a tenant whose directory is PostgreSQL: add, passwd (password on
+    /// standard input), disable, enable, list, delete.
     User {
         #[command(subcommand)]
         command: pg::UserCmd,
