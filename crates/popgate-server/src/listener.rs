@@ -178,7 +178,14 @@ async fn connection(
                 let reason = crate::tls::failure_reason(&e);
                 shared.observer.tls_handshake_failed("implicit", reason);
                 // Before the session: no span yet, so the client is named here.
-                tracing::info!(client = %client, mode = "implicit", reason, error = %e, "TLS handshake failed");
+                // A connection closed before or during the handshake (a TCP
+                // probe, a load balancer's health check, a port scan) is no
+                // news: at debug, as the metric still counts it.
+                if reason == "eof" {
+                    tracing::debug!(client = %client, mode = "implicit", reason, error = %e, "TLS handshake failed");
+                } else {
+                    tracing::info!(client = %client, mode = "implicit", reason, error = %e, "TLS handshake failed");
+                }
                 return;
             }
             Err(_) => {

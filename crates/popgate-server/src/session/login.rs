@@ -158,7 +158,13 @@ impl Session {
                 self.shared
                     .observer
                     .tls_handshake_failed("starttls", reason);
-                tracing::info!(mode = "starttls", reason, error = %e, "TLS handshake failed");
+                // As for implicit TLS: a client gone before the handshake
+                // ends is at debug (see listener.rs).
+                if reason == "eof" {
+                    tracing::debug!(mode = "starttls", reason, error = %e, "TLS handshake failed");
+                } else {
+                    tracing::info!(mode = "starttls", reason, error = %e, "TLS handshake failed");
+                }
                 Flow::Close(Outcome::Error)
             }
             Err(_) => {
