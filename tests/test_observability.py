@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -227,6 +228,10 @@ def test_session_ids_are_unique_across_restarts(popgate):
                 c.ok("QUIT")
         ends = wait_lines(srv, lambda line: "session end" in line and f'user="{BOB}"' in line, 3)
         ids.append([fields(line)["id"] for line in ends])
+        # The start line ties the prefix to the process (the pod).
+        start = wait_lines(srv, lambda line: "popgate starting" in line)[0]
+        assert fields(start)["session_prefix"] == ids[-1][0].split("-")[0], start
+        assert re.search(r"commit=\S+", start) and "version=" in start, start
         srv.stop()
     first, second = ids
     for run in ids:
@@ -429,3 +434,27 @@ def test_user_list_and_delete_on_postgresql(popgate, pg_schema):
     assert r.returncode == 2 and b"tenants[0].auth" in r.stderr, r.stderr
     help_text = run_popgate(["user", "delete", "--help"]).stdout.decode()
     assert "mail stays" in help_text, help_text
+
+
+def test_shell_completions_and_man_pages(popgate_bin, tmp_path):
+    r = run_popgate(["completions", "bash"])
+    script = r.stdout.decode()
+    assert r.returncode == 0 and "_popgate()" in script and "check-config" in script and "--config" in script
+    script_file = tmp_path / "popgate.bash"
+    script_file.write_text(script)
+    check = subprocess.run(["bash", "-n", str(script_file)], capture_output=True)
+    assert check.returncode == 0, check.stderr
+    zsh = run_popgate(["completions", "zsh"]).stdout.decode()
+    assert zsh.startswith("#compdef popgate"), zsh[:100]
+    r = run_popgate(["completions", "tcsh"])
+    assert r.returncode == 2 and b"possible values" in r.stderr, r.stderr
+
+    page = run_popgate(["man"]).stdout.decode()
+    assert ".TH popgate 1" in page and "popgate\\-user(1)" in page, page[:400]
+    r = run_popgate(["man", "--dir", str(tmp_path)])
+    assert r.returncode == 0, r.stderr
+    delete = (tmp_path / "popgate-user-delete.1").read_text()
+    assert ".TH popgate-user-delete 1" in delete and "POPGATE_CONFIG" in delete, delete[:400]
+    assert {"popgate.1", "popgate-serve.1", "popgate-check-config.1", "popgate-user-list.1"} <= {
+        p.name for p in tmp_path.iterdir()
+    }

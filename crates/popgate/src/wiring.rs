@@ -235,6 +235,14 @@ fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
 pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     let config = load_checked(file.as_deref(), true)?;
     init_logging(&config);
+    // Every session id of this process starts with this prefix: the line
+    // that ties a session id to a pod.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = env!("POPGATE_COMMIT"),
+        session_prefix = %format!("{:08x}", popgate_server::observer::process_prefix()),
+        "popgate starting"
+    );
     crate::rlimit::raise_for(config.server.max_connections);
     // One hashing pool for every tenant's directory: its slots bound the
     // memory and CPU that password checks take, with a share per tenant.
