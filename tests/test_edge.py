@@ -23,12 +23,12 @@ def proxy_server(popgate, trusted=("127.0.0.1",), **kw):
 
 
 def session_clients(srv) -> list[str]:
-    """The client addresses of finished sessions, from the session-end log lines."""
+    """The client addresses of finished sessions, from the session-end log
+    lines (the client is the `session` span's: `session{id=... client=...}`)."""
     out = []
     for line in srv.log().splitlines():
         if "session end" in line:
-            fields = line.split("session end", 1)[1]
-            out.append(fields.split("client=", 1)[1].split()[0])
+            out.append(line.split("client=", 1)[1].split()[0].rstrip("}:"))
     return out
 
 

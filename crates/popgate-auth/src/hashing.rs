@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -72,6 +73,8 @@ pub struct HashPool {
     config: HashPoolConfig,
     slots: Arc<Semaphore>,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Checks waiting for their tenant's share or a slot.
+    waiting: AtomicUsize,
 }
 
 impl HashPool {
@@ -84,6 +87,7 @@ impl HashPool {
             slots: Arc::new(Semaphore::new(config.slots)),
             config,
             tenants: Mutex::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -94,6 +98,16 @@ impl HashPool {
     /// Slots free now.
     pub fn available(&self) -> usize {
         self.slots.available_permits()
+    }
+
+    /// Slots in use now.
+    pub fn busy(&self) -> usize {
+        self.config.slots.saturating_sub(self.available())
+    }
+
+    /// Password checks waiting now for a slot or for their tenant's share.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// The handle a tenant's directory hashes through. Handles of one
@@ -161,12 +175,17 @@ impl Hashing {
         F: FnOnce() -> T + Send + 'static,
     {
         let wait = self.pool.config.wait;
+        // Counted as waiting until the permits are had, the wait times out,
+        // or the caller gives up (the future is dropped).
+        let queued = Queued::enter(&self.pool.waiting);
         let acquire = async {
             let share = self.share.clone().acquire_owned().await?;
             let slot = self.pool.slots.clone().acquire_owned().await?;
             Ok::<_, tokio::sync::AcquireError>((share, slot))
         };
-        let permits = match tokio::time::timeout(wait, acquire).await {
+        let acquired = tokio::time::timeout(wait, acquire).await;
+        drop(queued);
+        let permits = match acquired {
             Ok(Ok(permits)) => permits,
             Ok(Err(_)) => return Err(AuthError("password hashing pool closed".into())),
             Err(_) => {
@@ -184,6 +203,22 @@ impl Hashing {
         })
         .await
         .map_err(|e| AuthError(format!("password check aborted: {e}")))
+    }
+}
+
+/// One entry of [`HashPool::waiting`], left when dropped.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Queued(count)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -217,5 +252,33 @@ mod tests {
         assert_eq!(share(8, Some(0)), 1);
         assert_eq!(share(2, Some(5)), 2);
         assert!((2..=8).contains(&HashPoolConfig::default_slots()));
+    }
+
+    #[tokio::test]
+    async fn busy_slots_and_waiting_checks_are_counted() {
+        let pool = HashPool::new(HashPoolConfig {
+            slots: 1,
+            wait: Duration::from_secs(10),
+            ..HashPoolConfig::default()
+        });
+        let (a, b) = (pool.for_tenant("a"), pool.for_tenant("b"));
+        assert_eq!((pool.busy(), pool.waiting()), (0, 0));
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn(async move { a.run(move || hold_rx.recv().is_ok()).await });
+        while pool.busy() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = tokio::spawn(async move { b.run(|| true).await });
+        while pool.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!((pool.busy(), pool.waiting()), (1, 1));
+        // A waiting check whose caller gives up is no longer counted.
+        second.abort();
+        let _ = second.await;
+        assert_eq!(pool.waiting(), 0);
+        hold_tx.send(()).unwrap();
+        assert!(first.await.unwrap().unwrap());
+        assert_eq!((pool.busy(), pool.waiting()), (0, 0));
     }
 }

@@ -14,7 +14,7 @@ pub mod scheme;
 
 pub use hashing::{HashPool, HashPoolConfig, Hashing};
 pub use passwd_file::PasswdFile;
-pub use postgres::PgDirectory;
+pub use postgres::{PgDirectory, UserEntry};
 
 /// A user the directory vouched for.
 ///

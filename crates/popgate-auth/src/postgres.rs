@@ -70,6 +70,15 @@ struct UserRow {
     allow_nets: Option<String>,
 }
 
+/// A user as `popgate user list` shows it: everything but the password.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserEntry {
+    pub login: String,
+    pub enabled: bool,
+    pub login_delay: Option<i32>,
+    pub allow_nets: Option<String>,
+}
+
 /// A user-management command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UserAdminError {
@@ -205,7 +214,31 @@ impl PgDirectory {
         .await
     }
 
-    /// Runs an UPDATE of one user's row; no row is `NotFound`.
+    /// The tenant's users, by login.
+    pub async fn list_users(&self) -> Result<Vec<UserEntry>, UserAdminError> {
+        sqlx::query_as(
+            "SELECT login, enabled, login_delay, allow_nets FROM users \
+             WHERE tenant = $1 ORDER BY login",
+        )
+        .bind(&self.tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    /// Deletes a user's row: they can no longer log in. Their mail is the
+    /// store's and stays where it is (a PostgreSQL store's messages too).
+    pub async fn delete_user(&self, login: &str) -> Result<(), UserAdminError> {
+        self.update_user(
+            login,
+            sqlx::query("DELETE FROM users WHERE tenant = $1 AND login = $2")
+                .bind(&self.tenant)
+                .bind(login),
+        )
+        .await
+    }
+
+    /// Runs an UPDATE or DELETE of one user's row; no row is `NotFound`.
     async fn update_user(
         &self,
         login: &str,

@@ -237,6 +237,12 @@ impl Exporter {
                     return Response::text(401, "unauthorized\n")
                         .header("WWW-Authenticate", "Bearer realm=\"popgate\"");
                 }
+                // popgate_ready says what /readyz would answer now.
+                let ready = matches!(
+                    tokio::time::timeout(READY_TIMEOUT, self.readiness.check()).await,
+                    Ok(Ok(()))
+                );
+                self.metrics.set_ready(ready);
                 Response {
                     status: 200,
                     content_type: CONTENT_TYPE,

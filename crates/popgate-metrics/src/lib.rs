@@ -9,6 +9,8 @@
 mod backends;
 mod http;
 mod metrics;
+#[cfg(target_os = "linux")]
+mod process;
 mod readiness;
 
 pub use backends::{BackendMonitor, BackendStatus};

@@ -6,8 +6,10 @@
 //! No user name, mailbox or address ever becomes a label.
 
 use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use popgate_auth::HashPool;
 use popgate_server::SessionObserver;
 use popgate_server::observer::{Outcome, SessionSummary};
 use prometheus::{
@@ -18,6 +20,9 @@ use prometheus::{
 /// The tenant label of a session that has no (configured) tenant: before
 /// login, or a login naming a domain no tenant serves.
 pub const NO_TENANT: &str = "-";
+
+/// The store operations a session makes, for series present from the start.
+const STORE_OPS: [&str; 3] = ["open", "fetch", "expunge"];
 
 const SESSION_BUCKETS: &[f64] = &[
     0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
@@ -51,6 +56,22 @@ pub struct Metrics {
     proxy_header_errors: IntCounterVec,
     login_penalty: Histogram,
     backend_up: IntGaugeVec,
+    ready: IntGauge,
+    tenant_sessions: IntGaugeVec,
+    tenant_store_errors: IntCounterVec,
+    hashing_slots: IntGauge,
+    hashing_busy: IntGauge,
+    hashing_waiting: IntGauge,
+    /// The server's hashing pool, read at each scrape.
+    hashing: OnceLock<Arc<HashPool>>,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -225,6 +246,50 @@ impl Metrics {
                 &["reason"],
             ),
             login_penalty,
+            ready: gauge(
+                &r,
+                "popgate_ready",
+                "1 when this process is ready for traffic (/readyz answers 200), 0 when not \
+                 (starting, draining); read at each scrape.",
+            ),
+            tenant_sessions: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "popgate_tenant_sessions_active",
+                        "POP3 sessions open now, by tenant: a session counts under \"-\" until \
+                         its login completes. The sum is popgate_sessions_active.",
+                    ),
+                    &["tenant"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
+            tenant_store_errors: counter_vec(
+                &r,
+                "popgate_tenant_store_errors_total",
+                "Failed mail store operations of logged-in sessions, by tenant and operation \
+                 (popgate_store_errors_total has the backend and the error kind).",
+                &["tenant", "op"],
+            ),
+            hashing_slots: gauge(
+                &r,
+                "popgate_password_hashing_slots",
+                "Password checks that may run at once (server.password_hashing.slots).",
+            ),
+            hashing_busy: gauge(
+                &r,
+                "popgate_password_hashing_slots_busy",
+                "Password-hashing slots in use at the scrape.",
+            ),
+            hashing_waiting: gauge(
+                &r,
+                "popgate_password_hashing_waiting",
+                "Logins waiting for a password-hashing slot (or for their tenant's share) \
+                 at the scrape.",
+            ),
+            hashing: OnceLock::new(),
             backend_up: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -246,8 +311,13 @@ impl Metrics {
         for outcome in Outcome::ALL {
             m.sessions.with_label_values(&[outcome.as_str()]);
         }
+        m.tenant_sessions.with_label_values(&[NO_TENANT]);
         for tenant in &m.tenants {
             let t = tenant.as_str();
+            m.tenant_sessions.with_label_values(&[t]);
+            for op in STORE_OPS {
+                m.tenant_store_errors.with_label_values(&[t, op]);
+            }
             m.sent_bytes.with_label_values(&[t]);
             m.messages_retrieved.with_label_values(&[t]);
             m.messages_deleted.with_label_values(&[t]);
@@ -257,7 +327,24 @@ impl Metrics {
             }
         }
         m.sent_bytes.with_label_values(&[NO_TENANT]);
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(crate::process::ProcessCollector::new()))
+            .expect("metric registered once");
         m
+    }
+
+    /// Sets `popgate_ready` (the exporter does, at each scrape, from its
+    /// readiness check).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Reads the hashing pool's slots and queue at each scrape. The first
+    /// pool given is kept.
+    pub fn watch_hashing(&self, pool: Arc<HashPool>) {
+        self.hashing_slots.set(clamp(pool.config().slots));
+        let _ = self.hashing.set(pool);
     }
 
     /// Records a backend health check (see `BackendMonitor`).
@@ -280,6 +367,10 @@ impl Metrics {
 
     /// The text exposition (format 0.0.4) of every metric.
     pub fn render(&self) -> String {
+        if let Some(pool) = self.hashing.get() {
+            self.hashing_busy.set(clamp(pool.busy()));
+            self.hashing_waiting.set(clamp(pool.waiting()));
+        }
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding our own well-formed families into a Vec cannot fail.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -295,6 +386,10 @@ impl Metrics {
             _ => NO_TENANT,
         }
     }
+}
+
+fn clamp(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl SessionObserver for Metrics {
@@ -313,9 +408,16 @@ impl SessionObserver for Metrics {
     }
 
     fn login(&self, tenant: Option<&str>, mechanism: &'static str, result: &'static str) {
+        let tenant = self.tenant(tenant);
         self.logins
-            .with_label_values(&[self.tenant(tenant), mechanism, result])
+            .with_label_values(&[tenant, mechanism, result])
             .inc();
+        // A completed login (once per session): the session moves from "-"
+        // to its tenant.
+        if result == "ok" {
+            self.tenant_sessions.with_label_values(&[NO_TENANT]).dec();
+            self.tenant_sessions.with_label_values(&[tenant]).inc();
+        }
     }
 
     fn lock(&self, tenant: &str, result: &'static str) {
@@ -347,12 +449,27 @@ impl SessionObserver for Metrics {
         }
     }
 
+    fn tenant_store_error(&self, tenant: &str, op: &'static str) {
+        self.tenant_store_errors
+            .with_label_values(&[self.tenant(Some(tenant)), op])
+            .inc();
+    }
+
     fn session_started(&self) {
         self.sessions_active.inc();
+        self.tenant_sessions.with_label_values(&[NO_TENANT]).inc();
     }
 
     fn session_ended(&self, s: &SessionSummary) {
         self.sessions_active.dec();
+        let counted_under = if s.logged_in {
+            self.tenant(s.tenant.as_deref())
+        } else {
+            NO_TENANT
+        };
+        self.tenant_sessions
+            .with_label_values(&[counted_under])
+            .dec();
         let outcome = s.outcome.as_str();
         self.sessions.with_label_values(&[outcome]).inc();
         self.session_duration

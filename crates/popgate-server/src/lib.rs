@@ -10,6 +10,7 @@ use popgate_lock::MailboxLocks;
 mod conn;
 pub use popgate_lock::limits;
 mod listener;
+pub mod logsafe;
 pub mod observer;
 pub mod proxy;
 mod session;
@@ -17,7 +18,7 @@ pub mod tenant;
 pub mod tls;
 
 pub use listener::{Listener, Server};
-pub use observer::{SessionObserver, SessionSummary};
+pub use observer::{SessionId, SessionObserver, SessionSummary};
 pub use tenant::{Tenant, Tenants};
 
 use limits::Limits;

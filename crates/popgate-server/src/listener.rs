@@ -175,14 +175,27 @@ async fn connection(
                 (Box::new(stream), true)
             }
             Ok(Err(e)) => {
-                shared
-                    .observer
-                    .tls_handshake_failed("implicit", crate::tls::failure_reason(&e));
-                tracing::debug!(client = %client, error = %e, "TLS handshake failed");
+                let reason = crate::tls::failure_reason(&e);
+                shared.observer.tls_handshake_failed("implicit", reason);
+                // Before the session: no span yet, so the client is named here.
+                // A connection closed before or during the handshake (a TCP
+                // probe, a load balancer's health check, a port scan) is no
+                // news: at debug, as the metric still counts it.
+                if reason == "eof" {
+                    tracing::debug!(client = %client, mode = "implicit", reason, error = %e, "TLS handshake failed");
+                } else {
+                    tracing::info!(client = %client, mode = "implicit", reason, error = %e, "TLS handshake failed");
+                }
                 return;
             }
             Err(_) => {
                 shared.observer.tls_handshake_failed("implicit", "timeout");
+                tracing::info!(
+                    client = %client,
+                    mode = "implicit",
+                    reason = "timeout",
+                    "TLS handshake failed"
+                );
                 return;
             }
         }

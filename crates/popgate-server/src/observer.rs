@@ -1,8 +1,55 @@
 //! Hooks for metrics: the session reports what happened, an observer counts.
 //! The default methods do nothing, so an observer implements what it needs.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// A session's id, unique across replicas and restarts: a random 32-bit
+/// prefix drawn once per process, and the process's session counter.
+/// Shown as `8f3a1c2e-000017` (eight hex digits, a dash, at least six
+/// decimal digits), so one session's lines can be picked out of the logs of
+/// a whole fleet, and one process's sessions by the prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    pub process: u32,
+    pub seq: u64,
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+impl SessionId {
+    /// The next id of this process.
+    pub fn next() -> SessionId {
+        SessionId {
+            process: process_prefix(),
+            seq: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}-{:06}", self.process, self.seq)
+    }
+}
+
+/// This process's random prefix of session ids. Should the system's random
+/// source fail, the pid and the clock stand in: unique enough for logs.
+pub fn process_prefix() -> u32 {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    *PREFIX.get_or_init(|| {
+        getrandom::u32().unwrap_or_else(|_| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+                .unwrap_or(0);
+            std::process::id().rotate_left(16) ^ nanos
+        })
+    })
+}
 
 /// How a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +102,7 @@ impl Outcome {
 /// The one-line record of a finished session.
 #[derive(Clone, Debug)]
 pub struct SessionSummary {
-    pub id: u64,
+    pub id: SessionId,
     pub client: SocketAddr,
     pub tenant: Option<String>,
     pub user: Option<String>,
@@ -65,6 +112,10 @@ pub struct SessionSummary {
     pub deleted: u64,
     pub duration: Duration,
     pub outcome: Outcome,
+    /// Whether the session reached TRANSACTION (its login completed); a
+    /// login whose credentials were good but that was refused (mailbox in
+    /// use, LOGIN-DELAY) leaves `tenant` and `user` set and this false.
+    pub logged_in: bool,
 }
 
 pub trait SessionObserver: Send + Sync {
@@ -72,6 +123,8 @@ pub trait SessionObserver: Send + Sync {
     fn connection_rejected(&self, _reason: &'static str) {}
     fn command(&self, _tenant: Option<&str>, _command: &'static str, _ok: bool) {}
     /// `result`: `ok`, `failed`, `in_use`, `temp_error`, `perm_error`, `denied`.
+    /// `ok` is reported once per session at most: the session is in
+    /// TRANSACTION from then on.
     fn login(&self, _tenant: Option<&str>, _mechanism: &'static str, _result: &'static str) {}
     /// `result`: `ok`, `in_use`, `error`.
     fn lock(&self, _tenant: &str, _result: &'static str) {}
@@ -84,6 +137,10 @@ pub trait SessionObserver: Send + Sync {
         _error: Option<&'static str>,
     ) {
     }
+    /// A store operation of a logged-in session of `tenant` failed (also
+    /// reported by [`SessionObserver::store_operation`], which knows the
+    /// backend but not the tenant).
+    fn tenant_store_error(&self, _tenant: &str, _op: &'static str) {}
     fn session_started(&self) {}
     fn session_ended(&self, _summary: &SessionSummary) {}
     /// A TLS handshake completed. `mode`: `starttls` or `implicit`.
@@ -101,3 +158,34 @@ pub trait SessionObserver: Send + Sync {
 /// Observes nothing.
 pub struct NoObserver;
 impl SessionObserver for NoObserver {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_prefix_dash_counter() {
+        let id = SessionId {
+            process: 0x8f3a1c2e,
+            seq: 17,
+        };
+        assert_eq!(id.to_string(), "8f3a1c2e-000017");
+        let small = SessionId {
+            process: 0xab,
+            seq: 1_234_567,
+        };
+        assert_eq!(small.to_string(), "000000ab-1234567");
+        let (a, b) = (SessionId::next(), SessionId::next());
+        assert_eq!(a.process, b.process, "one prefix per process");
+        assert!(b.seq > a.seq);
+        let text = a.to_string();
+        let (prefix, seq) = text.split_once('-').unwrap();
+        assert_eq!(prefix.len(), 8);
+        assert!(
+            prefix
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert!(seq.len() >= 6 && seq.bytes().all(|c| c.is_ascii_digit()));
+    }
+}

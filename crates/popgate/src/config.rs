@@ -2,6 +2,7 @@
 //! overrides (`__` between levels), loaded with figment, then validated
 //! before anything listens. Every error names the key it is about.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -804,9 +805,47 @@ fn env_array_overrides(
 }
 
 fn figment_error(e: figment::Error) -> ConfigError {
-    // figment says `tenants.0.expire`; validation says `tenants[0].expire`.
+    use figment::error::Kind;
+    // For an unknown field inside a `kind`-tagged table, figment's path
+    // stops at the table: the field is added here.
+    let mut path = e.path.clone();
+    if let Kind::UnknownField(field, _) = &e.kind
+        && path.last() != Some(field)
+    {
+        path.push(field.clone());
+    }
+    let key = dotted_key(&path);
+    let mut message = match &e.kind {
+        Kind::UnknownField(field, expected) => unknown("key", field, expected),
+        Kind::UnknownVariant(value, expected) => unknown("value", value, expected),
+        other => other.to_string(),
+    };
+    if let Some(md) = &e.metadata {
+        match &md.source {
+            Some(figment::Source::File(file)) => {
+                message.push_str(&format!(" (in {}", file.display()));
+                if let Some(line) = std::fs::read_to_string(file)
+                    .ok()
+                    .and_then(|text| line_of(&text, &path))
+                {
+                    message.push_str(&format!(", line {line}"));
+                }
+                message.push(')');
+            }
+            _ if md.name == "TOML source string" => {
+                message.push_str(" (in the embedded default configuration)");
+            }
+            // The environment's overrides are merged as serialized values.
+            _ => message.push_str(&format!(" (from the environment: {})", env_name(&path))),
+        }
+    }
+    ConfigError::new(key, message)
+}
+
+/// `tenants.0.expire` as validation says it: `tenants[0].expire`.
+fn dotted_key(path: &[String]) -> String {
     let mut key = String::new();
-    for part in &e.path {
+    for part in path {
         if part.bytes().all(|b| b.is_ascii_digit()) && !key.is_empty() {
             key.push_str(&format!("[{part}]"));
         } else {
@@ -819,11 +858,115 @@ fn figment_error(e: figment::Error) -> ConfigError {
     if key.is_empty() {
         key = "config".into();
     }
-    let mut message = e.kind.to_string();
-    if let Some(md) = &e.metadata {
-        message.push_str(&format!(" (from {})", md.name));
+    key
+}
+
+/// The variable that sets a key: `POPGATE_TENANTS__0__LOGIN_DELAY`.
+fn env_name(path: &[String]) -> String {
+    format!("POPGATE_{}", path.join("__").to_ascii_uppercase())
+}
+
+/// `unknown key "hostnme" (did you mean "hostname"?)`; without a close
+/// match, the expected names (a table of popgate's has at most a score).
+fn unknown(what: &str, given: &str, expected: &[&str]) -> String {
+    match did_you_mean(given, expected) {
+        Some(close) => format!("unknown {what} \"{given}\" (did you mean \"{close}\"?)"),
+        None if expected.is_empty() => {
+            format!("unknown {what} \"{given}\" (none is expected here)")
+        }
+        None => format!(
+            "unknown {what} \"{given}\" (expected one of: {})",
+            expected.join(", ")
+        ),
     }
-    ConfigError::new(key, message)
+}
+
+/// The expected name closest to `given`, if it is close: a few typos
+/// away (case aside), or a part of it (`plaintext` for `plaintext_auth`).
+fn did_you_mean<'a>(given: &str, expected: &[&'a str]) -> Option<&'a str> {
+    let given = given.to_ascii_lowercase();
+    let mut best: Option<(usize, &str)> = None;
+    for &candidate in expected {
+        let d = edit_distance(&given, &candidate.to_ascii_lowercase());
+        let bound = (candidate.len().max(given.len()) / 4).clamp(1, 3);
+        let prefix = given.len() >= 4
+            && (candidate.starts_with(given.as_str()) || given.starts_with(candidate));
+        if (d <= bound || prefix) && best.is_none_or(|(b, _)| d < b) {
+            best = Some((d, candidate));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and transpositions of two neighbours each cost 1 (`hostnmae` is one
+/// from `hostname`).
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // Three rows: two back (for transpositions), the previous, this one.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut row = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        row[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (prev[j] + 1).min(row[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(before[j - 2] + 1);
+            }
+        }
+        std::mem::swap(&mut before, &mut prev);
+        std::mem::swap(&mut prev, &mut row);
+    }
+    prev[b.len()]
+}
+
+/// The line (from 1) of a TOML file where the key at `path` is set, as
+/// far as a line-by-line look can tell: in the table (`[server]`, the
+/// n-th `[[tenants]]`) that holds it, the line that sets the key or the
+/// inline table it is in (`auth = { kind = "...", path = "..." }`).
+fn line_of(text: &str, path: &[String]) -> Option<usize> {
+    let mut table: Vec<String> = Vec::new();
+    let mut arrays: HashMap<String, usize> = HashMap::new();
+    let mut found: Option<(usize, usize)> = None; // (table depth, line)
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            let name = name.trim().to_string();
+            let i = arrays
+                .entry(name.clone())
+                .and_modify(|i| *i += 1)
+                .or_insert(0);
+            table = name.split('.').map(|p| p.trim().to_string()).collect();
+            table.push(i.to_string());
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = name.split('.').map(|p| p.trim().to_string()).collect();
+            continue;
+        }
+        if path.len() <= table.len() || path[..table.len()] != table[..] {
+            continue;
+        }
+        let rest = &path[table.len()..];
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key: Vec<String> = key
+            .split('.')
+            .map(|p| p.trim().trim_matches('"').to_string())
+            .collect();
+        let sets = rest.starts_with(&key)
+            && (rest.len() == key.len()
+                || rest[key.len()..].iter().all(|inner| {
+                    value.contains(&format!("{inner} =")) || value.contains(&format!("{inner}="))
+                }));
+        if sets && found.is_none_or(|(depth, _)| table.len() > depth) {
+            found = Some((table.len(), n + 1));
+        }
+    }
+    found.map(|(_, line)| line)
 }
 
 impl Config {
@@ -1361,6 +1504,119 @@ mod tests {
         let e = parse("[[tenants]]\nname = \"a\"\nauth = { kind = \"ldap\" }\nstore = { kind = \"maildir\", path = \"/m/%n\" }\n")
             .unwrap_err();
         assert!(e.to_string().contains("ldap"), "{e}");
+    }
+
+    #[test]
+    fn edit_distance_counts_typos() {
+        assert_eq!(edit_distance("hostname", "hostname"), 0);
+        assert_eq!(edit_distance("hostnme", "hostname"), 1);
+        assert_eq!(edit_distance("hostnmae", "hostname"), 1, "a transposition");
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("ca", "abc"), 3, "OSA, not Damerau");
+        assert_eq!(
+            edit_distance("d\u{e9}j\u{e0}", "deja"),
+            2,
+            "chars, not bytes"
+        );
+    }
+
+    #[test]
+    fn unknown_names_get_a_suggestion_when_one_is_close() {
+        let server = [
+            "hostname",
+            "shutdown_grace",
+            "auth_timeout",
+            "idle_timeout",
+            "log_level",
+        ];
+        assert_eq!(did_you_mean("hostnme", &server), Some("hostname"));
+        assert_eq!(did_you_mean("HostName", &server), Some("hostname"));
+        assert_eq!(did_you_mean("idle_timout", &server), Some("idle_timeout"));
+        assert_eq!(
+            did_you_mean("log", &server),
+            None,
+            "too short to be a prefix"
+        );
+        assert_eq!(did_you_mean("colour", &server), None);
+        let listener = ["address", "tls", "plaintext_auth", "default_tenant"];
+        assert_eq!(did_you_mean("plaintext", &listener), Some("plaintext_auth"));
+        assert_eq!(did_you_mean("tsl", &listener), Some("tls"));
+        assert_eq!(did_you_mean("x", &listener), None);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_a_suggestion_and_the_file_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("popgate.toml");
+        std::fs::write(
+            &file,
+            "# popgate\n[server]\nhostname = \"pop.example\"\nhostnme = \"x\"\n",
+        )
+        .unwrap();
+        let e = load_with_env(Some(&file), []).unwrap_err();
+        assert_eq!(e.key, "server.hostnme");
+        assert_eq!(
+            e.message,
+            format!(
+                "unknown key \"hostnme\" (did you mean \"hostname\"?) (in {}, line 4)",
+                file.display()
+            )
+        );
+        assert!(
+            !e.message.contains("shutdown_grace"),
+            "no list of every key: {e}"
+        );
+
+        // Nothing close: the keys of the table are listed.
+        std::fs::write(&file, "[server]\ncolour = 1\n").unwrap();
+        let e = load_with_env(Some(&file), []).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("unknown key \"colour\" (expected one of: hostname, "),
+            "{e}"
+        );
+
+        // In the second [[tenants]], inside an inline table of a `kind`.
+        let tenant = |n: &str, auth: &str| {
+            format!(
+                "[[tenants]]\nname = \"{n}\"\nauth = {auth}\nstore = {{ kind = \"maildir\", path = \"/m/%n\" }}\n"
+            )
+        };
+        std::fs::write(
+            &file,
+            tenant("a", "{ kind = \"passwd-file\", path = \"/p\" }")
+                + &tenant("b", "{ kind = \"passwd-file\", paht = \"/p\" }"),
+        )
+        .unwrap();
+        let e = load_with_env(Some(&file), []).unwrap_err();
+        assert_eq!(e.key, "tenants[1].auth.paht", "{e}");
+        assert!(e.message.contains("(did you mean \"path\"?)"), "{e}");
+        assert!(e.message.ends_with(", line 7)"), "{e}");
+
+        // A wrong type names the line too; the environment names the variable.
+        std::fs::write(&file, "[server]\n\nmax_auth_failures = \"many\"\n").unwrap();
+        let e = load_with_env(Some(&file), []).unwrap_err();
+        assert_eq!(e.key, "server.max_auth_failures");
+        assert!(e.message.ends_with(", line 3)"), "{e}");
+        let e = load_with_env(
+            None,
+            [("POPGATE_SERVER__HOSTNMAE".to_string(), "x".to_string())],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "server.hostnmae: unknown key \"hostnmae\" (did you mean \"hostname\"?) \
+             (from the environment: POPGATE_SERVER__HOSTNMAE)"
+        );
+        // An unknown kind gets its suggestion as well.
+        let e = parse(&tenant("a", "{ kind = \"pasword-file\", path = \"/p\" }")).unwrap_err();
+        assert!(
+            e.message
+                .contains("unknown value \"pasword-file\" (did you mean \"passwd-file\"?)"),
+            "{e}"
+        );
     }
 
     #[test]

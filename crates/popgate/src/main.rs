@@ -10,10 +10,23 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// `popgate --version`: the version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("POPGATE_COMMIT"),
+    ")"
+);
+
+/// The help of every `--config`.
+pub(crate) const CONFIG_HELP: &str = "The configuration file (TOML). Without it: the file named by \
+     POPGATE_CONFIG, else the embedded default (./data, 127.0.0.1:1100). \
+     POPGATE_<SECTION>__<KEY> variables override its keys";
 
 #[derive(Parser)]
-#[command(name = "popgate", version, about = "A multi-tenant POP3 gateway")]
+#[command(name = "popgate", version = VERSION, about = "A multi-tenant POP3 gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -30,12 +43,12 @@ enum Cmd {
     },
     /// Serve POP3. Without --config: the embedded default (./data, 127.0.0.1:1100).
     Serve {
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE", help = CONFIG_HELP)]
         config: Option<PathBuf>,
     },
     /// Validate a configuration and exit: 0 if it is good, 2 with the key at fault if not.
     CheckConfig {
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE", help = CONFIG_HELP)]
         config: Option<PathBuf>,
     },
     /// Append the message on standard input to a user's mailbox, through the tenant's store.
@@ -43,7 +56,7 @@ enum Cmd {
     /// user, 75 (EX_TEMPFAIL) for anything that may pass (store or directory down, bad
     /// config): an MTA keeps the message queued and retries.
     Deliver {
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE", help = CONFIG_HELP)]
         config: Option<PathBuf>,
         /// The recipient, user@domain (or a bare user of a listener's default tenant).
         #[arg(long)]
@@ -51,10 +64,11 @@ enum Cmd {
     },
     /// Apply the database migrations to every PostgreSQL store and directory of the configuration.
     Migrate {
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE", help = CONFIG_HELP)]
         config: Option<PathBuf>,
     },
-    /// Manage the users of a tenant whose directory is PostgreSQL (password on standard input).
+    /// Manage the users of a tenant whose directory is PostgreSQL: add, passwd (password on
+    /// standard input), disable, enable, list, delete.
     User {
         #[command(subcommand)]
         command: pg::UserCmd,
@@ -64,6 +78,18 @@ enum Cmd {
         /// ARGON2ID, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT or PLAIN.
         #[arg(long, short, default_value = "ARGON2ID")]
         scheme: String,
+    },
+    /// Print a shell completion script: `popgate completions bash > /etc/bash_completion.d/popgate`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `popgate man > popgate.1`; with --dir, write the pages of
+    /// popgate and of every subcommand there (popgate.1, popgate-serve.1, ...).
+    Man {
+        /// A directory to write every page to, instead of printing popgate(1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -85,6 +111,29 @@ fn main() -> ExitCode {
         Cmd::Migrate { config } => run(|| pg::migrate(config)),
         Cmd::User { command } => run(|| command.run()),
         Cmd::Pw { scheme } => pw(&scheme),
+        Cmd::Completions { shell } => {
+            // Into memory first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "popgate", &mut script);
+            print_bytes(&script)
+        }
+        Cmd::Man { dir: Some(dir) } => match clap_mangen::generate_to(Cli::command(), &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("popgate: {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Man { dir: None } => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => print_bytes(&page),
+                Err(e) => {
+                    eprintln!("popgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Healthcheck { url } => match healthcheck(&url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -92,6 +141,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Writes generated text to standard output; a closed pipe is no panic.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("popgate: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -210,5 +273,61 @@ fn healthcheck(url: &str) -> Result<(), String> {
             "{url} answered {:?}",
             status_line.lines().next().unwrap_or("")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_config_flag_has_the_same_help() {
+        fn walk(cmd: &clap::Command, found: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.get_id() == "config" {
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    assert!(
+                        help.contains("POPGATE_CONFIG"),
+                        "{}: {help}",
+                        cmd.get_name()
+                    );
+                    found.push(cmd.get_name().to_string());
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, found);
+            }
+        }
+        let mut found = Vec::new();
+        walk(&Cli::command(), &mut found);
+        for name in [
+            "serve",
+            "check-config",
+            "deliver",
+            "migrate",
+            "add",
+            "list",
+            "delete",
+        ] {
+            assert!(
+                found.iter().any(|f| f == name),
+                "{name} has no --config: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_version_names_a_commit() {
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+        let commit = VERSION
+            .split_once("(commit ")
+            .and_then(|(_, c)| c.strip_suffix(')'))
+            .unwrap();
+        assert!(!commit.is_empty() && !commit.contains(' '), "{VERSION}");
     }
 }

@@ -224,11 +224,31 @@ pub enum UserCmd {
         #[command(flatten)]
         target: UserTarget,
     },
+    /// List a tenant's users (never their passwords)
+    ///
+    /// One user a line, by login: the login, `enabled` or `disabled`, and the per-user
+    /// `login_delay=N` and `allow_nets=...` when set, separated by tabs.
+    List {
+        #[arg(long, short, value_name = "FILE", help = crate::CONFIG_HELP)]
+        config: Option<PathBuf>,
+        /// The tenant, by its name in the configuration.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Delete a user from the directory; their mail stays in the store
+    ///
+    /// Their logins fail from then on. Only the user's row goes: their mail stays in the
+    /// tenant's store (Maildir, PostgreSQL or S3), to be removed there, or found again by a
+    /// user added later under the same login.
+    Delete {
+        #[command(flatten)]
+        target: UserTarget,
+    },
 }
 
 #[derive(clap::Args)]
 pub struct UserTarget {
-    #[arg(long, short)]
+    #[arg(long, short, value_name = "FILE", help = crate::CONFIG_HELP)]
     config: Option<PathBuf>,
     /// user@domain, or a bare user name (of --tenant, or of a listener's default tenant).
     #[arg(long)]
@@ -257,6 +277,8 @@ impl UserCmd {
             UserCmd::Passwd { target, scheme } => (target, UserAction::Passwd { scheme }),
             UserCmd::Disable { target } => (target, UserAction::Disable),
             UserCmd::Enable { target } => (target, UserAction::Enable),
+            UserCmd::Delete { target } => (target, UserAction::Delete),
+            UserCmd::List { config, tenant } => return list(config, &tenant).await,
         };
         user(t.config, t.user, t.tenant, action).await
     }
@@ -274,6 +296,7 @@ pub enum UserAction {
     },
     Disable,
     Enable,
+    Delete,
 }
 
 /// `popgate user add|passwd|disable|enable`: manages a PostgreSQL directory.
@@ -310,21 +333,7 @@ pub async fn user(
         ))
     })?;
     let t = &config.tenants[index];
-    let AuthSection::Postgres(pg) = &t.auth else {
-        return Err(ConfigError::new(
-            format!("tenants[{index}].auth"),
-            format!(
-                "tenant {:?} does not keep its users in PostgreSQL (kind = \"postgres\")",
-                t.name
-            ),
-        )
-        .into());
-    };
-    let pool = pg
-        .pg_config()
-        .pool()
-        .map_err(|e| ConfigError::new(format!("tenants[{index}].auth.url"), e))?;
-    let directory = PgDirectory::new(pool.clone(), t.name.clone());
+    let (pool, directory) = pg_directory(&config, index)?;
     let result = match action {
         UserAction::Add {
             scheme,
@@ -342,11 +351,77 @@ pub async fn user(
         }
         UserAction::Disable => directory.set_enabled(&login, false).await,
         UserAction::Enable => directory.set_enabled(&login, true).await,
+        UserAction::Delete => directory.delete_user(&login).await,
     };
     pool.close().await;
     result.map_err(|e| Error::Runtime(format!("tenant {}: {e}", t.name)))?;
     println!("tenant {}: {login}: done", t.name);
     Ok(())
+}
+
+/// The directory of the tenant at `index`, which must be PostgreSQL, and
+/// its pool (to close when done).
+fn pg_directory(config: &Config, index: usize) -> Result<(PgPool, PgDirectory), Error> {
+    let t = &config.tenants[index];
+    let AuthSection::Postgres(pg) = &t.auth else {
+        return Err(ConfigError::new(
+            format!("tenants[{index}].auth"),
+            format!(
+                "tenant {:?} does not keep its users in PostgreSQL (kind = \"postgres\")",
+                t.name
+            ),
+        )
+        .into());
+    };
+    let pool = pg
+        .pg_config()
+        .pool()
+        .map_err(|e| ConfigError::new(format!("tenants[{index}].auth.url"), e))?;
+    let directory = PgDirectory::new(pool.clone(), t.name.clone());
+    Ok((pool, directory))
+}
+
+/// `popgate user list --tenant NAME`.
+async fn list(file: Option<PathBuf>, tenant: &str) -> Result<(), Error> {
+    let config = load_checked(file.as_deref(), false)?;
+    let index = config
+        .tenants
+        .iter()
+        .position(|t| t.name == tenant)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+            Error::Runtime(format!(
+                "--tenant {tenant:?}: no such tenant (the configuration has {})",
+                names.join(", ")
+            ))
+        })?;
+    let (pool, directory) = pg_directory(&config, index)?;
+    let users = directory.list_users().await;
+    pool.close().await;
+    let users = users.map_err(|e| Error::Runtime(format!("tenant {tenant}: {e}")))?;
+    let mut out = String::new();
+    for u in &users {
+        out.push_str(&user_line(u));
+        out.push('\n');
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// One line of `user list`.
+fn user_line(u: &popgate_auth::UserEntry) -> String {
+    let mut line = format!(
+        "{}\t{}",
+        u.login,
+        if u.enabled { "enabled" } else { "disabled" }
+    );
+    if let Some(d) = u.login_delay {
+        line.push_str(&format!("\tlogin_delay={d}"));
+    }
+    if let Some(nets) = &u.allow_nets {
+        line.push_str(&format!("\tallow_nets={nets}"));
+    }
+    line
 }
 
 /// Reads one line (the password) from standard input and hashes it.
@@ -409,6 +484,24 @@ mod tests {
         assert_eq!(s.max_connections, 10);
         assert_eq!(s, list[1].1.pg_config(), "equal settings: one pool");
         list[0].1.validate("tenants[0].store").unwrap();
+    }
+
+    #[test]
+    fn user_list_lines_are_tab_separated_without_secrets() {
+        let mut u = popgate_auth::UserEntry {
+            login: "bob@globex.example".into(),
+            enabled: true,
+            login_delay: None,
+            allow_nets: None,
+        };
+        assert_eq!(user_line(&u), "bob@globex.example\tenabled");
+        u.enabled = false;
+        u.login_delay = Some(60);
+        u.allow_nets = Some("10.0.0.0/8,::1".into());
+        assert_eq!(
+            user_line(&u),
+            "bob@globex.example\tdisabled\tlogin_delay=60\tallow_nets=10.0.0.0/8,::1"
+        );
     }
 
     #[test]

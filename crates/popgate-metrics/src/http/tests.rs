@@ -66,6 +66,24 @@ async fn readyz_names_the_failing_check() {
 }
 
 #[tokio::test]
+async fn popgate_ready_follows_the_readiness_at_each_scrape() {
+    let (e, fake) = exporter(None);
+    let ready = |body: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("popgate_ready "))
+            .map(str::to_owned)
+    };
+    let r = get(&e, "GET /metrics HTTP/1.1").await;
+    assert_eq!(ready(&r.body).as_deref(), Some("1"), "{}", r.body);
+    *fake.0.lock().unwrap() = Err("draining".into());
+    let r = get(&e, "GET /metrics HTTP/1.1").await;
+    assert_eq!(ready(&r.body).as_deref(), Some("0"));
+    *fake.0.lock().unwrap() = Ok(());
+    let r = get(&e, "GET /metrics HTTP/1.1").await;
+    assert_eq!(ready(&r.body).as_deref(), Some("1"));
+}
+
+#[tokio::test]
 async fn bearer_token_guards_metrics_only() {
     let (e, _) = exporter(Some("s3cret"));
     assert_eq!(get(&e, "GET /metrics HTTP/1.1").await.status, 401);

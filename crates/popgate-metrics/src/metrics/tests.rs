@@ -64,7 +64,10 @@ pub(crate) fn parse(text: &str) -> BTreeMap<String, f64> {
             _ => name == family,
         };
         assert!(belongs, "{name} is not part of family {family}");
-        assert!(name.starts_with("popgate_"), "{name}");
+        assert!(
+            name.starts_with("popgate_") || name.starts_with("process_"),
+            "{name}"
+        );
         let key = if labels.is_empty() {
             name.to_string()
         } else {
@@ -84,7 +87,7 @@ fn value(m: &Metrics, key: &str) -> f64 {
 
 fn summary(tenant: Option<&str>, outcome: Outcome) -> SessionSummary {
     SessionSummary {
-        id: 1,
+        id: popgate_server::SessionId::next(),
         client: SocketAddr::from(([192, 0, 2, 7], 40000)),
         tenant: tenant.map(String::from),
         user: Some("bob@acme.example".into()),
@@ -94,6 +97,7 @@ fn summary(tenant: Option<&str>, outcome: Outcome) -> SessionSummary {
         deleted: 1,
         duration: Duration::from_millis(2500),
         outcome,
+        logged_in: tenant.is_some(),
     }
 }
 
@@ -307,6 +311,8 @@ fn promtool_finds_nothing_to_complain_about() {
     m.tls_handshake_failed("starttls", "timeout");
     m.proxy_header_error("untrusted");
     m.login_penalty(Duration::from_secs(1));
+    m.tenant_store_error("acme", "open");
+    m.set_ready(true);
     let text = m.render();
 
     let child = Command::new("promtool")
@@ -338,4 +344,113 @@ fn promtool_finds_nothing_to_complain_about() {
         out.status.success() && report.trim().is_empty(),
         "promtool says:\n{report}\non:\n{text}"
     );
+}
+
+#[test]
+fn the_operators_first_metrics_are_there_from_the_start() {
+    let m = Metrics::new("0.1.0", ["acme", "globex"]);
+    let s = parse(&m.render());
+    assert_eq!(s["popgate_ready"], 0.0);
+    assert_eq!(
+        s["popgate_password_hashing_slots"], 0.0,
+        "no pool watched yet"
+    );
+    assert_eq!(s["popgate_password_hashing_slots_busy"], 0.0);
+    assert_eq!(s["popgate_password_hashing_waiting"], 0.0);
+    for t in ["acme", "globex", "-"] {
+        assert_eq!(
+            s[&format!("popgate_tenant_sessions_active{{tenant=\"{t}\"}}")],
+            0.0
+        );
+    }
+    for t in ["acme", "globex"] {
+        for op in ["open", "fetch", "expunge"] {
+            assert_eq!(
+                s[&format!("popgate_tenant_store_errors_total{{op=\"{op}\",tenant=\"{t}\"}}")],
+                0.0
+            );
+        }
+    }
+    #[cfg(target_os = "linux")]
+    {
+        assert!(s["process_resident_memory_bytes"] > 1e6, "{s:?}");
+        assert!(s["process_virtual_memory_bytes"] >= s["process_resident_memory_bytes"]);
+        assert!(s["process_open_fds"] >= 3.0);
+        assert!(s["process_max_fds"] >= s["process_open_fds"]);
+        assert!(s["process_cpu_seconds_total"] >= 0.0);
+        assert!(s["process_start_time_seconds"] > 1.5e9);
+    }
+    m.set_ready(true);
+    assert_eq!(value(&m, "popgate_ready"), 1.0);
+}
+
+#[test]
+fn sessions_by_tenant_move_at_login_and_add_up() {
+    let m = Metrics::new("0.1.0", ["acme"]);
+    let by = |m: &Metrics, t: &str| {
+        value(
+            m,
+            &format!("popgate_tenant_sessions_active{{tenant=\"{t}\"}}"),
+        )
+    };
+    m.session_started();
+    m.session_started();
+    m.session_started();
+    assert_eq!((by(&m, "-"), by(&m, "acme")), (3.0, 0.0));
+    m.login(Some("acme"), "user", "failed");
+    m.login(Some("acme"), "plain", "in_use");
+    m.login(Some("acme"), "user", "ok");
+    assert_eq!((by(&m, "-"), by(&m, "acme")), (2.0, 1.0));
+    assert_eq!(value(&m, "popgate_sessions_active"), 3.0);
+    // Logged in and ended; verified but refused (tenant set, not logged
+    // in) and ended; never logged in and ended.
+    m.session_ended(&summary(Some("acme"), Outcome::Quit));
+    let mut refused = summary(Some("acme"), Outcome::Dropped);
+    refused.logged_in = false;
+    m.session_ended(&refused);
+    m.session_ended(&summary(None, Outcome::Dropped));
+    assert_eq!((by(&m, "-"), by(&m, "acme")), (0.0, 0.0));
+    assert_eq!(value(&m, "popgate_sessions_active"), 0.0);
+}
+
+#[test]
+fn store_errors_are_counted_by_tenant_too() {
+    let m = Metrics::new("0.1.0", ["acme"]);
+    m.tenant_store_error("acme", "fetch");
+    m.tenant_store_error("acme", "fetch");
+    m.tenant_store_error("not-configured", "open");
+    let s = parse(&m.render());
+    assert_eq!(
+        s["popgate_tenant_store_errors_total{op=\"fetch\",tenant=\"acme\"}"],
+        2.0
+    );
+    assert_eq!(
+        s["popgate_tenant_store_errors_total{op=\"open\",tenant=\"-\"}"],
+        1.0
+    );
+    assert!(!m.render().contains("not-configured"));
+}
+
+#[tokio::test]
+async fn the_hashing_pool_is_read_at_each_scrape() {
+    use popgate_auth::{HashPool, HashPoolConfig};
+    let m = Metrics::new("0.1.0", ["acme"]);
+    let pool = HashPool::new(HashPoolConfig {
+        slots: 3,
+        ..HashPoolConfig::default()
+    });
+    m.watch_hashing(pool.clone());
+    let s = parse(&m.render());
+    assert_eq!(s["popgate_password_hashing_slots"], 3.0);
+    assert_eq!(s["popgate_password_hashing_slots_busy"], 0.0);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let hashing = pool.for_tenant("acme");
+    let check = tokio::spawn(async move { hashing.run(move || rx.recv().is_ok()).await });
+    while pool.busy() == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(value(&m, "popgate_password_hashing_slots_busy"), 1.0);
+    tx.send(()).unwrap();
+    check.await.unwrap().unwrap();
+    assert_eq!(value(&m, "popgate_password_hashing_slots_busy"), 0.0);
 }

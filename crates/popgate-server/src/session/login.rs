@@ -154,16 +154,28 @@ impl Session {
                 Flow::Continue
             }
             Ok(Err(e)) => {
+                let reason = crate::tls::failure_reason(&e);
                 self.shared
                     .observer
-                    .tls_handshake_failed("starttls", crate::tls::failure_reason(&e));
-                tracing::debug!(session = self.id, error = %e, "STLS handshake failed");
+                    .tls_handshake_failed("starttls", reason);
+                // As for implicit TLS: a client gone before the handshake
+                // ends is at debug (see listener.rs).
+                if reason == "eof" {
+                    tracing::debug!(mode = "starttls", reason, error = %e, "TLS handshake failed");
+                } else {
+                    tracing::info!(mode = "starttls", reason, error = %e, "TLS handshake failed");
+                }
                 Flow::Close(Outcome::Error)
             }
             Err(_) => {
                 self.shared
                     .observer
                     .tls_handshake_failed("starttls", "timeout");
+                tracing::info!(
+                    mode = "starttls",
+                    reason = "timeout",
+                    "TLS handshake failed"
+                );
                 Flow::Close(Outcome::Timeout)
             }
         }
@@ -218,7 +230,11 @@ impl Session {
         };
         // Acting as another user (proxy authorization) is not offered.
         if !plain.authzid.is_empty() && !plain.authzid.eq_ignore_ascii_case(&plain.authcid) {
-            return self.fail_login("plain", None).await;
+            tracing::debug!(
+                authzid = %crate::logsafe::account(&plain.authzid),
+                "SASL PLAIN: acting as another user is not offered"
+            );
+            return self.fail_login("plain", None, &plain.authcid).await;
         }
         self.login("plain", &plain.authcid, Proof::Password(&plain.password.0))
             .await
@@ -270,7 +286,8 @@ impl Session {
                 }
             }
             self.shared.limits.finish(attempt, Verdict::Failure).await;
-            return self.fail_login(mechanism, None).await;
+            tracing::debug!("no tenant serves the login's domain, or the name is no login");
+            return self.fail_login(mechanism, None, login).await;
         };
         let who = Login {
             local: &mailbox.local,
@@ -287,11 +304,11 @@ impl Session {
             Ok(Some(user)) => user,
             Ok(None) => {
                 self.shared.limits.finish(attempt, Verdict::Failure).await;
-                return self.fail_login(mechanism, Some(&tenant.name)).await;
+                return self.fail_login(mechanism, Some(&tenant.name), login).await;
             }
             Err(e) => {
                 self.shared.limits.finish(attempt, Verdict::Unchecked).await;
-                tracing::warn!(session = self.id, tenant = %tenant.name, error = %e, "directory failure");
+                tracing::warn!(tenant = %tenant.name, error = %e, "directory failure");
                 return self.refuse_login(
                     &tenant.name,
                     mechanism,
@@ -349,7 +366,7 @@ impl Session {
                 );
             }
             Err(e @ LockError::Unavailable(_)) => {
-                tracing::warn!(session = self.id, tenant = %tenant.name, error = %e, "lock failure");
+                tracing::warn!(error = %e, "lock failure");
                 self.shared.observer.lock(&tenant.name, "error");
                 return self.refuse_login(
                     &tenant.name,
@@ -363,7 +380,9 @@ impl Session {
         let started = Instant::now();
         let opened = tenant.store.open(&mailbox).await;
         let backend = tenant.store.backend();
-        self.shared.observer.store_operation(
+        super::observe_store(
+            &*self.shared.observer,
+            &tenant.name,
             backend,
             "open",
             started.elapsed(),
@@ -372,7 +391,7 @@ impl Session {
         let maildrop = match opened {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(session = self.id, tenant = %tenant.name, error = %e, "maildrop open failed");
+                tracing::warn!(error = %e, "maildrop open failed");
                 lock.release().await;
                 let (code, result) = if e.is_temporary() {
                     (Code::SysTemp, "temp_error")
@@ -394,6 +413,15 @@ impl Session {
             .login(Some(&tenant.name), mechanism, "ok");
         let mb = Mailbox::new(tenant, tenant_session, mailbox, lock, maildrop, login_delay);
         let (count, octets) = mb.stat();
+        self.logged_in = true;
+        // Tenant, user and client are the span's.
+        tracing::info!(
+            mechanism,
+            tls = self.tls_active,
+            messages = count,
+            octets,
+            "login"
+        );
         response::ok(
             &mut self.conn.out,
             &format!("Logged in, {count} messages ({octets} octets)."),
@@ -413,12 +441,32 @@ impl Session {
         text: &str,
     ) -> Flow {
         self.shared.observer.login(Some(tenant), mechanism, result);
+        // The span has the tenant and the user: their credentials were good.
+        tracing::info!(mechanism, tls = self.tls_active, result, "login refused");
         response::err(&mut self.conn.out, Some(code), text);
         Flow::Continue
     }
 
-    async fn fail_login(&mut self, mechanism: &'static str, tenant: Option<&str>) -> Flow {
+    /// Answers a failed login. The log says "auth failed" whatever the
+    /// cause (unknown user or domain, wrong password, disabled user), as
+    /// the client hears it, and names the attempted account, escaped and
+    /// cut to a bounded length; never the password.
+    async fn fail_login(
+        &mut self,
+        mechanism: &'static str,
+        tenant: Option<&str>,
+        account: &str,
+    ) -> Flow {
         self.shared.observer.login(tenant, mechanism, "failed");
+        let logged = crate::logsafe::account(account);
+        tracing::info!(
+            user = logged.as_str(),
+            tenant = tenant.unwrap_or("-"),
+            mechanism,
+            tls = self.tls_active,
+            failures = self.auth_failures + 1,
+            "auth failed"
+        );
         self.auth_failures += 1;
         // Flush what the client pipelined before, then make it wait.
         if self.conn.flush().await.is_err() {

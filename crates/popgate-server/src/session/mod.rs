@@ -18,7 +18,7 @@ mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use pop3_proto::capa::Capabilities;
@@ -27,13 +27,11 @@ use tokio::sync::watch;
 
 use crate::conn::{Conn, ConnError, Io};
 use crate::limits::ConnectionPermit;
-use crate::observer::{Outcome, SessionSummary};
+use crate::observer::{Outcome, SessionId, SessionObserver, SessionSummary};
 use crate::{ListenerConfig, Shared, TlsMode};
 
 use login::Sasl;
 use transaction::Mailbox;
-
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// What the loop does after a command.
 pub(crate) enum Flow {
@@ -56,7 +54,7 @@ pub(crate) struct Session {
     conn: Conn,
     reader: LineReader,
     state: State,
-    id: u64,
+    id: SessionId,
     client: SocketAddr,
     tls_active: bool,
     apop_timestamp: Option<String>,
@@ -76,6 +74,8 @@ pub(crate) struct Session {
     deleted: u64,
     tenant: Option<String>,
     user: Option<String>,
+    /// Whether a login completed (the session reached TRANSACTION).
+    logged_in: bool,
     /// Turns true when the server's shutdown grace is over.
     shutdown: watch::Receiver<bool>,
     /// Counts this connection against the caps until the session ends.
@@ -92,7 +92,7 @@ impl Session {
         shutdown: watch::Receiver<bool>,
         permit: ConnectionPermit,
     ) -> Self {
-        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let id = SessionId::next();
         let apop_possible = shared.tenants.iter().any(|t| t.directory.supports_apop());
         let apop_timestamp = apop_possible.then(|| {
             let nanos = std::time::SystemTime::now()
@@ -102,7 +102,7 @@ impl Session {
             format!(
                 "<{}.{}.{}@{}>",
                 std::process::id(),
-                id,
+                id.seq,
                 nanos,
                 shared.config.hostname
             )
@@ -128,18 +128,21 @@ impl Session {
             deleted: 0,
             tenant: None,
             user: None,
+            logged_in: false,
             shutdown,
             _permit: permit,
         }
     }
 
-    /// Serves the connection to its end and records the outcome.
-    /// Serves the connection inside a `session` span (id, client, and once
-    /// logged in tenant and user), so every log line of it can be told apart.
+    /// Serves the connection to its end and records the outcome, inside a
+    /// `session` span: its id, the client (after PROXY), and once the
+    /// credentials are verified the tenant and the user. Every line the
+    /// session logs carries them, so its events name none of them again
+    /// (a JSON line has each field once: see `docs/logging.md`).
     pub(crate) async fn run(self) {
         let span = tracing::info_span!(
             "session",
-            id = self.id,
+            id = %self.id,
             client = %self.client,
             tenant = tracing::field::Empty,
             user = tracing::field::Empty,
@@ -176,12 +179,11 @@ impl Session {
             deleted: self.deleted,
             duration: started.elapsed(),
             outcome,
+            logged_in: self.logged_in,
         };
+        // Id, client, tenant and user are the span's.
         tracing::info!(
-            session = summary.id,
-            client = %summary.client,
-            tenant = summary.tenant.as_deref().unwrap_or("-"),
-            user = summary.user.as_deref().unwrap_or("-"),
+            tls = self.tls_active,
             commands = summary.commands,
             bytes_sent = summary.bytes_sent,
             retrieved = summary.retrieved,
@@ -305,7 +307,7 @@ impl Session {
 
     /// Ends a session whose login took longer than the login timeout.
     async fn login_took_too_long(&mut self) -> Outcome {
-        tracing::debug!(session = self.id, "login timeout");
+        tracing::debug!("login timeout");
         response::err(
             &mut self.conn.out,
             None,
@@ -475,6 +477,22 @@ async fn lock_lost(state: &mut State) {
             }
         }
         _ => std::future::pending().await,
+    }
+}
+
+/// Reports a store operation of a session of `tenant`; a failure also
+/// counts against the tenant.
+pub(crate) fn observe_store(
+    observer: &dyn SessionObserver,
+    tenant: &str,
+    backend: &'static str,
+    op: &'static str,
+    elapsed: std::time::Duration,
+    error: Option<&'static str>,
+) {
+    observer.store_operation(backend, op, elapsed, error);
+    if error.is_some() {
+        observer.tenant_store_error(tenant, op);
     }
 }
 

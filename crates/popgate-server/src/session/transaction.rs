@@ -177,12 +177,15 @@ impl Session {
         };
         let size = mb.maildrop.messages()[index].size;
         let backend = mb.tenant.store.backend();
+        let tenant = mb.tenant.clone();
         let started = Instant::now();
         let fetched = mb.maildrop.fetch(index).await;
         let mut stream = match fetched {
             Ok(s) => s,
             Err(e) => {
-                self.shared.observer.store_operation(
+                super::observe_store(
+                    &*self.shared.observer,
+                    &tenant.name,
                     backend,
                     "fetch",
                     started.elapsed(),
@@ -196,7 +199,7 @@ impl Session {
                     ),
                     _ => (Some(Code::SysPerm), "Cannot read the message."),
                 };
-                tracing::warn!(session = self.id, message = n, error = %e, "fetch failed");
+                tracing::warn!(message = n, error = %e, "fetch failed");
                 response::err(&mut self.conn.out, code, text);
                 return Flow::Continue;
             }
@@ -225,13 +228,15 @@ impl Session {
                     // The +OK is out: the response cannot turn into -ERR any
                     // more. Closing without the terminator tells the client the
                     // message is incomplete; nothing is deleted.
-                    self.shared.observer.store_operation(
+                    super::observe_store(
+                        &*self.shared.observer,
+                        &tenant.name,
                         backend,
                         "fetch",
                         started.elapsed(),
                         Some("temporary"),
                     );
-                    tracing::warn!(session = self.id, message = n, error = %e, "store read failed mid-message");
+                    tracing::warn!(message = n, error = %e, "store read failed mid-message");
                     return Flow::Close(Outcome::Error);
                 }
             };
@@ -276,7 +281,7 @@ impl Session {
             response::ok(&mut self.conn.out, "Logging out.");
             Outcome::Quit
         } else if let Err(e) = mb.lock.verify().await {
-            tracing::warn!(session = self.id, mailbox = %mb.id, error = %e, "lock lost before commit");
+            tracing::warn!(mailbox = %mb.id, error = %e, "lock lost before commit");
             self.shared.observer.lock_lost(&mb.tenant.name);
             response::err(
                 &mut self.conn.out,
@@ -288,7 +293,9 @@ impl Session {
             let backend = mb.tenant.store.backend();
             let started = Instant::now();
             let result = mb.maildrop.expunge(&marked, mb.lock.fence()).await;
-            self.shared.observer.store_operation(
+            super::observe_store(
+                &*self.shared.observer,
+                &mb.tenant.name,
                 backend,
                 "expunge",
                 started.elapsed(),
@@ -304,7 +311,7 @@ impl Session {
                     Outcome::Quit
                 }
                 Err(e) => {
-                    tracing::warn!(session = self.id, mailbox = %mb.id, error = %e, "expunge failed");
+                    tracing::warn!(mailbox = %mb.id, error = %e, "expunge failed");
                     let text = match e {
                         StoreError::Fenced(_) => "Mailbox lock lost; no messages were deleted.",
                         _ if mb.maildrop.expunge_is_atomic() => {
