@@ -36,13 +36,14 @@ ARG SOURCE=""
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 ARG VERSION
+ARG REVISION
 WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and target dir between builds (BuildKit,
 # buildah); the binary is copied out of the cached target dir.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked -p popgate \
+    POPGATE_COMMIT="$REVISION" CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked -p popgate \
  && cp target/release/popgate /popgate \
  && built=$(/popgate --version) && built=${built#popgate } && built=${built%% *} \
  && { [ "$built" = "$VERSION" ] || { echo "VERSION=$VERSION, but the binary is $built" >&2; exit 1; }; }
