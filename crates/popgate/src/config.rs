@@ -395,7 +395,7 @@ fn default_lock_prefix() -> String {
 
 impl LocksSection {
     /// The Redis backend's settings, checked; `None` for the memory backend.
-    pub fn redis_config(&self) -> Result<Option<popgate_lock::RedisLocksConfig>, ConfigError> {
+    pub fn redis_config(&self) -> Result<Option<backend_redis::RedisLocksConfig>, ConfigError> {
         if self.backend != LockBackend::Redis {
             return Ok(None);
         }
@@ -403,7 +403,7 @@ impl LocksSection {
             .url
             .clone()
             .ok_or_else(|| ConfigError::new("locks.url", "backend = \"redis\" needs a url"))?;
-        let mut c = popgate_lock::RedisLocksConfig::new(url);
+        let mut c = backend_redis::RedisLocksConfig::new(url);
         c.ttl = self.ttl;
         c.key_prefix = self.key_prefix.clone();
         c.wait = self.wait;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use popgate_auth::{Directory, PasswdFile};
+use backend_redis::{RedisLimits, RedisLocks};
 use popgate_lock::limits::{Limits, LimitsConfig, MemoryLimits};
-use popgate_lock::redis_limits::RedisLimits;
-use popgate_lock::{MailboxLocks, MemoryLocks, RedisLocks};
+use popgate_lock::{MailboxLocks, MemoryLocks};
 use popgate_metrics::{BackendMonitor, Exporter, Metrics, ServeState, ServerReadiness};
 use popgate_server::tls::TlsProvider;
 use popgate_server::{
@@ -197,7 +197,7 @@ fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
         Some(redis) => {
             let locks = RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?;
             let limits = RedisLimits::new(&locks, limits);
-            Ok((Arc::new(locks), Arc::new(limits)))
+            Ok((Arc::new(locks), limits))
         }
     }
 }

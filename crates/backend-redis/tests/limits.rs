@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use popgate_lock::limits::{Limits, LimitsConfig, Rejected, Verdict};
-use popgate_lock::redis_limits::RedisLimits;
-use popgate_lock::{RedisLocks, RedisLocksConfig};
+use backend_redis::{RedisLimits, RedisLocks, RedisLocksConfig};
 use redis::AsyncCommands;
 
 fn required() -> bool {
