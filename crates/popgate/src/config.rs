@@ -1052,7 +1052,7 @@ impl Config {
                 AuthSection::PasswdFile { path } => {
                     // Opened with the configured caps, so that its load
                     // warnings (file:line) are about them.
-                    popgate_auth::PasswdFile::open_with(path, hashing.for_tenant(&t.name))
+                    directory_passwd_file::PasswdFile::open_with(path, hashing.for_tenant(&t.name))
                         .map_err(|e| {
                             ConfigError::new(key("auth.path"), format!("{}: {e}", path.display()))
                         })?;

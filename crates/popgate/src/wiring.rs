@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use popgate_auth::{Directory, PasswdFile};
+use directory_passwd_file::PasswdFile;
+use popgate_auth::Directory;
 use backend_redis::{RedisLimits, RedisLocks};
 use popgate_lock::limits::{Limits, LimitsConfig, MemoryLimits};
 use popgate_lock::{MailboxLocks, MemoryLocks};
@@ -111,7 +112,7 @@ fn build_tenants(config: &Config) -> Result<Tenants, ConfigError> {
                 })?,
             ),
             AuthSection::Postgres(pg) => Arc::new(
-                popgate_auth::PgDirectory::new(
+                backend_postgres::PgDirectory::new(
                     pools.get(pg, &format!("tenants[{i}].auth"))?,
                     t.name.clone(),
                 )
@@ -131,7 +132,7 @@ fn build_tenants(config: &Config) -> Result<Tenants, ConfigError> {
                 .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?
                 .with_follow_symlinks(*follow_symlinks),
             ),
-            StoreSection::Postgres(pg) => Arc::new(store_postgres::PgStore::new(
+            StoreSection::Postgres(pg) => Arc::new(backend_postgres::PgStore::new(
                 pools.get(pg, &format!("tenants[{i}].store"))?,
             )),
             StoreSection::S3(s3) => Arc::new(

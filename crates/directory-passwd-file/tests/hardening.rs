@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use popgate_auth::hashing::{HashPool, HashPoolConfig};
 use popgate_auth::scheme::{self, CostLimits, HashParams, Scheme, SchemeError};
-use popgate_auth::{Directory, Login, PasswdFile};
+use directory_passwd_file::PasswdFile;
+use popgate_auth::{Directory, Login};
 
 /// Collects log output while `f` runs on this thread.
 fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {

@@ -1,7 +1,9 @@
-//! PostgreSQL store: mailboxes, messages and their bodies in a database.
+//! Everything PostgreSQL: the store (mailboxes, messages and their bodies
+//! in a database), the directory ([`PgDirectory`], users in the same
+//! database), their schema and the pools they share.
 //!
-//! - Schema: the sqlx migrations in the repository's top-level
-//!   `migrations/` (embedded here as [`MIGRATOR`]), applied by
+//! - Schema: the sqlx migrations in this crate's `migrations/` (embedded
+//!   here as [`MIGRATOR`]), applied by
 //!   `popgate migrate` into one schema (`search_path`), `popgate` by default.
 //!   Tenants share the tables: a mailbox is the row `(tenant, login)`.
 //! - A message has a per-mailbox UID (from the mailbox row's `next_uid`,
@@ -19,7 +21,9 @@
 //!   [`StoreError::Temporary`] (`-ERR [SYS/TEMP]`); the pool reconnects on
 //!   its own when the database is back.
 
+pub mod directory;
 mod drop;
+mod pools;
 mod schema;
 
 use std::sync::Arc;
@@ -32,7 +36,9 @@ use popgate_store::{
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+pub use directory::{PgDirectory, UserAdminError};
 pub use drop::PgDrop;
+pub use pools::Pools;
 pub use schema::{MIGRATOR, SchemaStatus, latest_version, migrate, schema_status};
 
 /// The largest piece of a message body in one `message_chunks` row.
