@@ -3,9 +3,9 @@
 
 mod common;
 
+use backend_postgres::PgDirectory;
 use common::TestDb;
 use popgate_auth::scheme::{HashParams, Scheme, hash_with};
-use backend_postgres::PgDirectory;
 use popgate_auth::{Directory, Login, UserInfo};
 
 fn login<'a>(local: &'a str, domain: &'a str) -> Login<'a> {

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use popgate_auth::hashing::{HashPool, HashPoolConfig};
 use backend_postgres::{PgDirectory, UserAdminError};
+use popgate_auth::hashing::{HashPool, HashPoolConfig};
 use popgate_auth::scheme::{self, CostLimits, HashParams, Scheme};
 use popgate_auth::{Directory, Login, UserInfo};
 use sqlx::migrate::Migrator;

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use popgate_lock::limits::{Limits, LimitsConfig, Rejected, Verdict};
 use backend_redis::{RedisLimits, RedisLocks, RedisLocksConfig};
+use popgate_lock::limits::{Limits, LimitsConfig, Rejected, Verdict};
 use redis::AsyncCommands;
 
 fn required() -> bool {

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use directory_passwd_file::PasswdFile;
 use popgate_auth::hashing::{HashPool, HashPoolConfig};
 use popgate_auth::scheme::{self, CostLimits, HashParams, Scheme, SchemeError};
-use directory_passwd_file::PasswdFile;
 use popgate_auth::{Directory, Login};
 
 /// Collects log output while `f` runs on this thread.

@@ -127,7 +127,10 @@ mod tests {
         while let Some(c) = r.next_chunk().await.unwrap() {
             chunks.push(c.to_vec());
         }
-        assert_eq!(chunks, [b"a\nb\r".to_vec(), b"\nc\rd".to_vec(), b"\n".to_vec()]);
+        assert_eq!(
+            chunks,
+            [b"a\nb\r".to_vec(), b"\nc\rd".to_vec(), b"\n".to_vec()]
+        );
         assert_eq!(r.octets(), 9);
         assert_eq!(r.pop3_size(), 11);
         assert!(r.next_chunk().await.unwrap().is_none());

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use backend_redis::{RedisLimits, RedisLocks};
 use directory_passwd_file::PasswdFile;
 use popgate_auth::Directory;
-use backend_redis::{RedisLimits, RedisLocks};
 use popgate_lock::limits::{Limits, LimitsConfig, MemoryLimits};
 use popgate_lock::{MailboxLocks, MemoryLocks};
 use popgate_metrics::{BackendMonitor, Exporter, Metrics, ServeState, ServerReadiness};

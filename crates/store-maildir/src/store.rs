@@ -217,10 +217,7 @@ impl MaildirDrop {
             if !valid_uidl(&uidl) {
                 warn!(maildir = %maildir.path().display(), uid = e.uid, uidl = %uidl, "UIDL breaks RFC 1939");
             }
-            messages.push(MessageInfo {
-                uidl,
-                size: e.size,
-            });
+            messages.push(MessageInfo { uidl, size: e.size });
             files.push(e.file);
         }
         MaildirDrop {
