@@ -562,16 +562,24 @@ impl Inner {
         })
     }
 
-    /// The POP3 size of one object: from its metadata, else by reading it.
-    async fn compute_size(&self, o: &Object) -> Result<u64, StoreError> {
+    /// Gets a listed object, only while it has the content it was listed
+    /// with: a key rewritten with other content is another message.
+    async fn get(
+        &self,
+        o: &Object,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
         let mut req = self.client.get_object().bucket(&self.bucket).key(&o.key);
         if let Some(etag) = &o.etag {
             req = req.if_match(etag);
         }
-        let resp = req
-            .send()
+        req.send()
             .await
-            .map_err(|e| classify(&format!("reading {}", o.key), e))?;
+            .map_err(|e| classify(&format!("reading {}", o.key), e))
+    }
+
+    /// The POP3 size of one object: from its metadata, else by reading it.
+    async fn compute_size(&self, o: &Object) -> Result<u64, StoreError> {
+        let resp = self.get(o).await?;
         let from_metadata = resp.metadata().and_then(|m| {
             m.iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(SIZE_METADATA))
@@ -944,20 +952,7 @@ impl Maildrop for S3Drop {
 
     async fn fetch(&self, index: usize) -> Result<MessageStream, StoreError> {
         let o = popgate_store::message_at(&self.objects, index)?;
-        let mut req = self
-            .inner
-            .client
-            .get_object()
-            .bucket(&self.inner.bucket)
-            .key(&o.key);
-        if let Some(etag) = &o.etag {
-            // A key rewritten with other content is another message.
-            req = req.if_match(etag);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| classify(&format!("reading {}", o.key), e))?;
+        let resp = self.inner.get(o).await?;
         Ok(Box::pin(IdleTimeout::new(
             Box::pin(resp.body.into_async_read()),
             self.inner.read_timeout,
