@@ -162,7 +162,7 @@ def fleet(popgate):
     def make(n: int, url: str, ttl: str = "30s", prefix: str | None = None):
         prefix = prefix or f"pgtest-{uuid.uuid4().hex[:12]}"
         extra = locks_toml(url, prefix, ttl)
-        server = {"log_level": "info,popgate_lock=debug"}
+        server = {"log_level": "info,backend_redis=debug"}
         first = popgate(server=server, extra_toml=extra)
         procs = [first]
         for _ in range(n - 1):
@@ -371,7 +371,7 @@ WORKERS_PER_PROCESS = 3
 
 # tracing's text format: TIMESTAMP LEVEL [session{...}:] target: message fields...
 _LOG_LINE = re.compile(
-    r"^(?P<ts>\S+)\s+\w+\s+(?:\S+\{[^}]*\}:\s+)?popgate_lock\S*: (?P<event>lock acquired|lock releasing|mailbox lock lost)"
+    r"^(?P<ts>\S+)\s+\w+\s+(?:\S+\{[^}]*\}:\s+)?backend_redis\S*: (?P<event>lock acquired|lock releasing|mailbox lock lost)"
     r".*?mailbox=\"?(?P<mailbox>[^\s\"]+)\"? fence=(?P<fence>\d+)"
 )
 

@@ -1,6 +1,7 @@
-//! Tenants' user directories: the `Directory` seam, Dovecot's passwd-file,
-//! the password schemes they share, and the hashing pool they check
-//! passwords in.
+//! Tenants' user directories: the `Directory` seam, the password schemes
+//! directories share, the hashing pool they check passwords in, and
+//! Dovecot's `allow_nets`. The directories themselves are backends:
+//! `directory-passwd-file`, and `backend-postgres` for PostgreSQL.
 
 use std::net::IpAddr;
 
@@ -8,13 +9,9 @@ use async_trait::async_trait;
 
 pub mod hashing;
 pub mod nets;
-pub mod passwd_file;
-pub mod postgres;
 pub mod scheme;
 
 pub use hashing::{HashPool, HashPoolConfig, Hashing};
-pub use passwd_file::PasswdFile;
-pub use postgres::{PgDirectory, UserEntry};
 
 /// A user the directory vouched for.
 ///

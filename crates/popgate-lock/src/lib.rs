@@ -1,18 +1,14 @@
 //! The `MailboxLocks` seam: RFC 1939 wants an exclusive lock on a maildrop
 //! for the whole session. This crate holds the trait and the in-process
-//! implementation; a fleet uses the Redis one.
+//! implementation; a fleet uses the Redis one (crate `backend-redis`).
 //!
 //! Every lock carries a fencing token that grows with each acquisition of the
 //! same mailbox, so a store can refuse a commit from a holder whose lock was
 //! lost and taken over by a newer session. Fences are at least the current
-//! time in microseconds since the epoch (see [`redis`] for why), so they also
+//! time in microseconds since the epoch (see `backend_redis::locks` for why), so they also
 //! grow across restarts and across a switch between backends.
 
 pub mod limits;
-pub mod redis;
-pub mod redis_limits;
-
-pub use crate::redis::{RedisLocks, RedisLocksConfig};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

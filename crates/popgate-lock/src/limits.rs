@@ -61,7 +61,7 @@
 //! expired anyway; rotation because a generation is full (a flood) drops
 //! the least recently touched half, which is the price of the bound.
 //!
-//! [`MemoryLimits`] counts within one process; [`crate::redis_limits`]
+//! [`MemoryLimits`] counts within one process; `backend_redis::RedisLimits`
 //! counts per-prefix connections and login attempts across the fleet.
 
 use std::any::Any;
@@ -289,8 +289,9 @@ pub struct Attempt {
     pub penalty: Duration,
     net: ClientNet,
     account: Option<AccountId>,
-    /// Counted in Redis as well as in this process.
-    pub(crate) remote: bool,
+    /// Counted by a fleet-wide backend as well as in this process (set by
+    /// that backend's `attempt`, read by its `finish`).
+    pub remote: bool,
 }
 
 impl Attempt {
@@ -299,7 +300,8 @@ impl Attempt {
         self.net
     }
 
-    pub(crate) fn account(&self) -> Option<AccountId> {
+    /// The account it was counted for, if the name was a login.
+    pub fn account(&self) -> Option<AccountId> {
         self.account
     }
 }

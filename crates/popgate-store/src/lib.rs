@@ -12,9 +12,15 @@ use std::fmt;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod memory;
+mod read;
+
+pub use memory::{MemoryDrop, MemoryStore};
+pub use read::{CountingReader, pop3_size, pop3_size_blocking};
 
 /// A byte stream of one stored message, as stored (line endings untouched).
 pub type MessageStream = Pin<Box<dyn AsyncRead + Send>>;
@@ -106,8 +112,6 @@ pub fn validate_template(template: &str) -> Result<(), String> {
 /// One message of a maildrop snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageInfo {
-    /// The store's own handle (a Maildir file name base, a row id, an object key).
-    pub key: String,
     /// The unique-id listing: 1-70 characters in 0x21..=0x7E, stable forever.
     pub uidl: String,
     /// Octets that RETR sends: every line ending as CRLF, before dot-stuffing.
@@ -230,20 +234,6 @@ pub trait Maildrop: Send + Sync {
     }
 }
 
-/// Reads a whole stream and returns its POP3 size (CRLF-normalised octets).
-/// For stores that must compute the size of a message they did not write.
-pub async fn pop3_size(mut stream: MessageStream) -> std::io::Result<u64> {
-    let mut counter = pop3_proto::crlf::CrlfCounter::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(counter.finish());
-        }
-        counter.feed(&buf[..n]);
-    }
-}
-
 /// The indexes an expunge was given, sorted, without repeats, and checked
 /// against the snapshot's length: what every store's `expunge` starts with.
 pub fn expunge_targets(indexes: &[usize], len: usize) -> Result<Vec<usize>, StoreError> {
@@ -251,11 +241,19 @@ pub fn expunge_targets(indexes: &[usize], len: usize) -> Result<Vec<usize>, Stor
     indexes.sort_unstable();
     indexes.dedup();
     match indexes.last() {
-        Some(&bad) if bad >= len => {
-            Err(StoreError::Permanent(format!("no message at index {bad}")))
-        }
+        Some(&bad) if bad >= len => Err(no_message(bad)),
         _ => Ok(indexes),
     }
+}
+
+/// The entry of a snapshot at `index`, or the error a `fetch` of a message
+/// number the session never listed gets.
+pub fn message_at<T>(snapshot: &[T], index: usize) -> Result<&T, StoreError> {
+    snapshot.get(index).ok_or_else(|| no_message(index))
+}
+
+fn no_message(index: usize) -> StoreError {
+    StoreError::Permanent(format!("no message at index {index}"))
 }
 
 /// Checks a UIDL against RFC 1939: 1 to 70 characters in 0x21..=0x7E.

@@ -396,7 +396,7 @@ fn default_lock_prefix() -> String {
 
 impl LocksSection {
     /// The Redis backend's settings, checked; `None` for the memory backend.
-    pub fn redis_config(&self) -> Result<Option<popgate_lock::RedisLocksConfig>, ConfigError> {
+    pub fn redis_config(&self) -> Result<Option<backend_redis::RedisLocksConfig>, ConfigError> {
         if self.backend != LockBackend::Redis {
             return Ok(None);
         }
@@ -404,7 +404,7 @@ impl LocksSection {
             .url
             .clone()
             .ok_or_else(|| ConfigError::new("locks.url", "backend = \"redis\" needs a url"))?;
-        let mut c = popgate_lock::RedisLocksConfig::new(url);
+        let mut c = backend_redis::RedisLocksConfig::new(url);
         c.ttl = self.ttl;
         c.key_prefix = self.key_prefix.clone();
         c.wait = self.wait;
@@ -1195,7 +1195,7 @@ impl Config {
                 AuthSection::PasswdFile { path } => {
                     // Opened with the configured caps, so that its load
                     // warnings (file:line) are about them.
-                    popgate_auth::PasswdFile::open_with(path, hashing.for_tenant(&t.name))
+                    directory_passwd_file::PasswdFile::open_with(path, hashing.for_tenant(&t.name))
                         .map_err(|e| {
                             ConfigError::new(key("auth.path"), format!("{}: {e}", path.display()))
                         })?;

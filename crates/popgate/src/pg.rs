@@ -7,11 +7,10 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use popgate_auth::PgDirectory;
+use backend_postgres::{PgConfig, PgDirectory, SchemaStatus};
 use popgate_auth::scheme::{self, Scheme};
 use serde::Deserialize;
 use sqlx::postgres::PgPool;
-use store_postgres::{PgConfig, SchemaStatus};
 
 use crate::config::{AuthSection, Config, ConfigError, StoreSection};
 use crate::wiring::{Error, load_checked};
@@ -99,23 +98,17 @@ pub fn sections(config: &Config) -> Vec<(String, &PgSection)> {
     out
 }
 
-/// One pool per distinct setting: tenants (and a tenant's store and
-/// directory) that point at the same database share connections.
+/// The configuration's pools ([`backend_postgres::Pools`]), with errors
+/// that name the section's key.
 #[derive(Default)]
-pub struct Pools(HashMap<PgConfig, PgPool>);
+pub struct Pools(backend_postgres::Pools);
 
 impl Pools {
     /// Needs the tokio runtime (the pool starts its maintenance task).
     pub fn get(&mut self, pg: &PgSection, key: &str) -> Result<PgPool, ConfigError> {
-        let config = pg.pg_config();
-        if let Some(pool) = self.0.get(&config) {
-            return Ok(pool.clone());
-        }
-        let pool = config
-            .pool()
-            .map_err(|e| ConfigError::new(format!("{key}.url"), e))?;
-        self.0.insert(config, pool.clone());
-        Ok(pool)
+        self.0
+            .get(&pg.pg_config())
+            .map_err(|e| ConfigError::new(format!("{key}.url"), e))
     }
 }
 
@@ -134,7 +127,7 @@ pub async fn check_schemas(config: &Config) -> Result<(), Error> {
             .map_err(|e| ConfigError::new(format!("{key}.url"), e))?;
         let checked = tokio::time::timeout(
             pg.connect_timeout + Duration::from_secs(1),
-            store_postgres::schema_status(&pool),
+            backend_postgres::schema_status(&pool),
         )
         .await;
         pool.close().await;
@@ -176,7 +169,7 @@ pub async fn migrate(file: Option<PathBuf>) -> Result<(), Error> {
             println!("{key}: {place}: same database as {first}");
             continue;
         }
-        let applied = store_postgres::migrate(&pg_config)
+        let applied = backend_postgres::migrate(&pg_config)
             .await
             .map_err(|e| Error::Runtime(format!("{key}: {place}: {e}")))?;
         if applied.is_empty() {

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use popgate_auth::{Directory, PasswdFile};
+use backend_redis::{RedisLimits, RedisLocks};
+use directory_passwd_file::PasswdFile;
+use popgate_auth::Directory;
 use popgate_lock::limits::{Limits, LimitsConfig, MemoryLimits};
-use popgate_lock::redis_limits::RedisLimits;
-use popgate_lock::{MailboxLocks, MemoryLocks, RedisLocks};
+use popgate_lock::{MailboxLocks, MemoryLocks};
 use popgate_metrics::{BackendMonitor, Exporter, Metrics, ServeState, ServerReadiness};
 use popgate_server::tls::TlsProvider;
 use popgate_server::{
@@ -141,7 +142,7 @@ fn build_tenants(
                 })?,
             ),
             AuthSection::Postgres(pg) => Arc::new(
-                popgate_auth::PgDirectory::new(
+                backend_postgres::PgDirectory::new(
                     pools.get(pg, &format!("tenants[{i}].auth"))?,
                     t.name.clone(),
                 )
@@ -161,7 +162,7 @@ fn build_tenants(
                 .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?
                 .with_follow_symlinks(*follow_symlinks),
             ),
-            StoreSection::Postgres(pg) => Arc::new(store_postgres::PgStore::new(
+            StoreSection::Postgres(pg) => Arc::new(backend_postgres::PgStore::new(
                 pools.get(pg, &format!("tenants[{i}].store"))?,
             )),
             StoreSection::S3(s3) => Arc::new(
@@ -227,7 +228,7 @@ fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
         Some(redis) => {
             let locks = RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?;
             let limits = RedisLimits::new(&locks, limits);
-            Ok((Arc::new(locks), Arc::new(limits)))
+            Ok((Arc::new(locks), limits))
         }
     }
 }

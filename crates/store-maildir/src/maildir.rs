@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -276,18 +276,10 @@ impl Open {
 
     /// Reads a whole message and returns its POP3 size.
     pub fn compute_size(&self, file: &FileRef) -> io::Result<Option<u64>> {
-        let Some(mut f) = self.open_message(file)? else {
+        let Some(f) = self.open_message(file)? else {
             return Ok(None);
         };
-        let mut counter = pop3_proto::crlf::CrlfCounter::default();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                return Ok(Some(counter.finish()));
-            }
-            counter.feed(&buf[..n]);
-        }
+        popgate_store::pop3_size_blocking(f).map(Some)
     }
 
     /// Looks for a message by base name in cur/, then new/.

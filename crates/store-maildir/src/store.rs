@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use popgate_store::{
-    ExpungeReport, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream, StoreError,
-    valid_uidl,
+    CountingReader, ExpungeReport, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream,
+    StoreError, valid_uidl,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::warn;
@@ -80,6 +80,19 @@ impl MaildirStore {
         self.template.locate(mailbox).path
     }
 
+    /// [`MailStore::open`] with the Maildir's own snapshot type, which also
+    /// tells each message's file.
+    pub async fn open_maildrop(&self, mailbox: &MailboxId) -> Result<MaildirDrop, StoreError> {
+        let maildir = self.maildir(mailbox);
+        let md = maildir.clone();
+        let snapshot = blocking(move || match md.open()? {
+            Some(open) => open.snapshot(),
+            None => Ok(Snapshot::default()),
+        })
+        .await?;
+        Ok(MaildirDrop::new(maildir, snapshot, &self.uidl_format))
+    }
+
     fn maildir(&self, mailbox: &MailboxId) -> Maildir {
         Maildir::new(
             self.template.locate(mailbox),
@@ -109,18 +122,7 @@ impl MailStore for MaildirStore {
     }
 
     async fn open(&self, mailbox: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError> {
-        let maildir = self.maildir(mailbox);
-        let md = maildir.clone();
-        let snapshot = blocking(move || match md.open()? {
-            Some(open) => open.snapshot(),
-            None => Ok(Snapshot::default()),
-        })
-        .await?;
-        Ok(Box::new(MaildirDrop::new(
-            maildir,
-            snapshot,
-            &self.uidl_format,
-        )))
+        Ok(Box::new(self.open_maildrop(mailbox).await?))
     }
 
     async fn append(
@@ -177,23 +179,15 @@ impl MailStore for MaildirStore {
 
 /// Streams a message into a new tmp/ file, fsyncs it, and returns its
 /// physical and POP3 sizes.
-async fn write_tmp(file: std::fs::File, mut message: MessageStream) -> std::io::Result<(u64, u64)> {
+async fn write_tmp(file: std::fs::File, message: MessageStream) -> std::io::Result<(u64, u64)> {
     let mut file = tokio::fs::File::from_std(file);
-    let mut counter = pop3_proto::crlf::CrlfCounter::default();
-    let mut physical = 0u64;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = message.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        counter.feed(&buf[..n]);
-        physical += n as u64;
-        file.write_all(&buf[..n]).await?;
+    let mut message = CountingReader::new(message, CHUNK);
+    while let Some(chunk) = message.next_chunk().await? {
+        file.write_all(chunk).await?;
     }
     file.flush().await?;
     file.sync_all().await?;
-    Ok((physical, counter.finish()))
+    Ok((message.octets(), message.pop3_size()))
 }
 
 /// One session's snapshot of a Maildir.
@@ -223,11 +217,7 @@ impl MaildirDrop {
             if !valid_uidl(&uidl) {
                 warn!(maildir = %maildir.path().display(), uid = e.uid, uidl = %uidl, "UIDL breaks RFC 1939");
             }
-            messages.push(MessageInfo {
-                key: base,
-                uidl,
-                size: e.size,
-            });
+            messages.push(MessageInfo { uidl, size: e.size });
             files.push(e.file);
         }
         MaildirDrop {
@@ -238,6 +228,14 @@ impl MaildirDrop {
     }
 }
 
+impl MaildirDrop {
+    /// The file name bases of the messages (the name without `:2,` flags),
+    /// in POP3 order: message number n is `base_names()[n - 1]`.
+    pub fn base_names(&self) -> Vec<&str> {
+        self.files.iter().map(FileRef::base).collect()
+    }
+}
+
 #[async_trait]
 impl Maildrop for MaildirDrop {
     fn messages(&self) -> &[MessageInfo] {
@@ -245,11 +243,7 @@ impl Maildrop for MaildirDrop {
     }
 
     async fn fetch(&self, index: usize) -> Result<MessageStream, StoreError> {
-        let Some(hint) = self.files.get(index).cloned() else {
-            return Err(StoreError::Permanent(format!(
-                "no message at index {index}"
-            )));
-        };
+        let hint = popgate_store::message_at(&self.files, index)?.clone();
         let md = self.maildir.clone();
         // The first chunk is read in the same trip to the blocking pool as
         // the open: most mail fits in it, and then the session never waits

@@ -51,7 +51,7 @@ use futures_util::StreamExt;
 use popgate_store::{
     ExpungeReport, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream, StoreError,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
 use crate::body::IdleTimeout;
@@ -562,16 +562,24 @@ impl Inner {
         })
     }
 
-    /// The POP3 size of one object: from its metadata, else by reading it.
-    async fn compute_size(&self, o: &Object) -> Result<u64, StoreError> {
+    /// Gets a listed object, only while it has the content it was listed
+    /// with: a key rewritten with other content is another message.
+    async fn get(
+        &self,
+        o: &Object,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
         let mut req = self.client.get_object().bucket(&self.bucket).key(&o.key);
         if let Some(etag) = &o.etag {
             req = req.if_match(etag);
         }
-        let resp = req
-            .send()
+        req.send()
             .await
-            .map_err(|e| classify(&format!("reading {}", o.key), e))?;
+            .map_err(|e| classify(&format!("reading {}", o.key), e))
+    }
+
+    /// The POP3 size of one object: from its metadata, else by reading it.
+    async fn compute_size(&self, o: &Object) -> Result<u64, StoreError> {
+        let resp = self.get(o).await?;
         let from_metadata = resp.metadata().and_then(|m| {
             m.iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(SIZE_METADATA))
@@ -584,19 +592,10 @@ impl Inner {
             }
             return Ok(size);
         }
-        let mut body = IdleTimeout::new(Box::pin(resp.body.into_async_read()), self.read_timeout);
-        let mut counter = pop3_proto::crlf::CrlfCounter::default();
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = body
-                .read(&mut buf)
-                .await
-                .map_err(|e| io_temporary(&format!("reading {}", o.key), e))?;
-            if n == 0 {
-                return Ok(counter.finish());
-            }
-            counter.feed(&buf[..n]);
-        }
+        let body = IdleTimeout::new(Box::pin(resp.body.into_async_read()), self.read_timeout);
+        popgate_store::pop3_size(body)
+            .await
+            .map_err(|e| io_temporary(&format!("reading {}", o.key), e))
     }
 
     /// Refuses `fence` if the mailbox's fence object holds a newer token;
@@ -816,7 +815,6 @@ impl MailStore for S3Store {
                 continue;
             }
             messages.push(MessageInfo {
-                key: o.key.clone(),
                 uidl: uidl_for(&o.rel),
                 size: sizes[i].unwrap_or(0),
             });
@@ -845,35 +843,29 @@ impl MailStore for S3Store {
     async fn append(
         &self,
         mailbox: &MailboxId,
-        mut message: MessageStream,
+        message: MessageStream,
     ) -> Result<String, StoreError> {
         let inner = &self.inner;
         let prefix = self.mailbox_prefix(mailbox);
         let name = new_object_name();
         let key = format!("{prefix}{name}");
-        let mut counter = pop3_proto::crlf::CrlfCounter::default();
 
         // Up to IN_MEMORY_UPLOAD in memory; past that, spool to a file.
         let mut head = Vec::with_capacity(CHUNK);
-        let mut buf = vec![0u8; CHUNK];
+        let mut message = popgate_store::CountingReader::new(message, CHUNK);
         let mut spool: Option<(tempfile::TempPath, tokio::fs::File)> = None;
-        let mut stored = 0u64;
-        loop {
-            let n = message
-                .read(&mut buf)
-                .await
-                .map_err(|e| io_temporary("reading the message", e))?;
-            if n == 0 {
-                break;
-            }
-            counter.feed(&buf[..n]);
-            stored += n as u64;
+        while let Some(chunk) = message
+            .next_chunk()
+            .await
+            .map_err(|e| io_temporary("reading the message", e))?
+        {
+            let n = chunk.len();
             match &mut spool {
                 Some((_, file)) => file
-                    .write_all(&buf[..n])
+                    .write_all(chunk)
                     .await
                     .map_err(|e| io_temporary("spooling the message", e))?,
-                None if head.len() + n <= IN_MEMORY_UPLOAD => head.extend_from_slice(&buf[..n]),
+                None if head.len() + n <= IN_MEMORY_UPLOAD => head.extend_from_slice(chunk),
                 None => {
                     let (file, path) = tempfile::NamedTempFile::new()
                         .map_err(|e| io_temporary("creating a spool file", e))?
@@ -881,14 +873,14 @@ impl MailStore for S3Store {
                     let mut file = tokio::fs::File::from_std(file);
                     file.write_all(&head)
                         .await
-                        .and(file.write_all(&buf[..n]).await)
+                        .and(file.write_all(chunk).await)
                         .map_err(|e| io_temporary("spooling the message", e))?;
                     head = Vec::new();
                     spool = Some((path, file));
                 }
             }
         }
-        let pop3_size = counter.finish();
+        let (stored, pop3_size) = (message.octets(), message.pop3_size());
         let body = match &mut spool {
             None => ByteStream::from(head),
             Some((path, file)) => {
@@ -959,24 +951,8 @@ impl Maildrop for S3Drop {
     }
 
     async fn fetch(&self, index: usize) -> Result<MessageStream, StoreError> {
-        let o = self
-            .objects
-            .get(index)
-            .ok_or_else(|| StoreError::Permanent(format!("no message at index {index}")))?;
-        let mut req = self
-            .inner
-            .client
-            .get_object()
-            .bucket(&self.inner.bucket)
-            .key(&o.key);
-        if let Some(etag) = &o.etag {
-            // A key rewritten with other content is another message.
-            req = req.if_match(etag);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| classify(&format!("reading {}", o.key), e))?;
+        let o = popgate_store::message_at(&self.objects, index)?;
+        let resp = self.inner.get(o).await?;
         Ok(Box::pin(IdleTimeout::new(
             Box::pin(resp.body.into_async_read()),
             self.inner.read_timeout,

@@ -1,5 +1,5 @@
 //! Measurements, not assertions: run with
-//! `cargo test -p store-postgres --release --test bench -- --ignored --nocapture`.
+//! `cargo test -p backend-postgres --release --test bench -- --ignored --nocapture`.
 
 mod common;
 

@@ -8,8 +8,8 @@ use sqlx::postgres::PgPool;
 
 use crate::{PgConfig, db_error, valid_schema_name};
 
-/// The repository's `migrations/`, embedded at build time.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+/// This crate's `migrations/`, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The newest migration this binary knows.
 pub fn latest_version() -> i64 {

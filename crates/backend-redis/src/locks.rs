@@ -36,7 +36,7 @@
 //! keep a million keys forever; by the argument above its expiry is as
 //! harmless as its loss.
 //!
-//! The in-process [`crate::MemoryLocks`] uses the same rule with the
+//! The in-process [`popgate_lock::MemoryLocks`] uses the same rule with the
 //! process's clock, so fences also grow across restarts and across a switch
 //! between the two backends (a store that keeps the newest fence it has
 //! committed, such as the Maildir fence file, never sees them go back).
@@ -89,7 +89,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::{LockError, LockGuard, MailboxLocks};
+use popgate_lock::{LockError, LockGuard, MailboxLocks};
 
 /// How long a mailbox's fence key lives after its last acquisition.
 pub const FENCE_IDLE_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use popgate_lock::{LockError, MailboxLocks, RedisLocks, RedisLocksConfig};
+use backend_redis::{RedisLocks, RedisLocksConfig};
+use popgate_lock::{LockError, MailboxLocks};
 use redis::AsyncCommands;
 
 fn required() -> bool {

@@ -58,11 +58,7 @@ impl Maildrop for PgDrop {
     }
 
     async fn fetch(&self, index: usize) -> Result<MessageStream, StoreError> {
-        let Some(&handle) = self.handles.get(index) else {
-            return Err(StoreError::Permanent(format!(
-                "no message at index {index}"
-            )));
-        };
+        let handle = *popgate_store::message_at(&self.handles, index)?;
         let exists: Option<i32> = sqlx::query_scalar("SELECT chunks FROM messages WHERE id = $1")
             .bind(handle.id)
             .fetch_optional(&self.pool)

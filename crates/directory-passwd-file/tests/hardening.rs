@@ -6,9 +6,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use directory_passwd_file::PasswdFile;
 use popgate_auth::hashing::{HashPool, HashPoolConfig};
 use popgate_auth::scheme::{self, CostLimits, HashParams, Scheme, SchemeError};
-use popgate_auth::{Directory, Login, PasswdFile};
+use popgate_auth::{Directory, Login};
 
 /// Collects log output while `f` runs on this thread.
 fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {

@@ -6,7 +6,7 @@
 //! `local`; a login `local@domain` is looked up as `local@domain` first,
 //! then as `local` (each tenant has its own file, so a bare name belongs to
 //! that tenant). User names compare in lower case. `password` is a
-//! `{SCHEME}data` string ([`crate::scheme`]); an empty one disables the user.
+//! `{SCHEME}data` string ([`popgate_auth::scheme`]); an empty one disables the user.
 //!
 //! The 8th column holds space-separated `key=value` extra fields, Dovecot
 //! style. popgate reads:
@@ -14,7 +14,7 @@
 //!   `nopassword` lets any password in; popgate refuses to run accounts
 //!   without a password, and `nologin` is Dovecot's way to refuse a login.)
 //! - `allow_nets=NETS`: the user logs in only from a client address (after
-//!   PROXY) in one of the networks ([`crate::nets`]); from elsewhere the
+//!   PROXY) in one of the networks ([`popgate_auth::nets`]); from elsewhere the
 //!   login fails like a wrong password (logged at info). An entry that does
 //!   not parse is warned about and matches nothing.
 //! - `allow_real_nets`: popgate does not pass the proxy's own address to
@@ -27,7 +27,7 @@
 //! Other fields (`userdb_*`, `quota_rule`, ...) are ignored. A malformed
 //! line is skipped with a warning naming the file and line number (never
 //! the password); when a user appears twice the first line wins. A
-//! password hash above the cost caps ([`crate::scheme::CostLimits`]) is
+//! password hash above the cost caps ([`popgate_auth::scheme::CostLimits`]) is
 //! warned about at load with its line; that user's logins fail like a wrong
 //! password, and the hash is never computed.
 //!
@@ -51,10 +51,10 @@ use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use crate::hashing::Hashing;
-use crate::nets::AllowNets;
-use crate::scheme::{self, CostLimits, Scheme, SchemeError};
-use crate::{AuthError, Directory, Login, UserInfo};
+use popgate_auth::hashing::Hashing;
+use popgate_auth::nets::AllowNets;
+use popgate_auth::scheme::{self, CostLimits, Scheme, SchemeError};
+use popgate_auth::{AuthError, Directory, Login, UserInfo};
 
 /// How often lookups check the file for changes, by default.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);

@@ -7,14 +7,14 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use backend_postgres::{PgDirectory, UserAdminError};
 use popgate_auth::hashing::{HashPool, HashPoolConfig};
-use popgate_auth::postgres::UserAdminError;
 use popgate_auth::scheme::{self, CostLimits, HashParams, Scheme};
-use popgate_auth::{Directory, Login, PgDirectory, UserInfo};
+use popgate_auth::{Directory, Login, UserInfo};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 fn base_url() -> String {
     std::env::var("POPGATE_TEST_PG_URL")

@@ -116,7 +116,7 @@ async fn sql_delivery_matches_popgate_deliver() {
     .unwrap();
     let want: Vec<i32> = samples
         .iter()
-        .map(|s| s.len().div_ceil(store_postgres::CHUNK_SIZE) as i32)
+        .map(|s| s.len().div_ceil(backend_postgres::CHUNK_SIZE) as i32)
         .collect();
     assert_eq!(chunks.iter().map(|c| c.1).collect::<Vec<_>>(), want);
     db.drop_schema().await;
@@ -147,26 +147,26 @@ async fn imported_uidls_are_kept() {
 async fn a_schema_behind_is_refused_with_a_clear_message() {
     let db = TestDb::unmigrated("behind");
     let store = db.store();
-    let status = store_postgres::schema_status(store.pool()).await.unwrap();
+    let status = backend_postgres::schema_status(store.pool()).await.unwrap();
     assert!(matches!(
         status,
-        store_postgres::SchemaStatus::Behind { applied: None, .. }
+        backend_postgres::SchemaStatus::Behind { applied: None, .. }
     ));
     let mb = MailboxId::new("acme", "bob", "acme.example");
     match store.open(&mb).await {
         Err(StoreError::Permanent(m)) => assert!(m.contains("popgate migrate"), "{m}"),
         other => panic!("want a permanent error, got {:?}", other.map(|_| ())),
     }
-    let applied = store_postgres::migrate(&db.config).await.unwrap();
-    assert_eq!(applied.len(), store_postgres::MIGRATOR.iter().count());
+    let applied = backend_postgres::migrate(&db.config).await.unwrap();
+    assert_eq!(applied.len(), backend_postgres::MIGRATOR.iter().count());
     assert_eq!(
-        store_postgres::schema_status(store.pool()).await.unwrap(),
-        store_postgres::SchemaStatus::Current
+        backend_postgres::schema_status(store.pool()).await.unwrap(),
+        backend_postgres::SchemaStatus::Current
     );
     assert!(store.open(&mb).await.unwrap().messages().is_empty());
     // Migrating again is a no-op.
     assert!(
-        store_postgres::migrate(&db.config)
+        backend_postgres::migrate(&db.config)
             .await
             .unwrap()
             .is_empty()
@@ -176,9 +176,9 @@ async fn a_schema_behind_is_refused_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_is_a_temporary_error() {
-    let mut config = store_postgres::PgConfig::new("postgres://postgres@127.0.0.1:1/test");
+    let mut config = backend_postgres::PgConfig::new("postgres://postgres@127.0.0.1:1/test");
     config.connect_timeout = std::time::Duration::from_millis(300);
-    let store = store_postgres::PgStore::connect_lazy(&config).unwrap();
+    let store = backend_postgres::PgStore::connect_lazy(&config).unwrap();
     let mb = MailboxId::new("acme", "bob", "acme.example");
     match store.open(&mb).await {
         Err(e @ StoreError::Temporary(_)) => assert!(e.is_temporary()),

@@ -1,11 +1,12 @@
-//! The PostgreSQL directory (`popgate_auth::PgDirectory`) against the
+//! The PostgreSQL directory (`backend_postgres::PgDirectory`) against the
 //! schema the migrations make.
 
 mod common;
 
+use backend_postgres::PgDirectory;
 use common::TestDb;
 use popgate_auth::scheme::{HashParams, Scheme, hash_with};
-use popgate_auth::{Directory, Login, PgDirectory, UserInfo};
+use popgate_auth::{Directory, Login, UserInfo};
 
 fn login<'a>(local: &'a str, domain: &'a str) -> Login<'a> {
     Login::new(local, domain)
@@ -114,7 +115,7 @@ async fn users_verify_in_every_scheme_and_can_be_managed() {
     assert!(matches!(
         acme.add_user("plain@acme.example", &stored, None, None)
             .await,
-        Err(popgate_auth::postgres::UserAdminError::Exists(_))
+        Err(backend_postgres::UserAdminError::Exists(_))
     ));
     acme.set_password(
         "plain@acme.example",
@@ -150,7 +151,7 @@ async fn users_verify_in_every_scheme_and_can_be_managed() {
     );
     assert!(matches!(
         acme.set_enabled("ghost@acme.example", false).await,
-        Err(popgate_auth::postgres::UserAdminError::NotFound(_))
+        Err(backend_postgres::UserAdminError::NotFound(_))
     ));
     acme.ping().await.unwrap();
     pool.close().await;
@@ -159,7 +160,7 @@ async fn users_verify_in_every_scheme_and_can_be_managed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_directory_is_an_error_not_a_refusal() {
-    let mut config = store_postgres::PgConfig::new("postgres://postgres@127.0.0.1:1/test");
+    let mut config = backend_postgres::PgConfig::new("postgres://postgres@127.0.0.1:1/test");
     config.connect_timeout = std::time::Duration::from_millis(300);
     let dir = PgDirectory::new(config.pool().unwrap(), "acme");
     assert!(

@@ -10,9 +10,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backend_redis::{RedisLimits, RedisLocks, RedisLocksConfig};
 use popgate_lock::limits::{Limits, LimitsConfig, Rejected, Verdict};
-use popgate_lock::redis_limits::RedisLimits;
-use popgate_lock::{RedisLocks, RedisLocksConfig};
 use redis::AsyncCommands;
 
 fn required() -> bool {

@@ -1,6 +1,6 @@
 //! Fleet-wide abuse limits in Redis: the per-prefix connection cap and the
 //! login attempt counts hold across every replica that shares the Redis.
-//! What is counted, and why, is in [`crate::limits`]; clients are counted by
+//! What is counted, and why, is in [`popgate_lock::limits`]; clients are counted by
 //! their [`ClientNet`] (`192.0.2.7`, `2001:db8:1:2::/64`).
 //!
 //! - Connections from one prefix: a sorted set `{prefix}:conn:{net}` whose
@@ -14,7 +14,7 @@
 //!   the 32 hex digits of an [`AccountId`] or [`PairId`] (SHA-256 of the name):
 //!   no name a client sends is ever part of a key, and every key has a fixed
 //!   length. One Lua script counts an attempt in on all of them at once and
-//!   returns the prior counts; another ends it (see [`crate::limits`]). The
+//!   returns the prior counts; another ends it (see [`popgate_lock::limits`]). The
 //!   counters expire one penalty window after their last attempt, the marks
 //!   after `known_good_for`. So the keys alive at once are at most three per
 //!   login attempt of the last window (whose rate the penalty bounds: about
@@ -41,7 +41,7 @@ use std::time::Duration;
 use ::redis::Script;
 
 use crate::RedisLocks;
-use crate::limits::{
+use popgate_lock::limits::{
     AccountId, Attempt, ClientNet, ConnectionPermit, Limits, LimitsConfig, MemoryLimits, PairId,
     Prior, Rejected, Verdict,
 };
@@ -237,7 +237,7 @@ impl Drop for Lease {
 }
 
 #[async_trait::async_trait]
-impl Limits for Arc<RedisLimits> {
+impl Limits for RedisLimits {
     fn config(&self) -> &LimitsConfig {
         Limits::config(&self.local)
     }

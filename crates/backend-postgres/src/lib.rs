@@ -1,7 +1,9 @@
-//! PostgreSQL store: mailboxes, messages and their bodies in a database.
+//! Everything PostgreSQL: the store (mailboxes, messages and their bodies
+//! in a database), the directory ([`PgDirectory`], users in the same
+//! database), their schema and the pools they share.
 //!
-//! - Schema: the sqlx migrations in the repository's top-level
-//!   `migrations/` (embedded here as [`MIGRATOR`]), applied by
+//! - Schema: the sqlx migrations in this crate's `migrations/` (embedded
+//!   here as [`MIGRATOR`]), applied by
 //!   `popgate migrate` into one schema (`search_path`), `popgate` by default.
 //!   Tenants share the tables: a mailbox is the row `(tenant, login)`.
 //! - A message has a per-mailbox UID (from the mailbox row's `next_uid`,
@@ -19,7 +21,9 @@
 //!   [`StoreError::Temporary`] (`-ERR [SYS/TEMP]`); the pool reconnects on
 //!   its own when the database is back.
 
+pub mod directory;
 mod drop;
+mod pools;
 mod schema;
 
 use std::sync::Arc;
@@ -27,11 +31,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use popgate_store::{MailStore, MailboxId, Maildrop, MessageInfo, MessageStream, StoreError};
+use popgate_store::{
+    CountingReader, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream, StoreError,
+};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use tokio::io::AsyncReadExt;
 
+pub use directory::{PgDirectory, UserAdminError};
 pub use drop::PgDrop;
+pub use pools::Pools;
 pub use schema::{MIGRATOR, SchemaStatus, latest_version, migrate, schema_status};
 
 /// The largest piece of a message body in one `message_chunks` row.
@@ -266,7 +273,6 @@ impl MailStore for PgStore {
         let mut handles = Vec::with_capacity(rows.len());
         for r in rows {
             messages.push(MessageInfo {
-                key: r.id.to_string(),
                 uidl: r.uidl,
                 size: u64::try_from(r.size).unwrap_or(0),
             });
@@ -287,7 +293,7 @@ impl MailStore for PgStore {
     async fn append(
         &self,
         mailbox: &MailboxId,
-        mut message: MessageStream,
+        message: MessageStream,
     ) -> Result<String, StoreError> {
         self.ensure_schema().await?;
         // Outside the delivery's transaction: a new mailbox row is not held
@@ -305,35 +311,27 @@ impl MailStore for PgStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(err)?;
-        let mut counter = pop3_proto::crlf::CrlfCounter::default();
-        let mut raw_size: u64 = 0;
+        // Every chunk but the last is CHUNK_SIZE bytes.
+        let mut message = CountingReader::new(message, CHUNK_SIZE);
         let mut seq: i32 = 0;
-        let mut buf = vec![0u8; CHUNK_SIZE];
-        loop {
-            let n = fill(&mut message, &mut buf)
-                .await
-                .map_err(|e| StoreError::Temporary(format!("reading the message: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            counter.feed(&buf[..n]);
-            raw_size += n as u64;
+        while let Some(chunk) = message
+            .next_chunk()
+            .await
+            .map_err(|e| StoreError::Temporary(format!("reading the message: {e}")))?
+        {
             sqlx::query("INSERT INTO message_chunks (message_id, seq, data) VALUES ($1, $2, $3)")
                 .bind(message_id)
                 .bind(seq)
-                .bind(&buf[..n])
+                .bind(chunk)
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;
             seq = seq
                 .checked_add(1)
                 .ok_or_else(|| StoreError::Permanent("message too large".into()))?;
-            if n < buf.len() {
-                break;
-            }
         }
-        let size = i64::try_from(counter.finish()).unwrap_or(i64::MAX);
-        let raw = i64::try_from(raw_size).unwrap_or(i64::MAX);
+        let size = i64::try_from(message.pop3_size()).unwrap_or(i64::MAX);
+        let raw = i64::try_from(message.octets()).unwrap_or(i64::MAX);
         let uidl: String = sqlx::query_scalar("SELECT popgate_finish_delivery($1, $2, $3, $4, $5)")
             .bind(mailbox_id)
             .bind(message_id)
@@ -354,19 +352,6 @@ impl MailStore for PgStore {
             .map(|_| ())
             .map_err(|e| db_error("ping", &e))
     }
-}
-
-/// Reads until `buf` is full or the stream ends; returns the bytes read.
-async fn fill(stream: &mut MessageStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = stream.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

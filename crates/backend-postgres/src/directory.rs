@@ -2,9 +2,9 @@
 //!
 //! The `users` table (created by the migrations in `migrations/`) holds one
 //! row per `(tenant, login)`: the password as a `{SCHEME}data` string in
-//! any scheme [`crate::scheme::verify`] takes, an `enabled` flag, the
+//! any scheme [`popgate_auth::scheme::verify`] takes, an `enabled` flag, the
 //! per-user override `login_delay` (NULL: the tenant's), and `allow_nets`
-//! (NULL: anywhere; else Dovecot's syntax, [`crate::nets`]: a login with the
+//! (NULL: anywhere; else Dovecot's syntax, [`popgate_auth::nets`]: a login with the
 //! right password from another address fails like a wrong one). The
 //! `max_sessions` column is unused: a mailbox has one session at a time
 //! (see [`UserInfo`]); `popgate user add --max-sessions` still fills it.
@@ -33,10 +33,10 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 use tracing::{info, warn};
 
-use crate::hashing::Hashing;
-use crate::nets::{AllowNets, InvalidNet};
-use crate::scheme::{self, CostLimits, SchemeError};
-use crate::{AuthError, Directory, Login, UserInfo};
+use popgate_auth::hashing::Hashing;
+use popgate_auth::nets::{AllowNets, InvalidNet};
+use popgate_auth::scheme::{self, CostLimits, SchemeError};
+use popgate_auth::{AuthError, Directory, Login, UserInfo};
 
 /// How often the dummy hash for unknown users is re-sampled.
 const DUMMY_REFRESH: Duration = Duration::from_secs(60);

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use popgate_auth::passwd_file::PasswdFile;
+use directory_passwd_file::PasswdFile;
 use popgate_auth::{Directory, Login, UserInfo};
 
 // doveadm pw -s BLF-CRYPT -r 4 -p secret

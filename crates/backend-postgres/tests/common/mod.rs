@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use store_postgres::{PgConfig, PgStore};
+use backend_postgres::{PgConfig, PgStore};
 
 pub fn base_url() -> String {
     std::env::var("POPGATE_TEST_PG_URL")
@@ -22,7 +22,7 @@ impl TestDb {
     /// A new, migrated schema.
     pub async fn new(label: &str) -> TestDb {
         let db = TestDb::unmigrated(label);
-        store_postgres::migrate(&db.config)
+        backend_postgres::migrate(&db.config)
             .await
             .expect("migrating the test schema (is PostgreSQL on 127.0.0.1:5432?)");
         db
