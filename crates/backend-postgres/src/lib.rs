@@ -36,7 +36,7 @@ use popgate_store::{
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-pub use directory::{PgDirectory, UserAdminError};
+pub use directory::{PgDirectory, UserAdminError, UserEntry};
 pub use drop::PgDrop;
 pub use pools::Pools;
 pub use schema::{MIGRATOR, SchemaStatus, latest_version, migrate, schema_status};

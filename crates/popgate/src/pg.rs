@@ -402,7 +402,7 @@ async fn list(file: Option<PathBuf>, tenant: &str) -> Result<(), Error> {
 }
 
 /// One line of `user list`.
-fn user_line(u: &popgate_auth::UserEntry) -> String {
+fn user_line(u: &backend_postgres::UserEntry) -> String {
     let mut line = format!(
         "{}\t{}",
         u.login,
@@ -481,7 +481,7 @@ mod tests {
 
     #[test]
     fn user_list_lines_are_tab_separated_without_secrets() {
-        let mut u = popgate_auth::UserEntry {
+        let mut u = backend_postgres::UserEntry {
             login: "bob@globex.example".into(),
             enabled: true,
             login_delay: None,
