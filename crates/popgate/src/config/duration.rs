@@ -1,5 +1,5 @@
 //! The duration and byte-size values of the configuration: `30s`, `10m`,
-//! `64MiB`.
+//! `64MiB`. Arithmetic is checked: a value too large is an error naming it.
 
 use std::time::Duration;
 
@@ -26,19 +26,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{text:?} is not a duration (like 30s, 10m, 1h, 500ms)"))?;
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
+    let scale: u64 = match unit.trim() {
+        "ms" => {
+            return Ok(Duration::from_millis(n));
+        }
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => {
             return Err(format!(
                 "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
             ));
         }
     };
-    Ok(d)
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long a duration"))
 }
 
 /// Reads `64MiB`, `512KiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB`,

@@ -24,6 +24,23 @@ fn durations() {
 }
 
 #[test]
+fn a_duration_too_long_is_an_error_naming_it() {
+    assert_eq!(
+        parse_duration("213503982334601d"),
+        Ok(Duration::from_secs(213_503_982_334_601 * 86400))
+    );
+    let e = parse_duration("99999999999999999d").unwrap_err();
+    assert!(e.contains("99999999999999999d"), "{e}");
+    assert!(parse_duration("99999999999999999h").is_err());
+    assert!(parse_duration("999999999999999999m").is_err());
+    let e = parse("[server]\nidle_timeout = \"99999999999999999d\"\n").unwrap_err();
+    assert!(
+        e.key.contains("idle_timeout") && e.message.contains("99999999999999999d"),
+        "{e}"
+    );
+}
+
+#[test]
 fn redis_locks_settings() {
     let c = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379\"\nttl = \"10s\"\nwait = \"250ms\"\n").unwrap();
     let r = c.locks.redis_config().unwrap().unwrap();
