@@ -10,6 +10,8 @@ use super::duration::duration;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Without the "redis" feature only `backend` is read (to refuse "redis").
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub struct LocksSection {
     pub backend: LockBackend,
     /// Redis: `redis://[:password@]host:port[/db]` or `rediss://...`.
@@ -51,7 +53,18 @@ fn default_lock_prefix() -> String {
 }
 
 impl LocksSection {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        #[cfg(feature = "redis")]
+        self.redis_config()?;
+        #[cfg(not(feature = "redis"))]
+        if self.backend == LockBackend::Redis {
+            return Err(super::unbuilt("locks.backend", "\"redis\"", "redis"));
+        }
+        Ok(())
+    }
+
     /// The Redis backend's settings, checked; `None` for the memory backend.
+    #[cfg(feature = "redis")]
     pub fn redis_config(&self) -> Result<Option<backend_redis::RedisLocksConfig>, ConfigError> {
         if self.backend != LockBackend::Redis {
             return Ok(None);

@@ -13,7 +13,9 @@ mod duration;
 mod listeners;
 mod locks;
 mod metrics;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "s3")]
 mod s3;
 mod server;
 mod tenants;
@@ -23,8 +25,16 @@ mod tests;
 pub use listeners::{ListenerSection, TlsSetting};
 pub use locks::LocksSection;
 pub use metrics::MetricsSection;
+#[cfg(feature = "postgres")]
 pub use postgres::PgSection;
+#[cfg(feature = "s3")]
 pub use s3::S3Section;
+/// Without the feature, a `kind = "postgres"` table is read (and refused).
+#[cfg(not(feature = "postgres"))]
+pub type PgSection = Unbuilt;
+/// Without the feature, a `kind = "s3"` table is read (and refused).
+#[cfg(not(feature = "s3"))]
+pub type S3Section = Unbuilt;
 pub use server::{LimitsSection, LogFormat, ServerSection};
 pub use tenants::{AuthSection, ExpireSetting, StoreSection, TenantSection};
 
@@ -86,6 +96,35 @@ impl Config {
     }
 }
 
+/// The settings of a backend this build lacks: read whatever they say, so
+/// that validation refuses the `kind` by name instead of serde's "unknown
+/// variant".
+#[cfg(not(all(feature = "postgres", feature = "s3")))]
+#[derive(Debug)]
+pub struct Unbuilt;
+
+#[cfg(not(all(feature = "postgres", feature = "s3")))]
+impl<'de> Deserialize<'de> for Unbuilt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Unbuilt)
+    }
+}
+
+/// `tenants[0].store: kind "s3" is not in this build (built without the "s3" feature)`.
+#[cfg(not(all(
+    feature = "maildir",
+    feature = "postgres",
+    feature = "redis",
+    feature = "s3"
+)))]
+pub fn unbuilt(key: impl Into<String>, what: &str, feature: &str) -> ConfigError {
+    ConfigError::new(
+        key,
+        format!("{what} is not in this build (built without the \"{feature}\" feature)"),
+    )
+}
+
+/// A configuration problem, tied to its key.
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {message}")]
 pub struct ConfigError {
@@ -405,7 +444,7 @@ impl Config {
         self.limits.validate()?;
         let hashing = popgate_auth::HashPool::new(self.server.password_hashing.pool_config());
         let bound = listeners::validate(self)?;
-        self.locks.redis_config()?;
+        self.locks.validate()?;
         if let Some(m) = &self.metrics {
             m.validate(&bound)?;
         }

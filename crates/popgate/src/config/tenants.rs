@@ -85,6 +85,7 @@ fn default_uidl_format() -> String {
 }
 
 /// The directory part of a path template before its first variable.
+#[cfg(feature = "maildir")]
 fn static_prefix(template: &str) -> PathBuf {
     let fixed = &template[..template.find('%').unwrap_or(template.len())];
     match fixed.rfind('/') {
@@ -177,11 +178,35 @@ pub(super) fn validate(
                         ConfigError::new(key("auth.path"), format!("{}: {e}", path.display()))
                     })?;
             }
+            #[cfg(feature = "postgres")]
             AuthSection::Postgres(pg) => pg.validate(&key("auth"))?,
+            #[cfg(not(feature = "postgres"))]
+            AuthSection::Postgres(_) => {
+                return Err(super::unbuilt(key("auth"), "kind \"postgres\"", "postgres"));
+            }
         }
         match &t.store {
+            #[cfg(feature = "postgres")]
             StoreSection::Postgres(pg) => pg.validate(&key("store"))?,
+            #[cfg(not(feature = "postgres"))]
+            StoreSection::Postgres(_) => {
+                return Err(super::unbuilt(
+                    key("store"),
+                    "kind \"postgres\"",
+                    "postgres",
+                ));
+            }
+            #[cfg(feature = "s3")]
             StoreSection::S3(s3) => s3.validate(&key("store"))?,
+            #[cfg(not(feature = "s3"))]
+            StoreSection::S3(_) => {
+                return Err(super::unbuilt(key("store"), "kind \"s3\"", "s3"));
+            }
+            #[cfg(not(feature = "maildir"))]
+            StoreSection::Maildir { .. } => {
+                return Err(super::unbuilt(key("store"), "kind \"maildir\"", "maildir"));
+            }
+            #[cfg(feature = "maildir")]
             StoreSection::Maildir {
                 path, uidl_format, ..
             } => {
@@ -217,6 +242,9 @@ fn check_shared_mailboxes(config: &Config) -> Result<(), ConfigError> {
     for (i, t) in config.tenants.iter().enumerate() {
         let (place, template) = match &t.store {
             StoreSection::Maildir { path, .. } => (format!("maildir {path}"), path.as_str()),
+            #[cfg(not(feature = "s3"))]
+            StoreSection::S3(_) => continue,
+            #[cfg(feature = "s3")]
             StoreSection::S3(s3) => (
                 format!(
                     "s3 {} {} {}",

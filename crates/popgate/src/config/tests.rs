@@ -41,6 +41,7 @@ fn a_duration_too_long_is_an_error_naming_it() {
 }
 
 #[test]
+#[cfg(feature = "redis")]
 fn redis_locks_settings() {
     let c = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379\"\nttl = \"10s\"\nwait = \"250ms\"\n").unwrap();
     let r = c.locks.redis_config().unwrap().unwrap();
@@ -87,6 +88,7 @@ fn redis_locks_settings() {
 }
 
 #[test]
+#[cfg(feature = "s3")]
 fn s3_store_settings() {
     let tenant = |store: &str| {
         format!(
@@ -321,6 +323,7 @@ fn an_unknown_key_is_named_with_a_suggestion_and_the_file_line() {
 }
 
 #[test]
+#[cfg(feature = "s3")]
 fn configs_that_serve_would_refuse_or_that_serve_nobody_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let passwd = dir.path().join("passwd");
@@ -419,4 +422,39 @@ fn validation_names_the_key() {
     let missing = base("", &good).replace(&passwd.display().to_string(), "/nonexistent/passwd");
     let e = parse(&missing).unwrap().validate().unwrap_err();
     assert_eq!(e.key, "tenants[0].auth.path");
+}
+
+#[test]
+#[cfg(not(all(feature = "postgres", feature = "redis", feature = "s3")))]
+fn a_backend_this_build_lacks_is_refused_by_key_not_by_serde() {
+    let config = |locks: &str, auth: &str, store: &str| {
+        format!(
+            "{locks}[[listeners]]\naddress = \"127.0.0.1:1100\"\nplaintext_auth = true\n\
+             [[tenants]]\nname = \"a\"\ndomains = [\"a.example\"]\nauth = {{ {auth} }}\nstore = {{ {store} }}\n"
+        )
+    };
+    let pg = "kind = \"postgres\", url = \"postgres://db/mail\"";
+    let s3 = "kind = \"s3\", bucket = \"mail\"";
+    let redis = "[locks]\nbackend = \"redis\"\nurl = \"redis://r\"\n";
+    let refused = |toml: String| parse(&toml).unwrap().validate().unwrap_err().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, "bob@a.example:{PLAIN}x\n").unwrap();
+    let file = format!("kind = \"passwd-file\", path = \"{}\"", passwd.display());
+    #[cfg(not(feature = "s3"))]
+    assert_eq!(
+        refused(config("", &file, s3)),
+        "tenants[0].store: kind \"s3\" is not in this build (built without the \"s3\" feature)"
+    );
+    #[cfg(not(feature = "postgres"))]
+    assert_eq!(
+        refused(config("", pg, s3)),
+        "tenants[0].auth: kind \"postgres\" is not in this build (built without the \"postgres\" feature)"
+    );
+    #[cfg(not(feature = "redis"))]
+    assert_eq!(
+        refused(config(redis, pg, s3)),
+        "locks.backend: \"redis\" is not in this build (built without the \"redis\" feature)"
+    );
+    let _ = (redis, pg, s3, config, file);
 }
