@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+#[cfg(feature = "redis")]
 use backend_redis::{RedisLimits, RedisLocks};
 use directory_passwd_file::PasswdFile;
 use popgate_auth::Directory;
@@ -16,6 +17,7 @@ use popgate_server::{
     Listener, ListenerConfig, Server, SessionConfig, Shared, Tenant, Tenants, TlsMode,
 };
 use popgate_store::MailStore;
+#[cfg(feature = "maildir")]
 use store_maildir::{MaildirConfig, MaildirStore};
 use tracing_subscriber::EnvFilter;
 
@@ -130,6 +132,7 @@ fn build_tenants(
     hashing: &Arc<popgate_auth::HashPool>,
 ) -> Result<Tenants, ConfigError> {
     let mut list = Vec::new();
+    #[cfg(feature = "postgres")]
     let mut pools = crate::pg::Pools::default();
     for (i, t) in config.tenants.iter().enumerate() {
         let directory: Arc<dyn Directory> = match &t.auth {
@@ -141,6 +144,15 @@ fn build_tenants(
                     )
                 })?,
             ),
+            #[cfg(not(feature = "postgres"))]
+            AuthSection::Postgres(_) => {
+                return Err(config::unbuilt(
+                    format!("tenants[{i}].auth"),
+                    "kind \"postgres\"",
+                    "postgres",
+                ));
+            }
+            #[cfg(feature = "postgres")]
             AuthSection::Postgres(pg) => Arc::new(
                 backend_postgres::PgDirectory::new(
                     pools.get(pg, &format!("tenants[{i}].auth"))?,
@@ -150,6 +162,15 @@ fn build_tenants(
             ),
         };
         let store: Arc<dyn MailStore> = match &t.store {
+            #[cfg(not(feature = "maildir"))]
+            StoreSection::Maildir { .. } => {
+                return Err(config::unbuilt(
+                    format!("tenants[{i}].store"),
+                    "kind \"maildir\"",
+                    "maildir",
+                ));
+            }
+            #[cfg(feature = "maildir")]
             StoreSection::Maildir {
                 path,
                 uidl_format,
@@ -162,9 +183,27 @@ fn build_tenants(
                 .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?
                 .with_follow_symlinks(*follow_symlinks),
             ),
+            #[cfg(not(feature = "postgres"))]
+            StoreSection::Postgres(_) => {
+                return Err(config::unbuilt(
+                    format!("tenants[{i}].store"),
+                    "kind \"postgres\"",
+                    "postgres",
+                ));
+            }
+            #[cfg(feature = "postgres")]
             StoreSection::Postgres(pg) => Arc::new(backend_postgres::PgStore::new(
                 pools.get(pg, &format!("tenants[{i}].store"))?,
             )),
+            #[cfg(not(feature = "s3"))]
+            StoreSection::S3(_) => {
+                return Err(config::unbuilt(
+                    format!("tenants[{i}].store"),
+                    "kind \"s3\"",
+                    "s3",
+                ));
+            }
+            #[cfg(feature = "s3")]
             StoreSection::S3(s3) => Arc::new(
                 store_s3::S3Store::new(s3.store_config())
                     .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e))?,
@@ -220,17 +259,18 @@ fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
         known_good_for: config.limits.known_good_for,
         ..LimitsConfig::default()
     };
-    match config.locks.redis_config()? {
-        None => Ok((
-            Arc::new(MemoryLocks::new()),
-            Arc::new(MemoryLimits::new(limits)),
-        )),
-        Some(redis) => {
-            let locks = RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?;
-            let limits = RedisLimits::new(&locks, limits);
-            Ok((Arc::new(locks), limits))
-        }
+    #[cfg(feature = "redis")]
+    if let Some(redis) = config.locks.redis_config()? {
+        let locks = RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?;
+        let limits = RedisLimits::new(&locks, limits);
+        return Ok((Arc::new(locks), limits));
     }
+    // Without the feature, `backend = "redis"` was refused by validation.
+    config.locks.validate()?;
+    Ok((
+        Arc::new(MemoryLocks::new()),
+        Arc::new(MemoryLimits::new(limits)),
+    ))
 }
 
 pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
@@ -249,6 +289,7 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     // memory and CPU that password checks take, with a share per tenant.
     let hashing = popgate_auth::HashPool::new(config.server.password_hashing.pool_config());
     let tenants = build_tenants(&config, &hashing)?;
+    #[cfg(feature = "postgres")]
     crate::pg::check_schemas(&config).await?;
     let tls = match config.tls_settings() {
         Some(settings) => {

@@ -1,0 +1,145 @@
+//! `store = { kind = "s3", bucket = "mail", ... }`, read straight into the
+//! backend's own [`store_s3::S3Config`]: its defaults are `S3Config::new`'s
+//! and its checks are `S3Config::validate`'s; only the key names live here.
+//! Without `access_key_id` and `secret_access_key`, credentials come from
+//! the standard AWS chain (`AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`,
+//! profile, web identity / IRSA, ECS, EC2).
+
+use std::fmt;
+use std::ops::Deref;
+use std::time::Duration;
+
+use serde::de::{self, MapAccess};
+use serde::{Deserialize, Deserializer};
+use store_s3::{S3Config, StaticCredentials};
+
+use super::ConfigError;
+
+/// The keys of the table, as an unknown key's error lists them.
+const KEYS: &[&str] = &[
+    "bucket",
+    "prefix",
+    "region",
+    "endpoint",
+    "force_path_style",
+    "access_key_id",
+    "secret_access_key",
+    "connect_timeout",
+    "request_timeout",
+    "read_timeout",
+    "max_attempts",
+    "list_page_size",
+];
+
+#[derive(Debug)]
+pub struct S3Section {
+    config: S3Config,
+    /// One of the two static keys, given without the other (refused by
+    /// [`S3Section::validate`], which names the missing one).
+    lone_key: Option<&'static str>,
+}
+
+impl Deref for S3Section {
+    type Target = S3Config;
+    fn deref(&self) -> &S3Config {
+        &self.config
+    }
+}
+
+impl S3Section {
+    pub fn store_config(&self) -> S3Config {
+        self.config.clone()
+    }
+
+    /// `key` is the section's own key, like `tenants[0].store`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        match self.lone_key {
+            Some("access_key_id") => {
+                return Err(ConfigError::new(
+                    format!("{key}.secret_access_key"),
+                    "missing: access_key_id needs it (or leave both out for the AWS credential chain)",
+                ));
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    format!("{key}.access_key_id"),
+                    "missing: secret_access_key needs it (or leave both out for the AWS credential chain)",
+                ));
+            }
+            None => {}
+        }
+        self.config
+            .validate()
+            .map_err(|(field, e)| ConfigError::new(format!("{key}.{field}"), e))
+    }
+}
+
+impl<'de> Deserialize<'de> for S3Section {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_struct("S3Section", KEYS, Keys)
+    }
+}
+
+struct Keys;
+
+/// A duration value; its error names its key (inside a `kind`-tagged
+/// table figment can only name the table).
+fn timeout<'de, A: MapAccess<'de>>(map: &mut A, key: &str) -> Result<Duration, A::Error> {
+    struct Value(Duration);
+    impl<'de> Deserialize<'de> for Value {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            super::duration::duration(d).map(Value)
+        }
+    }
+    map.next_value::<Value>()
+        .map(|v| v.0)
+        .map_err(|e| de::Error::custom(format!("{key}: {e}")))
+}
+
+impl<'de> de::Visitor<'de> for Keys {
+    type Value = S3Section;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("struct S3Section")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<S3Section, A::Error> {
+        let mut c = S3Config::new("");
+        let mut bucket = None;
+        let (mut id, mut secret) = (None::<String>, None::<String>);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "bucket" => bucket = Some(map.next_value()?),
+                "prefix" => c.prefix = map.next_value()?,
+                "region" => c.region = map.next_value()?,
+                "endpoint" => c.endpoint = map.next_value()?,
+                "force_path_style" => c.force_path_style = map.next_value()?,
+                "access_key_id" => id = map.next_value()?,
+                "secret_access_key" => secret = map.next_value()?,
+                "connect_timeout" => c.connect_timeout = timeout(&mut map, "connect_timeout")?,
+                "request_timeout" => c.request_timeout = timeout(&mut map, "request_timeout")?,
+                "read_timeout" => c.read_timeout = timeout(&mut map, "read_timeout")?,
+                "max_attempts" => c.max_attempts = map.next_value()?,
+                "list_page_size" => c.list_page_size = map.next_value()?,
+                other => return Err(de::Error::unknown_field(other, KEYS)),
+            }
+        }
+        c.bucket = bucket.ok_or_else(|| de::Error::missing_field("bucket"))?;
+        let lone_key = match (id, secret) {
+            (Some(access_key_id), Some(secret_access_key)) => {
+                c.credentials = Some(StaticCredentials {
+                    access_key_id,
+                    secret_access_key,
+                });
+                None
+            }
+            (Some(_), None) => Some("access_key_id"),
+            (None, Some(_)) => Some("secret_access_key"),
+            (None, None) => None,
+        };
+        Ok(S3Section {
+            config: c,
+            lone_key,
+        })
+    }
+}
