@@ -484,6 +484,10 @@ def test_a_real_prometheus_scrapes_popgate(popgate, tmp_path):
         while time.monotonic() < deadline:
             assert prom.poll() is None, (tmp_path / "prometheus.log").read_text()
             try:
+                # Prometheus answers 503 until its storage is ready.
+                if http_get(prom_port, "/-/ready")[0] != 200:
+                    time.sleep(0.5)
+                    continue
                 result = query('popgate_sessions_total{job="popgate",outcome="quit"}')
             except (OSError, http.client.HTTPException):
                 result = []  # not listening yet
