@@ -378,7 +378,7 @@ def configs(manifests, outdir):
             env.update({k: v for k, v in data.items() if re.fullmatch(r"[A-Z_][A-Z0-9_]*", k)})
     if external:
         # credentials.existingSecret: made before the install, so the render
-        # does not show it. The README has it hold POPGATE_LOCKS__URL; stand
+        # does not show it. docs/kubernetes.md has it hold POPGATE_LOCKS__URL; stand
         # in for that (an address that resolves nowhere: check-config dials
         # nothing).
         env.setdefault("POPGATE_LOCKS__URL", "redis://:stand-in@redis.invalid:6379/0")
