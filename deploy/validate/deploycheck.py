@@ -55,8 +55,14 @@ GRAFANA_VARS = {
     "${tenant}": ".*",
     "$tenant": ".*",
 }
-# Labels Prometheus adds to every scraped series.
-TARGET_LABELS = {"job", "instance"}
+# Labels Prometheus adds to every scraped series (namespace: prometheus-operator
+# does, for each target of a ServiceMonitor; elsewhere it is empty, and a
+# by (namespace) groups all as one).
+TARGET_LABELS = {"job", "instance", "namespace"}
+# The runbook_url of alert A in the rule file: RUNBOOKS#a (GitHub's anchor of
+# the heading "## A" of docs/runbooks.md). The chart replaces RUNBOOKS by
+# prometheusRule.runbookBaseUrl.
+RUNBOOKS = "https://github.com/popgate/popgate/blob/main/docs/runbooks.md"
 METRIC = re.compile(r"\bpopgate_[a-zA-Z0-9_]+")
 
 
@@ -129,7 +135,18 @@ def alert_tests(rules_path, tests_path):
     silent = [a for a in alerts if a not in quiet]
     if silent:
         fail(f"{tests_path}: no test in which these alerts stay quiet: {', '.join(silent)}")
-    print(f"{len(alerts)} alerts, each tested firing and quiet")
+    runbooks_path = os.path.join(HERE, "..", "..", "docs", "runbooks.md")
+    headings = set(re.findall(r"^## (\S+)\s*$", open(runbooks_path).read(), re.M))
+    for g in yaml.safe_load(open(rules_path))["groups"]:
+        for r in g["rules"]:
+            if "alert" not in r:
+                continue
+            url = (r.get("annotations") or {}).get("runbook_url")
+            if url != f"{RUNBOOKS}#{r['alert'].lower()}":
+                fail(f"{rules_path}: {r['alert']}: runbook_url {url!r}, want {RUNBOOKS}#{r['alert'].lower()}")
+            if r["alert"] not in headings:
+                fail(f"docs/runbooks.md: no heading \"## {r['alert']}\" for its runbook_url")
+    print(f"{len(alerts)} alerts, each tested firing and quiet, each with its runbook in docs/runbooks.md")
 
 
 def load_docs(path):
@@ -263,6 +280,16 @@ def chart_modes(chart, rules_path):
         chart, "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true"), on, rules)
     print("ServiceMonitor and PrometheusRule: only with prometheus-operator's CRDs (auto), or forced")
 
+    # prometheusRule.runbookBaseUrl: the rule file with only the base of its
+    # runbook_url annotations replaced.
+    base = "https://wiki.example.test/ops/popgate-runbooks"
+    moved = yaml.safe_load(open(rules_path).read().replace(f"{RUNBOOKS}#", f"{base}#"))
+    if moved == rules:
+        fail(f"{rules_path}: no runbook_url under {RUNBOOKS}")
+    check_monitoring("with prometheusRule.runbookBaseUrl", render(
+        chart, *ops, "--set", f"prometheusRule.runbookBaseUrl={base}"), on, moved)
+    print("prometheusRule.runbookBaseUrl: the rule file with each runbook_url under that base")
+
     # A live install refuses the placeholders of values.yaml; offline
     # renders (helm lint, helm template) keep them.
     cluster = ["--api-versions", CLUSTER_API]
@@ -351,7 +378,7 @@ def configs(manifests, outdir):
             env.update({k: v for k, v in data.items() if re.fullmatch(r"[A-Z_][A-Z0-9_]*", k)})
     if external:
         # credentials.existingSecret: made before the install, so the render
-        # does not show it. The README has it hold POPGATE_LOCKS__URL; stand
+        # does not show it. docs/kubernetes.md has it hold POPGATE_LOCKS__URL; stand
         # in for that (an address that resolves nowhere: check-config dials
         # nothing).
         env.setdefault("POPGATE_LOCKS__URL", "redis://:stand-in@redis.invalid:6379/0")

@@ -138,12 +138,12 @@ prerequisites the chart can check without reading the cluster.
 {{- end }}
 {{- if include "popgate.onCluster" . }}
 {{- if eq .Values.image.repository "registry.example.net/popgate/popgate" }}
-{{- fail "image.repository is still the placeholder registry.example.net/popgate/popgate: build and push the image from the repository's Dockerfile (README, section Kubernetes: the Helm chart), then set image.repository (and image.tag or image.digest)" }}
+{{- fail "image.repository is still the placeholder registry.example.net/popgate/popgate: build and push the image from the repository's Dockerfile (docs/kubernetes.md, section Kubernetes: the Helm chart), then set image.repository (and image.tag or image.digest)" }}
 {{- end }}
 {{- if and .Values.credentials.create (not .Values.credentials.existingSecret) }}
 {{- range $k, $v := .Values.credentials.env }}
 {{- if and (eq $k "POPGATE_LOCKS__URL") (contains "REPLACE_ME" $v) }}
-{{- fail "credentials.env.POPGATE_LOCKS__URL still holds the placeholder REPLACE_ME: the replicas share their mailbox locks through Redis, so point it at a real Redis (redis:// or rediss://), or put POPGATE_LOCKS__URL in a Secret of your own and set credentials.existingSecret (README, section Kubernetes: the Helm chart)" }}
+{{- fail "credentials.env.POPGATE_LOCKS__URL still holds the placeholder REPLACE_ME: the replicas share their mailbox locks through Redis, so point it at a real Redis (redis:// or rediss://), or put POPGATE_LOCKS__URL in a Secret of your own and set credentials.existingSecret (docs/kubernetes.md, section Kubernetes: the Helm chart)" }}
 {{- else if contains "REPLACE_ME" $v }}
 {{- fail (printf "credentials.env.%s still holds the placeholder REPLACE_ME: set it, or put it in a Secret of your own and set credentials.existingSecret" $k) }}
 {{- end }}
