@@ -16,7 +16,7 @@
 # SBOM, /usr/share/doc/popgate/sbom.cdx.json (CycloneDX 1.5: popgate, the
 # crates compiled into it as pkg:cargo, the Debian packages of the copied
 # libraries and CA certificates as pkg:deb), made by deploy/docker/mkrootfs
-# (trivy sbom, grype sbom:; README, "Kubernetes: the Helm chart"). OCI labels:
+# (trivy sbom, grype sbom:; docs/kubernetes.md). OCI labels:
 # version (VERSION, checked against the binary), revision and source (build
 # arguments), licenses.
 #
@@ -24,7 +24,7 @@
 # `popgate healthcheck`, which GETs /healthz on the metrics port (set
 # [metrics] address to 0.0.0.0:9100 or 127.0.0.1:9100). Kubernetes probes
 # /healthz (liveness) and /readyz (readiness, 503 while draining) over HTTP.
-# See README, "Deployment".
+# See docs/kubernetes.md.
 
 ARG RUST_VERSION=1.95
 # popgate's version (Cargo.toml's workspace.package.version): the build
