@@ -11,7 +11,7 @@ use popgate_store::{MailboxId, Maildrop, StoreError};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use super::{Flow, Session};
+use super::{Flow, Reply, Session};
 use crate::observer::Outcome;
 use crate::tenant::{Tenant, TenantSession};
 
@@ -95,7 +95,7 @@ impl Session {
         }
     }
 
-    pub(super) async fn transaction(&mut self, cmd: Command) -> Flow {
+    pub(super) async fn transaction(&mut self, cmd: Command) -> Reply {
         let out = &mut self.conn.out;
         let super::State::Transaction(mb) = &mut self.state else {
             unreachable!()
@@ -104,6 +104,7 @@ impl Session {
             Command::Stat => {
                 let (n, octets) = mb.stat();
                 response::ok(out, &format!("{n} {octets}"));
+                Reply::ok()
             }
             Command::List(Some(n)) | Command::Uidl(Some(n)) => {
                 let uidl = matches!(cmd, Command::Uidl(_));
@@ -116,8 +117,12 @@ impl Session {
                             format!("{n} {}", m.size)
                         };
                         response::ok(out, &text);
+                        Reply::ok()
                     }
-                    Err(text) => response::err(out, None, text),
+                    Err(text) => {
+                        response::err(out, None, text);
+                        Reply::err()
+                    }
                 }
             }
             Command::List(None) | Command::Uidl(None) => {
@@ -143,36 +148,44 @@ impl Session {
                     response::line(out, &line);
                 }
                 response::end(out);
+                Reply::ok()
             }
             Command::Dele(n) => match mb.index(n) {
                 Ok(i) => {
                     mb.deleted[i] = true;
                     response::ok(out, &format!("Message {n} deleted."));
+                    Reply::ok()
                 }
-                Err(text) => response::err(out, None, text),
+                Err(text) => {
+                    response::err(out, None, text);
+                    Reply::err()
+                }
             },
             Command::Rset => {
                 mb.deleted.iter_mut().for_each(|d| *d = false);
                 let (n, octets) = mb.stat();
                 response::ok(out, &format!("{n} messages ({octets} octets)."));
+                Reply::ok()
             }
-            Command::Noop => response::ok(out, ""),
-            Command::Retr(n) => return self.send_message(n, None).await,
-            Command::Top(n, k) => return self.send_message(n, Some(k)).await,
-            _ => return self.wrong_state(),
+            Command::Noop => {
+                response::ok(out, "");
+                Reply::ok()
+            }
+            Command::Retr(n) => self.send_message(n, None).await,
+            Command::Top(n, k) => self.send_message(n, Some(k)).await,
+            _ => self.wrong_state(),
         }
-        Flow::Continue
     }
 
     /// RETR and TOP: stream the message through the encoder to the client,
     /// one chunk at a time, waiting for the client to take each one.
-    async fn send_message(&mut self, n: u32, top: Option<u32>) -> Flow {
+    async fn send_message(&mut self, n: u32, top: Option<u32>) -> Reply {
         let mb = self.mailbox();
         let index = match mb.index(n) {
             Ok(i) => i,
             Err(text) => {
                 response::err(&mut self.conn.out, None, text);
-                return Flow::Continue;
+                return Reply::err();
             }
         };
         let size = mb.maildrop.messages()[index].size;
@@ -201,7 +214,7 @@ impl Session {
                 };
                 tracing::warn!(message = n, error = %e, "fetch failed");
                 response::err(&mut self.conn.out, code, text);
-                return Flow::Continue;
+                return Reply::err();
             }
         };
         match top {
@@ -237,7 +250,7 @@ impl Session {
                         Some("temporary"),
                     );
                     tracing::warn!(message = n, error = %e, "store read failed mid-message");
-                    return Flow::Close(Outcome::Error);
+                    return Reply::ok_then(Flow::Close(Outcome::Error));
                 }
             };
             if read == 0 {
@@ -248,7 +261,7 @@ impl Session {
                 break;
             }
             if let Err(e) = self.conn.flush_if_full().await {
-                return Flow::Close(super::conn_outcome(&e));
+                return Reply::ok_then(Flow::Close(super::conn_outcome(&e)));
             }
         }
         encoder.finish(&mut self.conn.out);
@@ -258,12 +271,12 @@ impl Session {
         if top.is_none() {
             self.retrieved += 1;
         }
-        Flow::Continue
+        Reply::ok()
     }
 
     /// QUIT in TRANSACTION: the UPDATE state. Expunges the marked messages,
     /// only while the lock is still ours, then releases the mailbox.
-    pub(super) async fn update(&mut self) -> Flow {
+    pub(super) async fn update(&mut self) -> Reply {
         let super::State::Transaction(mb) =
             std::mem::replace(&mut self.state, super::State::Authorization { user: None })
         else {
@@ -277,9 +290,9 @@ impl Session {
             .filter(|(_, d)| **d)
             .map(|(i, _)| i)
             .collect();
-        let outcome = if marked.is_empty() {
+        let (ok, outcome) = if marked.is_empty() {
             response::ok(&mut self.conn.out, "Logging out.");
-            Outcome::Quit
+            (true, Outcome::Quit)
         } else if let Err(e) = mb.lock.verify().await {
             tracing::warn!(mailbox = %mb.id, error = %e, "lock lost before commit");
             self.shared.observer.lock_lost(&mb.tenant.name);
@@ -288,7 +301,7 @@ impl Session {
                 Some(Code::SysTemp),
                 "Mailbox lock lost; no messages were deleted.",
             );
-            Outcome::UpdateFailed
+            (false, Outcome::UpdateFailed)
         } else {
             let backend = mb.tenant.store.backend();
             let started = Instant::now();
@@ -308,7 +321,7 @@ impl Session {
                         &mut self.conn.out,
                         &format!("Logging out, {} messages deleted.", marked.len()),
                     );
-                    Outcome::Quit
+                    (true, Outcome::Quit)
                 }
                 Err(e) => {
                     tracing::warn!(mailbox = %mb.id, error = %e, "expunge failed");
@@ -320,11 +333,14 @@ impl Session {
                         _ => "Some deleted messages were not removed, try again later.",
                     };
                     response::err(&mut self.conn.out, Some(Code::SysTemp), text);
-                    Outcome::UpdateFailed
+                    (false, Outcome::UpdateFailed)
                 }
             }
         };
         mb.release().await;
-        Flow::Close(outcome)
+        Reply {
+            ok,
+            flow: Flow::Close(outcome),
+        }
     }
 }
