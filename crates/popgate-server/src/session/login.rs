@@ -1,16 +1,18 @@
 //! AUTHORIZATION: USER/PASS, APOP, SASL PLAIN and LOGIN, and what a
 //! successful login does: tenant cap, LOGIN-DELAY, mailbox lock, snapshot.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use pop3_proto::sasl::{base64_decode, decode_plain};
 use pop3_proto::{Code, Command, response};
 use popgate_auth::{Login, UserInfo};
 use popgate_lock::LockError;
-use popgate_store::StoreError;
+use popgate_store::{MailboxId, StoreError};
 
 use super::transaction::Mailbox;
 use super::{Flow, Reply, Session, State};
+use crate::Tenant;
 use crate::TlsMode;
 use crate::limits::Verdict;
 use crate::observer::{LockResult, LoginResult, Outcome};
@@ -23,6 +25,13 @@ pub(crate) enum Sasl {
 }
 
 const FAILED: &str = "Authentication failed.";
+
+/// Credentials the directory accepted.
+struct Verified {
+    tenant: Arc<Tenant>,
+    mailbox: MailboxId,
+    user: UserInfo,
+}
 
 /// What the client proved.
 enum Proof<'a> {
@@ -42,10 +51,13 @@ impl Session {
                 Reply::ok()
             }
             Command::Pass(password) => {
-                let State::Authorization { user } = &mut self.state else {
-                    unreachable!()
+                // Only AUTHORIZATION dispatches here: a SASL line is
+                // answered by `sasl_step`, TRANSACTION by `transaction`.
+                let user = match &mut self.state {
+                    State::Authorization { user } => user.take(),
+                    State::Sasl(_) | State::Transaction(_) => None,
                 };
-                let Some(user) = user.take() else {
+                let Some(user) = user else {
                     response::err(&mut self.conn.out, None, "Send USER first.");
                     return Reply::err_then(self.bad_command());
                 };
@@ -244,6 +256,21 @@ impl Session {
 
     /// Checks credentials, then opens the mailbox.
     async fn login(&mut self, mechanism: &'static str, login: &str, proof: Proof<'_>) -> Reply {
+        match self.authenticate(mechanism, login, proof).await {
+            Ok(verified) => self.open_mailbox(mechanism, verified).await,
+            Err(reply) => reply,
+        }
+    }
+
+    /// Resolves the login to a tenant and a mailbox, sits out the
+    /// brute-force penalty, and verifies the proof; the answer to a login
+    /// that is not verified is the error.
+    async fn authenticate(
+        &mut self,
+        mechanism: &'static str,
+        login: &str,
+        proof: Proof<'_>,
+    ) -> Result<Verified, Reply> {
         let resolved = self
             .shared
             .tenants
@@ -262,7 +289,7 @@ impl Session {
         if !penalty.is_zero() {
             self.shared.observer.login_penalty(penalty);
             if self.conn.flush().await.is_err() {
-                return Reply::err_then(Flow::Close(Outcome::Error));
+                return Err(Reply::err_then(Flow::Close(Outcome::Error)));
             }
             tokio::time::sleep(penalty).await;
         }
@@ -284,7 +311,7 @@ impl Session {
             }
             self.shared.limits.finish(attempt, Verdict::Failure).await;
             tracing::debug!("no tenant serves the login's domain, or the name is no login");
-            return self.fail_login(mechanism, None, login).await;
+            return Err(self.fail_login(mechanism, None, login).await);
         };
         let who = Login {
             local: &mailbox.local,
@@ -301,18 +328,18 @@ impl Session {
             Ok(Some(user)) => user,
             Ok(None) => {
                 self.shared.limits.finish(attempt, Verdict::Failure).await;
-                return self.fail_login(mechanism, Some(&tenant.name), login).await;
+                return Err(self.fail_login(mechanism, Some(&tenant.name), login).await);
             }
             Err(e) => {
                 self.shared.limits.finish(attempt, Verdict::Unchecked).await;
                 tracing::warn!(tenant = %tenant.name, error = %e, "directory failure");
-                return self.refuse_login(
+                return Err(self.refuse_login(
                     &tenant.name,
                     mechanism,
                     LoginResult::TempError,
                     Code::SysTemp,
                     "Authentication service unavailable, try again later.",
-                );
+                ));
             }
         };
         // Verified: the login timeout no longer cuts this login short.
@@ -324,7 +351,22 @@ impl Session {
         let span = tracing::Span::current();
         span.record("tenant", tenant.name.as_str());
         span.record("user", mailbox.login().as_str());
+        Ok(Verified {
+            tenant,
+            mailbox,
+            user,
+        })
+    }
 
+    /// Opens the mailbox of verified credentials: LOGIN-DELAY, the tenant's
+    /// session cap, the lock, the snapshot; then the session is in
+    /// TRANSACTION.
+    async fn open_mailbox(&mut self, mechanism: &'static str, verified: Verified) -> Reply {
+        let Verified {
+            tenant,
+            mailbox,
+            user,
+        } = verified;
         // The store's name for the mailbox, not the login: two logins that
         // map to one maildrop must not hold two sessions on it.
         let lock_key = tenant.store.mailbox_key(&mailbox);

@@ -194,9 +194,7 @@ impl Session {
         let outcome = self.serve().await;
         // Whatever happened, a session that did not commit deletes nothing:
         // dropping the maildrop and the lock guard leaves the store as it was.
-        if let State::Transaction(mb) =
-            std::mem::replace(&mut self.state, State::Authorization { user: None })
-        {
+        if let Some(mb) = self.take_mailbox() {
             mb.release().await;
         }
         let summary = SessionSummary {
@@ -411,22 +409,31 @@ impl Session {
 
     async fn dispatch(&mut self, cmd: Command) -> Flow {
         let name = cmd.name();
-        let reply = match (&self.state, cmd) {
-            (_, Command::Capa) => {
-                self.capabilities().write(&mut self.conn.out);
-                Reply::ok()
-            }
-            (State::Transaction(_), Command::Quit) => self.update().await,
-            (_, Command::Quit) => {
-                response::ok(&mut self.conn.out, "Logging out.");
-                Reply::ok_then(Flow::Close(Outcome::Quit))
-            }
-            (State::Authorization { .. }, cmd) => self.authorization(cmd).await,
-            (State::Transaction(_), cmd) => self.transaction(cmd).await,
-            (State::Sasl(_), _) => unreachable!("SASL lines are not parsed as commands"),
+        let reply = if let Command::Capa = cmd {
+            self.capabilities().write(&mut self.conn.out);
+            Reply::ok()
+        } else if let Some(mb) = self.take_mailbox() {
+            self.transaction(mb, cmd).await
+        } else if let Command::Quit = cmd {
+            response::ok(&mut self.conn.out, "Logging out.");
+            Reply::ok_then(Flow::Close(Outcome::Quit))
+        } else {
+            self.authorization(cmd).await
         };
         self.observe_command(name, reply.ok);
         reply.flow
+    }
+
+    /// Takes the mailbox out of TRANSACTION (the state is AUTHORIZATION
+    /// until it is put back); in any other state, leaves it as it is.
+    fn take_mailbox(&mut self) -> Option<Box<Mailbox>> {
+        match std::mem::replace(&mut self.state, State::Authorization { user: None }) {
+            State::Transaction(mb) => Some(mb),
+            state => {
+                self.state = state;
+                None
+            }
+        }
     }
 
     fn observe_command(&self, name: &'static str, ok: bool) {

@@ -88,18 +88,19 @@ impl Mailbox {
 }
 
 impl Session {
-    fn mailbox(&mut self) -> &mut Mailbox {
-        match &mut self.state {
-            super::State::Transaction(mb) => mb,
-            _ => unreachable!("transaction commands run in TRANSACTION"),
+    /// A command in TRANSACTION, on the mailbox taken out of the state: put
+    /// back after the command, but for QUIT (UPDATE consumes it).
+    pub(super) async fn transaction(&mut self, mut mb: Box<Mailbox>, cmd: Command) -> Reply {
+        if let Command::Quit = cmd {
+            return self.update(*mb).await;
         }
+        let reply = self.transaction_command(&mut mb, cmd).await;
+        self.state = super::State::Transaction(mb);
+        reply
     }
 
-    pub(super) async fn transaction(&mut self, cmd: Command) -> Reply {
+    async fn transaction_command(&mut self, mb: &mut Mailbox, cmd: Command) -> Reply {
         let out = &mut self.conn.out;
-        let super::State::Transaction(mb) = &mut self.state else {
-            unreachable!()
-        };
         match cmd {
             Command::Stat => {
                 let (n, octets) = mb.stat();
@@ -171,16 +172,15 @@ impl Session {
                 response::ok(out, "");
                 Reply::ok()
             }
-            Command::Retr(n) => self.send_message(n, None).await,
-            Command::Top(n, k) => self.send_message(n, Some(k)).await,
+            Command::Retr(n) => self.send_message(mb, n, None).await,
+            Command::Top(n, k) => self.send_message(mb, n, Some(k)).await,
             _ => self.wrong_state(),
         }
     }
 
     /// RETR and TOP: stream the message through the encoder to the client,
     /// one chunk at a time, waiting for the client to take each one.
-    async fn send_message(&mut self, n: u32, top: Option<u32>) -> Reply {
-        let mb = self.mailbox();
+    async fn send_message(&mut self, mb: &mut Mailbox, n: u32, top: Option<u32>) -> Reply {
         let index = match mb.index(n) {
             Ok(i) => i,
             Err(text) => {
@@ -276,13 +276,7 @@ impl Session {
 
     /// QUIT in TRANSACTION: the UPDATE state. Expunges the marked messages,
     /// only while the lock is still ours, then releases the mailbox.
-    pub(super) async fn update(&mut self) -> Reply {
-        let super::State::Transaction(mb) =
-            std::mem::replace(&mut self.state, super::State::Authorization { user: None })
-        else {
-            unreachable!()
-        };
-        let mut mb = *mb;
+    async fn update(&mut self, mut mb: Mailbox) -> Reply {
         let marked: Vec<usize> = mb
             .deleted
             .iter()
