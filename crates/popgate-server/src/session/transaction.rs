@@ -1,6 +1,7 @@
 //! TRANSACTION and UPDATE: the maildrop snapshot, deletion marks, RETR/TOP
 //! streaming, and the commit on QUIT.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -72,8 +73,8 @@ impl Mailbox {
     }
 
     /// Message number → index, or the -ERR text.
-    fn index(&self, n: u32) -> Result<usize, &'static str> {
-        let i = n as usize - 1;
+    fn index(&self, n: NonZeroU32) -> Result<usize, &'static str> {
+        let i = n.get() as usize - 1;
         match self.deleted.get(i) {
             None => Err("No such message."),
             Some(true) => Err("Message is deleted."),
@@ -180,7 +181,7 @@ impl Session {
 
     /// RETR and TOP: stream the message through the encoder to the client,
     /// one chunk at a time, waiting for the client to take each one.
-    async fn send_message(&mut self, mb: &mut Mailbox, n: u32, top: Option<u32>) -> Reply {
+    async fn send_message(&mut self, mb: &mut Mailbox, n: NonZeroU32, top: Option<u32>) -> Reply {
         let index = match mb.index(n) {
             Ok(i) => i,
             Err(text) => {
