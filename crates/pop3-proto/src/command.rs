@@ -1,6 +1,7 @@
 //! Command lines → [`Command`] values (RFC 1939, RFC 2449, RFC 2595, RFC 5034).
 
 use std::fmt;
+use std::num::NonZeroU32;
 
 /// A password or SASL response: never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -30,13 +31,14 @@ pub enum Command {
     Stls,
     Quit,
     Stat,
-    List(Option<u32>),
-    Retr(u32),
-    Dele(u32),
+    List(Option<NonZeroU32>),
+    Retr(NonZeroU32),
+    Dele(NonZeroU32),
     Noop,
     Rset,
-    Top(u32, u32),
-    Uidl(Option<u32>),
+    /// The message number, then the count of body lines (which may be 0).
+    Top(NonZeroU32, u32),
+    Uidl(Option<NonZeroU32>),
 }
 
 impl Command {
@@ -81,13 +83,8 @@ pub enum ParseError {
 
 /// The largest argument a message number may have: numbers are 1-based and
 /// fit in u32 (a maildrop never holds 4 billion messages).
-fn message_number(cmd: &'static str, arg: &str) -> Result<u32, ParseError> {
-    let n = line_count(cmd, arg)?;
-    if n == 0 {
-        Err(ParseError::BadNumber(cmd))
-    } else {
-        Ok(n)
-    }
+fn message_number(cmd: &'static str, arg: &str) -> Result<NonZeroU32, ParseError> {
+    NonZeroU32::new(line_count(cmd, arg)?).ok_or(ParseError::BadNumber(cmd))
 }
 
 /// A non-negative decimal without sign: `0` is allowed (TOP's line count).
@@ -224,6 +221,10 @@ fn trim_end(mut line: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
+    fn n(v: u32) -> NonZeroU32 {
+        NonZeroU32::new(v).unwrap()
+    }
+
     fn p(s: &str) -> Result<Command, ParseError> {
         parse(s.as_bytes())
     }
@@ -266,19 +267,19 @@ mod tests {
         assert_eq!(p("NOOP"), Ok(Command::Noop));
         assert_eq!(p("RSET"), Ok(Command::Rset));
         assert_eq!(p("LIST"), Ok(Command::List(None)));
-        assert_eq!(p("LIST 2"), Ok(Command::List(Some(2))));
+        assert_eq!(p("LIST 2"), Ok(Command::List(Some(n(2)))));
         assert_eq!(p("UIDL"), Ok(Command::Uidl(None)));
-        assert_eq!(p("UIDL 7"), Ok(Command::Uidl(Some(7))));
-        assert_eq!(p("RETR 1"), Ok(Command::Retr(1)));
-        assert_eq!(p("DELE 4294967295"), Ok(Command::Dele(u32::MAX)));
-        assert_eq!(p("TOP 1 0"), Ok(Command::Top(1, 0)));
-        assert_eq!(p("TOP 3 10\r\n"), Ok(Command::Top(3, 10)));
+        assert_eq!(p("UIDL 7"), Ok(Command::Uidl(Some(n(7)))));
+        assert_eq!(p("RETR 1"), Ok(Command::Retr(n(1))));
+        assert_eq!(p("DELE 4294967295"), Ok(Command::Dele(n(u32::MAX))));
+        assert_eq!(p("TOP 1 0"), Ok(Command::Top(n(1), 0)));
+        assert_eq!(p("TOP 3 10\r\n"), Ok(Command::Top(n(3), 10)));
     }
 
     #[test]
     fn keywords_are_case_insensitive() {
         assert_eq!(p("stat"), Ok(Command::Stat));
-        assert_eq!(p("ReTr 5"), Ok(Command::Retr(5)));
+        assert_eq!(p("ReTr 5"), Ok(Command::Retr(n(5))));
         assert_eq!(p("uSeR x"), Ok(Command::User("x".into())));
     }
 

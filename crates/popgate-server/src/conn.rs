@@ -29,9 +29,6 @@ pub struct Conn {
     pub out: Vec<u8>,
     pub bytes_sent: u64,
     send_timeout: Duration,
-    /// Where the response being built starts in the outgoing stream (see
-    /// [`Conn::mark`]), and its first byte once a flush has sent it.
-    mark: (u64, Option<u8>),
     /// Turns true when the shutdown grace is over: a write waiting on a
     /// client that does not read gives up then, not at the send timeout.
     shutdown: Option<watch::Receiver<bool>>,
@@ -44,7 +41,6 @@ impl Conn {
             out: Vec::with_capacity(4096),
             bytes_sent: 0,
             send_timeout,
-            mark: (0, None),
             shutdown: None,
         }
     }
@@ -86,11 +82,6 @@ impl Conn {
         };
         match result {
             Ok(Ok(())) => {
-                if let Some(i) = self.mark.0.checked_sub(self.bytes_sent)
-                    && let Some(&b) = self.out.get(i as usize)
-                {
-                    self.mark.1 = Some(b);
-                }
                 self.bytes_sent += self.out.len() as u64;
                 self.out.clear();
                 // Do not keep a large buffer around after a big RETR.
@@ -101,20 +92,6 @@ impl Conn {
             }
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ConnError::SendTimeout(self.send_timeout)),
-        }
-    }
-
-    /// Marks where the next response starts, so that its status byte can be
-    /// read back with [`Conn::marked_byte`] even after a flush sent it.
-    pub fn mark(&mut self) {
-        self.mark = (self.bytes_sent + self.out.len() as u64, None);
-    }
-
-    /// The first byte written at the mark (`b'+'` or `b'-'`), if any yet.
-    pub fn marked_byte(&self) -> Option<u8> {
-        match self.mark.0.checked_sub(self.bytes_sent) {
-            Some(i) => self.out.get(i as usize).copied(),
-            None => self.mark.1,
         }
     }
 
@@ -138,35 +115,5 @@ impl Conn {
             .flush_with(self.send_timeout.min(Duration::from_secs(2)), false)
             .await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_mark_keeps_the_status_byte_across_flushes() {
-        let (client, _peer) = tokio::io::duplex(1 << 20);
-        let mut conn = Conn::new(Box::new(client), Duration::from_secs(5));
-        conn.out.extend_from_slice(b"-ERR pipelined earlier\r\n");
-        conn.mark();
-        assert_eq!(conn.marked_byte(), None);
-        conn.out.extend_from_slice(b"+OK 12 octets\r\n");
-        assert_eq!(conn.marked_byte(), Some(b'+'));
-        conn.flush().await.unwrap();
-        conn.out.extend_from_slice(b"-a body line\r\n");
-        assert_eq!(conn.marked_byte(), Some(b'+'));
-        conn.flush().await.unwrap();
-        assert_eq!(conn.marked_byte(), Some(b'+'));
-
-        // A flush before the response (a failed login's) does not confuse it.
-        conn.mark();
-        conn.flush().await.unwrap();
-        assert_eq!(conn.marked_byte(), None);
-        conn.out.extend_from_slice(b"-ERR [AUTH] no\r\n");
-        assert_eq!(conn.marked_byte(), Some(b'-'));
-        conn.flush().await.unwrap();
-        assert_eq!(conn.marked_byte(), Some(b'-'));
     }
 }

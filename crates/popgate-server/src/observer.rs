@@ -99,6 +99,54 @@ impl Outcome {
     }
 }
 
+/// How a login attempt ended: the `result` label of the login metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginResult {
+    /// The session is in TRANSACTION.
+    Ok,
+    /// The credentials were not good (or the name is no login).
+    Failed,
+    /// Good credentials, but another session holds the mailbox.
+    InUse,
+    /// Good credentials, refused by policy (LOGIN-DELAY, the tenant's cap).
+    Denied,
+    /// The directory, the lock or the store failed for now.
+    TempError,
+    /// The store cannot open the mailbox.
+    PermError,
+}
+
+impl LoginResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginResult::Ok => "ok",
+            LoginResult::Failed => "failed",
+            LoginResult::InUse => "in_use",
+            LoginResult::Denied => "denied",
+            LoginResult::TempError => "temp_error",
+            LoginResult::PermError => "perm_error",
+        }
+    }
+}
+
+/// How taking a mailbox lock ended: the `result` label of the lock metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockResult {
+    Ok,
+    InUse,
+    Error,
+}
+
+impl LockResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockResult::Ok => "ok",
+            LockResult::InUse => "in_use",
+            LockResult::Error => "error",
+        }
+    }
+}
+
 /// The one-line record of a finished session.
 #[derive(Clone, Debug)]
 pub struct SessionSummary {

@@ -1,19 +1,21 @@
 //! AUTHORIZATION: USER/PASS, APOP, SASL PLAIN and LOGIN, and what a
 //! successful login does: tenant cap, LOGIN-DELAY, mailbox lock, snapshot.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use pop3_proto::sasl::{base64_decode, decode_plain};
 use pop3_proto::{Code, Command, response};
 use popgate_auth::{Login, UserInfo};
 use popgate_lock::LockError;
-use popgate_store::StoreError;
+use popgate_store::{MailboxId, StoreError};
 
 use super::transaction::Mailbox;
-use super::{Flow, Session, State};
+use super::{Flow, Reply, Session, State};
+use crate::Tenant;
 use crate::TlsMode;
 use crate::limits::Verdict;
-use crate::observer::Outcome;
+use crate::observer::{LockResult, LoginResult, Outcome};
 
 /// A SASL exchange waiting for the client's next line.
 pub(crate) enum Sasl {
@@ -24,6 +26,13 @@ pub(crate) enum Sasl {
 
 const FAILED: &str = "Authentication failed.";
 
+/// Credentials the directory accepted.
+struct Verified {
+    tenant: Arc<Tenant>,
+    mailbox: MailboxId,
+    user: UserInfo,
+}
+
 /// What the client proved.
 enum Proof<'a> {
     Password(&'a [u8]),
@@ -31,7 +40,7 @@ enum Proof<'a> {
 }
 
 impl Session {
-    pub(super) async fn authorization(&mut self, cmd: Command) -> Flow {
+    pub(super) async fn authorization(&mut self, cmd: Command) -> Reply {
         match cmd {
             Command::User(name) => {
                 if !self.plaintext_allowed() {
@@ -39,15 +48,18 @@ impl Session {
                 }
                 self.state = State::Authorization { user: Some(name) };
                 response::ok(&mut self.conn.out, "Send your password.");
-                Flow::Continue
+                Reply::ok()
             }
             Command::Pass(password) => {
-                let State::Authorization { user } = &mut self.state else {
-                    unreachable!()
+                // Only AUTHORIZATION dispatches here: a SASL line is
+                // answered by `sasl_step`, TRANSACTION by `transaction`.
+                let user = match &mut self.state {
+                    State::Authorization { user } => user.take(),
+                    State::Sasl(_) | State::Transaction(_) => None,
                 };
-                let Some(user) = user.take() else {
+                let Some(user) = user else {
                     response::err(&mut self.conn.out, None, "Send USER first.");
-                    return self.bad_command();
+                    return Reply::err_then(self.bad_command());
                 };
                 if !self.plaintext_allowed() {
                     return self.plaintext_refused();
@@ -61,7 +73,7 @@ impl Session {
                 }
                 let Some(timestamp) = self.apop_timestamp.clone() else {
                     response::err(&mut self.conn.out, None, "APOP is not available.");
-                    return Flow::Continue;
+                    return Reply::err();
                 };
                 self.login(
                     "apop",
@@ -82,7 +94,7 @@ impl Session {
                     response::line(&mut self.conn.out, "LOGIN");
                 }
                 response::end(&mut self.conn.out);
-                Flow::Continue
+                Reply::ok()
             }
             Command::Auth {
                 mechanism: Some(mech),
@@ -97,7 +109,7 @@ impl Session {
                         None => {
                             self.state = State::Sasl(Sasl::Plain);
                             response::continuation(&mut self.conn.out, "");
-                            Flow::Continue
+                            Reply::ok()
                         }
                     },
                     "LOGIN" => match initial {
@@ -106,7 +118,7 @@ impl Session {
                         None => {
                             self.state = State::Sasl(Sasl::LoginUser);
                             response::continuation(&mut self.conn.out, "VXNlcm5hbWU6");
-                            Flow::Continue
+                            Reply::ok()
                         }
                     },
                     _ => {
@@ -115,7 +127,7 @@ impl Session {
                             None,
                             "Unsupported authentication mechanism.",
                         );
-                        Flow::Continue
+                        Reply::err()
                     }
                 }
             }
@@ -127,18 +139,19 @@ impl Session {
     /// RFC 2595 STLS: answer, then hand the socket to the TLS handshake.
     /// Whatever the client pipelined after STLS is dropped, so nothing sent
     /// in clear can be taken as a command of the protected session.
-    async fn starttls(&mut self) -> Flow {
+    async fn starttls(&mut self) -> Reply {
         let tls = match &self.shared.tls {
             Some(tls) if self.listener.tls == TlsMode::StartTls && !self.tls_active => tls.clone(),
             _ => {
                 response::err(&mut self.conn.out, None, "STLS is not available now.");
-                return self.bad_command();
+                return Reply::err_then(self.bad_command());
             }
         };
         self.state = State::Authorization { user: None };
         response::ok(&mut self.conn.out, "Begin TLS negotiation now.");
+        // From here on the answer was +OK, whatever the handshake does.
         if self.conn.flush().await.is_err() {
-            return Flow::Close(Outcome::Error);
+            return Reply::ok_then(Flow::Close(Outcome::Error));
         }
         self.reader.clear();
         let plain = std::mem::replace(
@@ -151,7 +164,7 @@ impl Session {
                 self.shared.observer.tls_handshake("starttls");
                 self.conn.io = Box::new(stream);
                 self.tls_active = true;
-                Flow::Continue
+                Reply::ok()
             }
             Ok(Err(e)) => {
                 let reason = crate::tls::failure_reason(&e);
@@ -165,7 +178,7 @@ impl Session {
                 } else {
                     tracing::info!(mode = "starttls", reason, error = %e, "TLS handshake failed");
                 }
-                Flow::Close(Outcome::Error)
+                Reply::ok_then(Flow::Close(Outcome::Error))
             }
             Err(_) => {
                 self.shared
@@ -176,31 +189,27 @@ impl Session {
                     reason = "timeout",
                     "TLS handshake failed"
                 );
-                Flow::Close(Outcome::Timeout)
+                Reply::ok_then(Flow::Close(Outcome::Timeout))
             }
         }
     }
 
-    fn plaintext_refused(&mut self) -> Flow {
+    fn plaintext_refused(&mut self) -> Reply {
         self.state = State::Authorization { user: None };
         response::err(
             &mut self.conn.out,
             Some(Code::Auth),
             "Plaintext authentication disallowed on non-secure connections; use STLS.",
         );
-        self.bad_command()
+        Reply::err_then(self.bad_command())
     }
 
     /// The client's answer to a SASL continuation.
-    pub(super) async fn sasl_step(&mut self, line: &[u8]) -> Flow {
-        let State::Sasl(step) =
-            std::mem::replace(&mut self.state, State::Authorization { user: None })
-        else {
-            unreachable!()
-        };
+    /// The state is AUTHORIZATION again while `step` is answered.
+    pub(super) async fn sasl_step(&mut self, step: Sasl, line: &[u8]) -> Reply {
         if line == b"*" {
             response::err(&mut self.conn.out, None, "Authentication cancelled.");
-            return Flow::Continue;
+            return Reply::err();
         }
         let line = if line == b"=" { &b""[..] } else { line };
         match step {
@@ -213,18 +222,18 @@ impl Session {
         }
     }
 
-    fn sasl_step_login_user(&mut self, line: &[u8]) -> Flow {
+    fn sasl_step_login_user(&mut self, line: &[u8]) -> Reply {
         match base64_decode(line).and_then(|u| String::from_utf8(u).ok()) {
             Some(user) => {
                 self.state = State::Sasl(Sasl::LoginPass { user });
                 response::continuation(&mut self.conn.out, "UGFzc3dvcmQ6");
-                Flow::Continue
+                Reply::ok()
             }
             None => self.sasl_malformed(),
         }
     }
 
-    async fn sasl_plain(&mut self, response_line: &[u8]) -> Flow {
+    async fn sasl_plain(&mut self, response_line: &[u8]) -> Reply {
         let Some(plain) = decode_plain(response_line) else {
             return self.sasl_malformed();
         };
@@ -240,13 +249,28 @@ impl Session {
             .await
     }
 
-    fn sasl_malformed(&mut self) -> Flow {
+    fn sasl_malformed(&mut self) -> Reply {
         response::err(&mut self.conn.out, None, "Invalid SASL response.");
-        self.bad_command()
+        Reply::err_then(self.bad_command())
     }
 
     /// Checks credentials, then opens the mailbox.
-    async fn login(&mut self, mechanism: &'static str, login: &str, proof: Proof<'_>) -> Flow {
+    async fn login(&mut self, mechanism: &'static str, login: &str, proof: Proof<'_>) -> Reply {
+        match self.authenticate(mechanism, login, proof).await {
+            Ok(verified) => self.open_mailbox(mechanism, verified).await,
+            Err(reply) => reply,
+        }
+    }
+
+    /// Resolves the login to a tenant and a mailbox, sits out the
+    /// brute-force penalty, and verifies the proof; the answer to a login
+    /// that is not verified is the error.
+    async fn authenticate(
+        &mut self,
+        mechanism: &'static str,
+        login: &str,
+        proof: Proof<'_>,
+    ) -> Result<Verified, Reply> {
         let resolved = self
             .shared
             .tenants
@@ -265,7 +289,7 @@ impl Session {
         if !penalty.is_zero() {
             self.shared.observer.login_penalty(penalty);
             if self.conn.flush().await.is_err() {
-                return Flow::Close(Outcome::Error);
+                return Err(Reply::err_then(Flow::Close(Outcome::Error)));
             }
             tokio::time::sleep(penalty).await;
         }
@@ -287,7 +311,7 @@ impl Session {
             }
             self.shared.limits.finish(attempt, Verdict::Failure).await;
             tracing::debug!("no tenant serves the login's domain, or the name is no login");
-            return self.fail_login(mechanism, None, login).await;
+            return Err(self.fail_login(mechanism, None, login).await);
         };
         let who = Login {
             local: &mailbox.local,
@@ -304,18 +328,18 @@ impl Session {
             Ok(Some(user)) => user,
             Ok(None) => {
                 self.shared.limits.finish(attempt, Verdict::Failure).await;
-                return self.fail_login(mechanism, Some(&tenant.name), login).await;
+                return Err(self.fail_login(mechanism, Some(&tenant.name), login).await);
             }
             Err(e) => {
                 self.shared.limits.finish(attempt, Verdict::Unchecked).await;
                 tracing::warn!(tenant = %tenant.name, error = %e, "directory failure");
-                return self.refuse_login(
+                return Err(self.refuse_login(
                     &tenant.name,
                     mechanism,
-                    "temp_error",
+                    LoginResult::TempError,
                     Code::SysTemp,
                     "Authentication service unavailable, try again later.",
-                );
+                ));
             }
         };
         // Verified: the login timeout no longer cuts this login short.
@@ -327,7 +351,22 @@ impl Session {
         let span = tracing::Span::current();
         span.record("tenant", tenant.name.as_str());
         span.record("user", mailbox.login().as_str());
+        Ok(Verified {
+            tenant,
+            mailbox,
+            user,
+        })
+    }
 
+    /// Opens the mailbox of verified credentials: LOGIN-DELAY, the tenant's
+    /// session cap, the lock, the snapshot; then the session is in
+    /// TRANSACTION.
+    async fn open_mailbox(&mut self, mechanism: &'static str, verified: Verified) -> Reply {
+        let Verified {
+            tenant,
+            mailbox,
+            user,
+        } = verified;
         // The store's name for the mailbox, not the login: two logins that
         // map to one maildrop must not hold two sessions on it.
         let lock_key = tenant.store.mailbox_key(&mailbox);
@@ -336,7 +375,7 @@ impl Session {
             return self.refuse_login(
                 &tenant.name,
                 mechanism,
-                "denied",
+                LoginResult::Denied,
                 Code::LoginDelay,
                 "Logged in too recently, try again later.",
             );
@@ -345,33 +384,39 @@ impl Session {
             return self.refuse_login(
                 &tenant.name,
                 mechanism,
-                "denied",
+                LoginResult::Denied,
                 Code::SysTemp,
                 "Too many sessions for this domain, try again later.",
             );
         };
         let lock = match self.shared.locks.acquire(&lock_key).await {
             Ok(lock) => {
-                self.shared.observer.lock(&tenant.name, "ok");
+                self.shared
+                    .observer
+                    .lock(&tenant.name, LockResult::Ok.as_str());
                 lock
             }
             Err(LockError::InUse) => {
-                self.shared.observer.lock(&tenant.name, "in_use");
+                self.shared
+                    .observer
+                    .lock(&tenant.name, LockResult::InUse.as_str());
                 return self.refuse_login(
                     &tenant.name,
                     mechanism,
-                    "in_use",
+                    LoginResult::InUse,
                     Code::InUse,
                     "Mailbox is locked by another POP3 session.",
                 );
             }
             Err(e @ LockError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "lock failure");
-                self.shared.observer.lock(&tenant.name, "error");
+                self.shared
+                    .observer
+                    .lock(&tenant.name, LockResult::Error.as_str());
                 return self.refuse_login(
                     &tenant.name,
                     mechanism,
-                    "temp_error",
+                    LoginResult::TempError,
                     Code::SysTemp,
                     "Mailbox locking unavailable, try again later.",
                 );
@@ -394,9 +439,9 @@ impl Session {
                 tracing::warn!(error = %e, "maildrop open failed");
                 lock.release().await;
                 let (code, result) = if e.is_temporary() {
-                    (Code::SysTemp, "temp_error")
+                    (Code::SysTemp, LoginResult::TempError)
                 } else {
-                    (Code::SysPerm, "perm_error")
+                    (Code::SysPerm, LoginResult::PermError)
                 };
                 return self.refuse_login(
                     &tenant.name,
@@ -410,7 +455,7 @@ impl Session {
         tenant.record_login(&lock_key, login_delay);
         self.shared
             .observer
-            .login(Some(&tenant.name), mechanism, "ok");
+            .login(Some(&tenant.name), mechanism, LoginResult::Ok.as_str());
         let mb = Mailbox::new(tenant, tenant_session, mailbox, lock, maildrop, login_delay);
         let (count, octets) = mb.stat();
         self.logged_in = true;
@@ -427,7 +472,7 @@ impl Session {
             &format!("Logged in, {count} messages ({octets} octets)."),
         );
         self.state = State::Transaction(Box::new(mb));
-        Flow::Continue
+        Reply::ok()
     }
 
     /// Answers a login whose credentials were good but that cannot open the
@@ -436,15 +481,16 @@ impl Session {
         &mut self,
         tenant: &str,
         mechanism: &'static str,
-        result: &'static str,
+        result: LoginResult,
         code: Code,
         text: &str,
-    ) -> Flow {
+    ) -> Reply {
+        let result = result.as_str();
         self.shared.observer.login(Some(tenant), mechanism, result);
         // The span has the tenant and the user: their credentials were good.
         tracing::info!(mechanism, tls = self.tls_active, result, "login refused");
         response::err(&mut self.conn.out, Some(code), text);
-        Flow::Continue
+        Reply::err()
     }
 
     /// Answers a failed login. The log says "auth failed" whatever the
@@ -456,8 +502,10 @@ impl Session {
         mechanism: &'static str,
         tenant: Option<&str>,
         account: &str,
-    ) -> Flow {
-        self.shared.observer.login(tenant, mechanism, "failed");
+    ) -> Reply {
+        self.shared
+            .observer
+            .login(tenant, mechanism, LoginResult::Failed.as_str());
         let logged = crate::logsafe::account(account);
         tracing::info!(
             user = logged.as_str(),
@@ -470,7 +518,7 @@ impl Session {
         self.auth_failures += 1;
         // Flush what the client pipelined before, then make it wait.
         if self.conn.flush().await.is_err() {
-            return Flow::Close(Outcome::Error);
+            return Reply::err_then(Flow::Close(Outcome::Error));
         }
         tokio::time::sleep(self.shared.config.auth_failure_delay).await;
         response::err(&mut self.conn.out, Some(Code::Auth), FAILED);
@@ -480,8 +528,8 @@ impl Session {
                 None,
                 "Too many authentication failures, closing.",
             );
-            return Flow::Close(Outcome::Abuse);
+            return Reply::err_then(Flow::Close(Outcome::Abuse));
         }
-        Flow::Continue
+        Reply::err()
     }
 }

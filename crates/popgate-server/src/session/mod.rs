@@ -39,6 +39,37 @@ pub(crate) enum Flow {
     Close(Outcome),
 }
 
+/// What a command's handler answered, and what the loop does next.
+pub(crate) struct Reply {
+    /// Whether the answer began with `+` (`+OK`, or a SASL continuation):
+    /// the `ok` of the command metric. False when the connection failed
+    /// before anything was answered.
+    ok: bool,
+    flow: Flow,
+}
+
+impl Reply {
+    /// A `+` answer; the session goes on.
+    fn ok() -> Self {
+        Reply::ok_then(Flow::Continue)
+    }
+
+    /// A `+` answer, then `flow`.
+    fn ok_then(flow: Flow) -> Self {
+        Reply { ok: true, flow }
+    }
+
+    /// A `-ERR` answer (or none); the session goes on.
+    fn err() -> Self {
+        Reply::err_then(Flow::Continue)
+    }
+
+    /// A `-ERR` answer (or none), then `flow`.
+    fn err_then(flow: Flow) -> Self {
+        Reply { ok: false, flow }
+    }
+}
+
 enum State {
     Authorization {
         user: Option<String>,
@@ -163,9 +194,7 @@ impl Session {
         let outcome = self.serve().await;
         // Whatever happened, a session that did not commit deletes nothing:
         // dropping the maildrop and the lock guard leaves the store as it was.
-        if let State::Transaction(mb) =
-            std::mem::replace(&mut self.state, State::Authorization { user: None })
-        {
+        if let Some(mb) = self.take_mailbox() {
             mb.release().await;
         }
         let summary = SessionSummary {
@@ -364,8 +393,9 @@ impl Session {
             }
             Line::Complete(bytes) => bytes,
         };
-        if let State::Sasl(_) = self.state {
-            return self.sasl_step(&bytes).await;
+        match std::mem::replace(&mut self.state, State::Authorization { user: None }) {
+            State::Sasl(step) => return self.sasl_step(step, &bytes).await.flow,
+            state => self.state = state,
         }
         match pop3_proto::command::parse(&bytes) {
             Ok(cmd) => self.dispatch(cmd).await,
@@ -379,26 +409,31 @@ impl Session {
 
     async fn dispatch(&mut self, cmd: Command) -> Flow {
         let name = cmd.name();
-        // RETR, STLS and a failed login flush mid-command: the mark keeps
-        // the status byte of this command's response for the result below.
-        self.conn.mark();
-        let flow = match (&self.state, cmd) {
-            (_, Command::Capa) => {
-                self.capabilities().write(&mut self.conn.out);
-                Flow::Continue
-            }
-            (State::Transaction(_), Command::Quit) => self.update().await,
-            (_, Command::Quit) => {
-                response::ok(&mut self.conn.out, "Logging out.");
-                Flow::Close(Outcome::Quit)
-            }
-            (State::Authorization { .. }, cmd) => self.authorization(cmd).await,
-            (State::Transaction(_), cmd) => self.transaction(cmd).await,
-            (State::Sasl(_), _) => unreachable!("SASL lines are not parsed as commands"),
+        let reply = if let Command::Capa = cmd {
+            self.capabilities().write(&mut self.conn.out);
+            Reply::ok()
+        } else if let Some(mb) = self.take_mailbox() {
+            self.transaction(mb, cmd).await
+        } else if let Command::Quit = cmd {
+            response::ok(&mut self.conn.out, "Logging out.");
+            Reply::ok_then(Flow::Close(Outcome::Quit))
+        } else {
+            self.authorization(cmd).await
         };
-        let ok = self.conn.marked_byte() == Some(b'+');
-        self.observe_command(name, ok);
-        flow
+        self.observe_command(name, reply.ok);
+        reply.flow
+    }
+
+    /// Takes the mailbox out of TRANSACTION (the state is AUTHORIZATION
+    /// until it is put back); in any other state, leaves it as it is.
+    fn take_mailbox(&mut self) -> Option<Box<Mailbox>> {
+        match std::mem::replace(&mut self.state, State::Authorization { user: None }) {
+            State::Transaction(mb) => Some(mb),
+            state => {
+                self.state = state;
+                None
+            }
+        }
     }
 
     fn observe_command(&self, name: &'static str, ok: bool) {
@@ -408,9 +443,9 @@ impl Session {
     }
 
     /// Answers a command given in the wrong state.
-    fn wrong_state(&mut self) -> Flow {
+    fn wrong_state(&mut self) -> Reply {
         response::err(&mut self.conn.out, None, "Command not valid in this state.");
-        self.bad_command()
+        Reply::err_then(self.bad_command())
     }
 
     /// Counts a malformed or misplaced command; too many close the session.

@@ -1,6 +1,7 @@
 //! TRANSACTION and UPDATE: the maildrop snapshot, deletion marks, RETR/TOP
 //! streaming, and the commit on QUIT.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use popgate_store::{MailboxId, Maildrop, StoreError};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use super::{Flow, Session};
+use super::{Flow, Reply, Session};
 use crate::observer::Outcome;
 use crate::tenant::{Tenant, TenantSession};
 
@@ -72,8 +73,8 @@ impl Mailbox {
     }
 
     /// Message number → index, or the -ERR text.
-    fn index(&self, n: u32) -> Result<usize, &'static str> {
-        let i = n as usize - 1;
+    fn index(&self, n: NonZeroU32) -> Result<usize, &'static str> {
+        let i = n.get() as usize - 1;
         match self.deleted.get(i) {
             None => Err("No such message."),
             Some(true) => Err("Message is deleted."),
@@ -88,22 +89,24 @@ impl Mailbox {
 }
 
 impl Session {
-    fn mailbox(&mut self) -> &mut Mailbox {
-        match &mut self.state {
-            super::State::Transaction(mb) => mb,
-            _ => unreachable!("transaction commands run in TRANSACTION"),
+    /// A command in TRANSACTION, on the mailbox taken out of the state: put
+    /// back after the command, but for QUIT (UPDATE consumes it).
+    pub(super) async fn transaction(&mut self, mut mb: Box<Mailbox>, cmd: Command) -> Reply {
+        if let Command::Quit = cmd {
+            return self.update(*mb).await;
         }
+        let reply = self.transaction_command(&mut mb, cmd).await;
+        self.state = super::State::Transaction(mb);
+        reply
     }
 
-    pub(super) async fn transaction(&mut self, cmd: Command) -> Flow {
+    async fn transaction_command(&mut self, mb: &mut Mailbox, cmd: Command) -> Reply {
         let out = &mut self.conn.out;
-        let super::State::Transaction(mb) = &mut self.state else {
-            unreachable!()
-        };
         match cmd {
             Command::Stat => {
                 let (n, octets) = mb.stat();
                 response::ok(out, &format!("{n} {octets}"));
+                Reply::ok()
             }
             Command::List(Some(n)) | Command::Uidl(Some(n)) => {
                 let uidl = matches!(cmd, Command::Uidl(_));
@@ -116,8 +119,12 @@ impl Session {
                             format!("{n} {}", m.size)
                         };
                         response::ok(out, &text);
+                        Reply::ok()
                     }
-                    Err(text) => response::err(out, None, text),
+                    Err(text) => {
+                        response::err(out, None, text);
+                        Reply::err()
+                    }
                 }
             }
             Command::List(None) | Command::Uidl(None) => {
@@ -143,36 +150,43 @@ impl Session {
                     response::line(out, &line);
                 }
                 response::end(out);
+                Reply::ok()
             }
             Command::Dele(n) => match mb.index(n) {
                 Ok(i) => {
                     mb.deleted[i] = true;
                     response::ok(out, &format!("Message {n} deleted."));
+                    Reply::ok()
                 }
-                Err(text) => response::err(out, None, text),
+                Err(text) => {
+                    response::err(out, None, text);
+                    Reply::err()
+                }
             },
             Command::Rset => {
                 mb.deleted.iter_mut().for_each(|d| *d = false);
                 let (n, octets) = mb.stat();
                 response::ok(out, &format!("{n} messages ({octets} octets)."));
+                Reply::ok()
             }
-            Command::Noop => response::ok(out, ""),
-            Command::Retr(n) => return self.send_message(n, None).await,
-            Command::Top(n, k) => return self.send_message(n, Some(k)).await,
-            _ => return self.wrong_state(),
+            Command::Noop => {
+                response::ok(out, "");
+                Reply::ok()
+            }
+            Command::Retr(n) => self.send_message(mb, n, None).await,
+            Command::Top(n, k) => self.send_message(mb, n, Some(k)).await,
+            _ => self.wrong_state(),
         }
-        Flow::Continue
     }
 
     /// RETR and TOP: stream the message through the encoder to the client,
     /// one chunk at a time, waiting for the client to take each one.
-    async fn send_message(&mut self, n: u32, top: Option<u32>) -> Flow {
-        let mb = self.mailbox();
+    async fn send_message(&mut self, mb: &mut Mailbox, n: NonZeroU32, top: Option<u32>) -> Reply {
         let index = match mb.index(n) {
             Ok(i) => i,
             Err(text) => {
                 response::err(&mut self.conn.out, None, text);
-                return Flow::Continue;
+                return Reply::err();
             }
         };
         let size = mb.maildrop.messages()[index].size;
@@ -201,7 +215,7 @@ impl Session {
                 };
                 tracing::warn!(message = n, error = %e, "fetch failed");
                 response::err(&mut self.conn.out, code, text);
-                return Flow::Continue;
+                return Reply::err();
             }
         };
         match top {
@@ -237,7 +251,7 @@ impl Session {
                         Some("temporary"),
                     );
                     tracing::warn!(message = n, error = %e, "store read failed mid-message");
-                    return Flow::Close(Outcome::Error);
+                    return Reply::ok_then(Flow::Close(Outcome::Error));
                 }
             };
             if read == 0 {
@@ -248,7 +262,7 @@ impl Session {
                 break;
             }
             if let Err(e) = self.conn.flush_if_full().await {
-                return Flow::Close(super::conn_outcome(&e));
+                return Reply::ok_then(Flow::Close(super::conn_outcome(&e)));
             }
         }
         encoder.finish(&mut self.conn.out);
@@ -258,18 +272,12 @@ impl Session {
         if top.is_none() {
             self.retrieved += 1;
         }
-        Flow::Continue
+        Reply::ok()
     }
 
     /// QUIT in TRANSACTION: the UPDATE state. Expunges the marked messages,
     /// only while the lock is still ours, then releases the mailbox.
-    pub(super) async fn update(&mut self) -> Flow {
-        let super::State::Transaction(mb) =
-            std::mem::replace(&mut self.state, super::State::Authorization { user: None })
-        else {
-            unreachable!()
-        };
-        let mut mb = *mb;
+    async fn update(&mut self, mut mb: Mailbox) -> Reply {
         let marked: Vec<usize> = mb
             .deleted
             .iter()
@@ -277,9 +285,9 @@ impl Session {
             .filter(|(_, d)| **d)
             .map(|(i, _)| i)
             .collect();
-        let outcome = if marked.is_empty() {
+        let (ok, outcome) = if marked.is_empty() {
             response::ok(&mut self.conn.out, "Logging out.");
-            Outcome::Quit
+            (true, Outcome::Quit)
         } else if let Err(e) = mb.lock.verify().await {
             tracing::warn!(mailbox = %mb.id, error = %e, "lock lost before commit");
             self.shared.observer.lock_lost(&mb.tenant.name);
@@ -288,7 +296,7 @@ impl Session {
                 Some(Code::SysTemp),
                 "Mailbox lock lost; no messages were deleted.",
             );
-            Outcome::UpdateFailed
+            (false, Outcome::UpdateFailed)
         } else {
             let backend = mb.tenant.store.backend();
             let started = Instant::now();
@@ -308,7 +316,7 @@ impl Session {
                         &mut self.conn.out,
                         &format!("Logging out, {} messages deleted.", marked.len()),
                     );
-                    Outcome::Quit
+                    (true, Outcome::Quit)
                 }
                 Err(e) => {
                     tracing::warn!(mailbox = %mb.id, error = %e, "expunge failed");
@@ -320,11 +328,14 @@ impl Session {
                         _ => "Some deleted messages were not removed, try again later.",
                     };
                     response::err(&mut self.conn.out, Some(Code::SysTemp), text);
-                    Outcome::UpdateFailed
+                    (false, Outcome::UpdateFailed)
                 }
             }
         };
         mb.release().await;
-        Flow::Close(outcome)
+        Reply {
+            ok,
+            flow: Flow::Close(outcome),
+        }
     }
 }
