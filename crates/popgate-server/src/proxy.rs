@@ -270,10 +270,7 @@ pub fn parse_v2(head: &[u8; 16], payload: &[u8]) -> Result<ProxyHeader, ProxyErr
 
 /// An address range, `10.0.0.0/8` or `::1/128` or a bare address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl std::str::FromStr for Cidr {
     type Err = String;
@@ -287,16 +284,15 @@ impl std::str::FromStr for Cidr {
             .trim()
             .parse()
             .map_err(|_| format!("{s:?} is not an address or CIDR range"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
+        let net = match prefix {
             Some(p) => p
                 .parse::<u8>()
                 .ok()
-                .filter(|&p| p <= max)
+                .and_then(|p| ipnet::IpNet::new(addr, p).ok())
                 .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
-            None => max,
+            None => ipnet::IpNet::from(addr),
         };
-        Ok(Cidr { addr, prefix })
+        Ok(Cidr(net))
     }
 }
 
@@ -307,25 +303,7 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix)
-                };
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix)
-                };
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
@@ -395,7 +373,20 @@ mod tests {
         assert!(!one.contains("127.0.0.2".parse().unwrap()));
         let all: Cidr = "::/0".parse().unwrap();
         assert!(all.contains("2001:db8::1".parse().unwrap()));
+        let host_bits: Cidr = "192.168.7.9/16".parse().unwrap();
+        assert!(host_bits.contains("192.168.200.1".parse().unwrap()));
+        assert!(!host_bits.contains("::ffff:192.169.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("::/129".parse::<Cidr>().is_err());
+        assert_eq!(
+            "10.0.0.0/x".parse::<Cidr>(),
+            Err("\"10.0.0.0/x\": bad prefix length".to_string())
+        );
+        assert_eq!(
+            "nonsense/8".parse::<Cidr>(),
+            Err("\"nonsense/8\" is not an address or CIDR range".to_string())
+        );
         assert!("nonsense".parse::<Cidr>().is_err());
     }
 
