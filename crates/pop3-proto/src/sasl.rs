@@ -2,59 +2,26 @@
 
 use crate::command::Secret;
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
+
+/// RFC 4648 base64 with padding, as SASL (RFC 5034) sends it: padding is
+/// required and must be canonical, any character outside the alphabet is
+/// refused. Non-zero bits in the last character are accepted, as they
+/// always were here.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
 
 pub fn base64_encode(input: &[u8]) -> String {
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    BASE64.encode(input)
 }
 
 /// Strict base64 (RFC 4648, padded). `None` on any invalid input.
 pub fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
-    if !input.len().is_multiple_of(4) {
-        return None;
-    }
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::with_capacity(input.len() / 4 * 3);
-    let quads = input.len() / 4;
-    for (qi, q) in input.chunks(4).enumerate() {
-        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && qi + 1 != quads) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &q[..4 - pad] {
-            n = n << 6 | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Some(out)
+    BASE64.decode(input).ok()
 }
 
 /// A decoded SASL PLAIN message (RFC 4616): `authzid NUL authcid NUL passwd`.
@@ -109,6 +76,15 @@ mod tests {
         assert!(base64_decode(b"Zm=v").is_none());
         assert!(base64_decode(b"Zm8=Zm8=").is_none());
         assert!(base64_decode(b"Z!8=").is_none());
+        assert!(base64_decode(b"Zm8").is_none());
+        assert!(base64_decode(b"Zm8==").is_none());
+        assert!(base64_decode(b"Zg===").is_none());
+        assert!(base64_decode(b"Zm 8=").is_none());
+        assert!(base64_decode(b"Zm8=\r\n").is_none());
+        assert!(base64_decode(b"Zm-_").is_none());
+        assert_eq!(base64_decode(b"").as_deref(), Some(&b""[..]));
+        // Padding as the encoder writes it; trailing bits as before.
+        assert_eq!(base64_decode(b"Zm9=").as_deref(), Some(&b"fo"[..]));
     }
 
     #[test]

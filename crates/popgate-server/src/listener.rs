@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::conn::Io;
-use crate::proxy::{self, ProxyHeader};
+use crate::proxy::{self, Prefixed, ProxyHeader};
 use crate::session::Session;
 use crate::{ListenerConfig, Shared, TlsMode};
 
@@ -125,12 +125,14 @@ async fn accept_loop(
 async fn connection(
     shared: Arc<Shared>,
     config: Arc<ListenerConfig>,
-    mut socket: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     force: watch::Receiver<bool>,
 ) {
     let timeout = shared.config.command_timeout;
     let mut client = peer;
+    // Bytes the client sent right after the PROXY header come first.
+    let mut after_header = Vec::new();
     if config.proxy_protocol {
         if !config.trusted_proxies.iter().any(|c| c.contains(peer.ip())) {
             tracing::warn!(peer = %peer, "PROXY header expected from an untrusted address; closing");
@@ -138,9 +140,13 @@ async fn connection(
             shared.observer.proxy_header_error("untrusted");
             return;
         }
-        match proxy::read_header(&mut socket, timeout).await {
-            Ok(ProxyHeader::Proxied(addr)) => client = addr,
-            Ok(ProxyHeader::Local) => {}
+        match proxy::read_header(&mut tcp, timeout).await {
+            Ok((header, rest)) => {
+                if let ProxyHeader::Proxied(addr) = header {
+                    client = addr;
+                }
+                after_header = rest;
+            }
             Err(e) => {
                 tracing::warn!(peer = %peer, error = %e, "bad PROXY header; closing");
                 shared.observer.connection_rejected("proxy_header");
@@ -149,6 +155,7 @@ async fn connection(
             }
         }
     }
+    let mut socket = Prefixed::new(after_header, tcp);
     let permit = match shared.limits.connect(client.ip()).await {
         Ok(p) => p,
         Err(rejected) => {

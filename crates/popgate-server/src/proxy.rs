@@ -1,15 +1,18 @@
 //! PROXY protocol v1 and v2 (haproxy's spec): the load balancer tells us
 //! the real client address before the POP3 bytes start.
 //!
-//! The header is read without reading past it (v2 announces its length;
-//! v1 is found with `peek`), so what follows — POP3 lines or a TLS
-//! ClientHello — stays in the socket for the next layer.
+//! The header is read into a small buffer under a deadline and parsed from
+//! it. Whatever arrived after the header (a pipelined POP3 command, the
+//! start of a TLS ClientHello) is handed on in a [`Prefixed`] stream, which
+//! yields those bytes first and then reads the socket.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 const V1_MAX: usize = 107;
@@ -49,71 +52,143 @@ impl ProxyError {
     }
 }
 
-/// Reads the PROXY header from a fresh connection.
-pub async fn read_header(
-    socket: &mut TcpStream,
+/// Reads the PROXY header from a fresh connection, within `timeout`.
+/// Returns the header and the bytes that arrived after it, which belong to
+/// the next layer (see [`Prefixed`]).
+pub async fn read_header<S: AsyncRead + Unpin>(
+    socket: &mut S,
     timeout: Duration,
-) -> Result<ProxyHeader, ProxyError> {
+) -> Result<(ProxyHeader, Vec<u8>), ProxyError> {
     match tokio::time::timeout(timeout, read_inner(socket)).await {
         Ok(r) => r,
         Err(_) => Err(ProxyError::Timeout),
     }
 }
 
-async fn read_inner(socket: &mut TcpStream) -> Result<ProxyHeader, ProxyError> {
-    let mut peeked = [0u8; V1_MAX + 1];
+async fn read_inner<S: AsyncRead + Unpin>(
+    socket: &mut S,
+) -> Result<(ProxyHeader, Vec<u8>), ProxyError> {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
     loop {
         let n = socket
-            .peek(&mut peeked)
+            .read(&mut chunk)
             .await
             .map_err(|_| ProxyError::Closed)?;
         if n == 0 {
             return Err(ProxyError::Closed);
         }
-        let seen = &peeked[..n];
-        let v2_prefix = &V2_SIGNATURE[..n.min(12)];
-        if seen.starts_with(v2_prefix) && n < 12 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((header, used)) = parse_buffered(&buf)? {
+            buf.drain(..used);
+            return Ok((header, buf));
         }
-        if seen.starts_with(V2_SIGNATURE) {
-            return read_v2(socket).await;
-        }
-        if !b"PROXY ".starts_with(&seen[..n.min(6)]) {
-            return Err(ProxyError::Missing);
-        }
-        if let Some(end) = seen.windows(2).position(|w| w == b"\r\n") {
-            let mut line = vec![0u8; end + 2];
-            socket
-                .read_exact(&mut line)
-                .await
-                .map_err(|_| ProxyError::Closed)?;
-            return parse_v1(&line[..end]);
-        }
-        if n > V1_MAX {
-            return Err(ProxyError::Malformed("v1 line too long"));
-        }
-        // Part of the line is here; wait for the rest (bounded by the timeout).
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-async fn read_v2(socket: &mut TcpStream) -> Result<ProxyHeader, ProxyError> {
-    let mut head = [0u8; 16];
-    socket
-        .read_exact(&mut head)
-        .await
-        .map_err(|_| ProxyError::Closed)?;
-    let len = u16::from_be_bytes([head[14], head[15]]) as usize;
-    if len > V2_MAX_PAYLOAD {
-        return Err(ProxyError::Malformed("v2 header too long"));
+/// Parses a header from the start of `buf`: `Ok(None)` while more bytes
+/// are needed, else the header and how many bytes it took.
+fn parse_buffered(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
+    let n = buf.len();
+    if n < 12 && buf.starts_with(&V2_SIGNATURE[..n]) {
+        return Ok(None);
     }
-    let mut payload = vec![0u8; len];
-    socket
-        .read_exact(&mut payload)
-        .await
-        .map_err(|_| ProxyError::Closed)?;
-    parse_v2(&head, &payload)
+    if buf.starts_with(V2_SIGNATURE) {
+        if n < 16 {
+            return Ok(None);
+        }
+        let head: &[u8; 16] = buf[..16].try_into().expect("16 bytes");
+        let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+        if len > V2_MAX_PAYLOAD {
+            return Err(ProxyError::Malformed("v2 header too long"));
+        }
+        if n < 16 + len {
+            return Ok(None);
+        }
+        return parse_v2(head, &buf[16..16 + len]).map(|h| Some((h, 16 + len)));
+    }
+    if !b"PROXY ".starts_with(&buf[..n.min(6)]) {
+        return Err(ProxyError::Missing);
+    }
+    let window = &buf[..n.min(V1_MAX + 1)];
+    if let Some(end) = window.windows(2).position(|w| w == b"\r\n") {
+        return parse_v1(&buf[..end]).map(|h| Some((h, end + 2)));
+    }
+    if n > V1_MAX {
+        return Err(ProxyError::Malformed("v1 line too long"));
+    }
+    Ok(None)
+}
+
+/// A stream that yields `prefix` (bytes already read from `inner`) before
+/// reading `inner` itself; writes go straight to `inner`.
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Prefixed {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let rest = &this.prefix[this.pos..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// `PROXY TCP4 src dst sport dport` (without CRLF), or `PROXY UNKNOWN ...`.
@@ -195,10 +270,7 @@ pub fn parse_v2(head: &[u8; 16], payload: &[u8]) -> Result<ProxyHeader, ProxyErr
 
 /// An address range, `10.0.0.0/8` or `::1/128` or a bare address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl std::str::FromStr for Cidr {
     type Err = String;
@@ -212,16 +284,15 @@ impl std::str::FromStr for Cidr {
             .trim()
             .parse()
             .map_err(|_| format!("{s:?} is not an address or CIDR range"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
+        let net = match prefix {
             Some(p) => p
                 .parse::<u8>()
                 .ok()
-                .filter(|&p| p <= max)
+                .and_then(|p| ipnet::IpNet::new(addr, p).ok())
                 .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
-            None => max,
+            None => ipnet::IpNet::from(addr),
         };
-        Ok(Cidr { addr, prefix })
+        Ok(Cidr(net))
     }
 }
 
@@ -232,25 +303,7 @@ impl Cidr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix)
-                };
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix)
-                };
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
@@ -320,8 +373,132 @@ mod tests {
         assert!(!one.contains("127.0.0.2".parse().unwrap()));
         let all: Cidr = "::/0".parse().unwrap();
         assert!(all.contains("2001:db8::1".parse().unwrap()));
+        let host_bits: Cidr = "192.168.7.9/16".parse().unwrap();
+        assert!(host_bits.contains("192.168.200.1".parse().unwrap()));
+        assert!(!host_bits.contains("::ffff:192.169.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("::/129".parse::<Cidr>().is_err());
+        assert_eq!(
+            "10.0.0.0/x".parse::<Cidr>(),
+            Err("\"10.0.0.0/x\": bad prefix length".to_string())
+        );
+        assert_eq!(
+            "nonsense/8".parse::<Cidr>(),
+            Err("\"nonsense/8\" is not an address or CIDR range".to_string())
+        );
         assert!("nonsense".parse::<Cidr>().is_err());
+    }
+
+    async fn through(pieces: Vec<Vec<u8>>) -> (Result<ProxyHeader, ProxyError>, Vec<u8>) {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            for p in pieces {
+                client.write_all(&p).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let (header, rest) = match read_header(&mut server, Duration::from_secs(5)).await {
+            Ok(x) => x,
+            Err(e) => return (Err(e), Vec::new()),
+        };
+        writer.await.unwrap();
+        let mut stream = Prefixed::new(rest, server);
+        let mut seen = Vec::new();
+        stream.read_to_end(&mut seen).await.unwrap();
+        (Ok(header), seen)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn header_and_command_in_one_write() {
+        let (h, seen) = through(vec![
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 110\r\nCAPA\r\n".to_vec(),
+        ])
+        .await;
+        assert_eq!(
+            h,
+            Ok(ProxyHeader::Proxied("192.0.2.7:40000".parse().unwrap()))
+        );
+        assert_eq!(seen, b"CAPA\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn header_split_over_writes() {
+        let line = b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 995\r\nUSER bob\r\n";
+        let pieces = line.chunks(5).map(<[u8]>::to_vec).collect();
+        let (h, seen) = through(pieces).await;
+        assert_eq!(
+            h,
+            Ok(ProxyHeader::Proxied("[2001:db8::7]:40000".parse().unwrap()))
+        );
+        assert_eq!(seen, b"USER bob\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn v2_with_tlvs_then_data() {
+        let mut p = vec![192, 0, 2, 7, 198, 51, 100, 1];
+        p.extend_from_slice(&40000u16.to_be_bytes());
+        p.extend_from_slice(&995u16.to_be_bytes());
+        p.extend_from_slice(&[0x04, 0, 3, b'a', b'b', b'c']); // a TLV, skipped
+        p.extend_from_slice(&[0x01, 0, 4, b'p', b'o', b'p', b'3']); // ALPN, skipped
+        let (h, pl) = v2(1, 1, &p);
+        let mut wire = h.to_vec();
+        wire.extend_from_slice(&pl);
+        wire.extend_from_slice(b"CAPA\r\nQUIT\r\n");
+        // In one write, and a byte or three at a time.
+        for size in [wire.len(), 3, 1] {
+            let pieces = wire.chunks(size).map(<[u8]>::to_vec).collect();
+            let (h, seen) = through(pieces).await;
+            assert_eq!(
+                h,
+                Ok(ProxyHeader::Proxied("192.0.2.7:40000".parse().unwrap()))
+            );
+            assert_eq!(seen, b"CAPA\r\nQUIT\r\n", "in pieces of {size}");
+        }
+        let (h, pl) = v2(0, 0, &[]);
+        let mut wire = h.to_vec();
+        wire.extend_from_slice(&pl);
+        wire.extend_from_slice(b"NOOP\r\n");
+        assert_eq!(
+            through(vec![wire]).await,
+            (Ok(ProxyHeader::Local), b"NOOP\r\n".to_vec())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals() {
+        assert_eq!(
+            through(vec![b"USER bob\r\n".to_vec()]).await.0,
+            Err(ProxyError::Missing)
+        );
+        assert_eq!(
+            through(vec![vec![b'P'; 200]]).await.0,
+            Err(ProxyError::Missing)
+        );
+        let mut long = b"PROXY ".to_vec();
+        long.extend_from_slice(&[b'x'; 150]);
+        assert_eq!(
+            through(vec![long]).await.0,
+            Err(ProxyError::Malformed("v1 line too long"))
+        );
+        let (mut h, _) = v2(1, 1, &[]);
+        h[14..16].copy_from_slice(&5000u16.to_be_bytes());
+        assert_eq!(
+            through(vec![h.to_vec()]).await.0,
+            Err(ProxyError::Malformed("v2 header too long"))
+        );
+        // Half a header, then the peer goes away.
+        assert_eq!(
+            through(vec![b"PROXY TCP4 1.2".to_vec()]).await.0,
+            Err(ProxyError::Closed)
+        );
+        // A peer that stays and says nothing: the deadline.
+        let (_client, mut server) = tokio::io::duplex(64);
+        assert_eq!(
+            read_header(&mut server, Duration::from_secs(5)).await,
+            Err(ProxyError::Timeout)
+        );
     }
 
     proptest::proptest! {
