@@ -183,7 +183,9 @@ class Popgate:
         return run_popgate(["check-config", "--config", str(self.config_path)], env={**self.env, **(env or {})})
 
     # -- process ---------------------------------------------------------
-    def start(self, wait: bool = True) -> "Popgate":
+    def start(self, wait: bool = True, preexec_fn=None) -> "Popgate":
+        """Starts `popgate serve`; `preexec_fn` runs in the child first (to set
+        its limits as a service manager would)."""
         assert self.proc is None
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
@@ -193,6 +195,7 @@ class Popgate:
             stderr=self._stderr,
             cwd=self.root,
             env=clean_env(self.env),
+            preexec_fn=preexec_fn,
         )
         if wait:
             self.wait_listening()

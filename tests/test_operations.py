@@ -237,18 +237,7 @@ def test_open_files_limit_is_raised_for_max_connections(popgate):
         raise AssertionError(f"this machine's hard RLIMIT_NOFILE ({hard}) is too low for the test")
     srv = popgate(server={"max_connections": 1000}, start=False)
     # Started as PAM or a service manager would: soft limit 1,024.
-    srv.start_preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
-    srv._stderr = open(srv.stderr_path, "wb")
-    srv.proc = subprocess.Popen(
-        [POPGATE_BIN, "serve", "--config", str(srv.config_path)],
-        stdin=subprocess.DEVNULL,
-        stdout=srv._stderr,
-        stderr=srv._stderr,
-        cwd=srv.root,
-        env=clean_env(srv.env),
-        preexec_fn=srv.start_preexec,
-    )
-    srv.wait_listening()
+    srv.start(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
     limits = open(f"/proc/{srv.proc.pid}/limits").read()
     line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
     assert line.split()[3] == str(1000 + 125 + 256), line
