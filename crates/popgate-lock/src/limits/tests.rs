@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::Arc;
 
 fn limits(max: usize, per_ip: usize) -> Arc<MemoryLimits> {
     MemoryLimits::new(LimitsConfig {
