@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use ::redis::{Client, RedisResult};
-
 use super::MIN_TTL;
+use super::endpoint::{Connector, Endpoint, SentinelEndpoint};
 
 /// The longest any single Redis call may take.
 const MAX_OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -13,8 +12,9 @@ const MAX_OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// What a [`RedisLocks`] needs to know.
 #[derive(Clone, Debug)]
 pub struct RedisLocksConfig {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://...` (TLS).
-    pub url: String,
+    /// Where the Redis is: one server, a Sentinel-watched master, or a
+    /// Cluster.
+    pub endpoint: Endpoint,
     /// How long a lock lives without renewal.
     pub ttl: Duration,
     /// The first part of every key: `{key_prefix}:{mailbox}:lock`.
@@ -26,9 +26,29 @@ pub struct RedisLocksConfig {
 }
 
 impl RedisLocksConfig {
+    /// One server: `redis://[user:password@]host:port[/db]` or `rediss://...`.
     pub fn new(url: impl Into<String>) -> Self {
+        Self::at(Endpoint::Url(url.into()))
+    }
+
+    /// The master the sentinels (`redis://host:port` URLs) monitor as
+    /// `master_name`.
+    pub fn sentinel(sentinels: Vec<String>, master_name: impl Into<String>) -> Self {
+        Self::at(Endpoint::Sentinel(SentinelEndpoint {
+            sentinels,
+            master_name: master_name.into(),
+            ..SentinelEndpoint::default()
+        }))
+    }
+
+    /// A Redis Cluster, from some of its nodes.
+    pub fn cluster(nodes: Vec<String>) -> Self {
+        Self::at(Endpoint::Cluster(nodes))
+    }
+
+    fn at(endpoint: Endpoint) -> Self {
         RedisLocksConfig {
-            url: url.into(),
+            endpoint,
             ttl: Duration::from_secs(30),
             key_prefix: "popgate".into(),
             wait: Duration::ZERO,
@@ -38,7 +58,7 @@ impl RedisLocksConfig {
 
     /// Checks the values without connecting. The error names the field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        self.client().map_err(|e| ("url", e))?;
+        self.connector().map_err(|e| (self.endpoint_key(), e))?;
         if self.ttl < MIN_TTL {
             return Err(("ttl", format!("must be at least {}s", MIN_TTL.as_secs())));
         }
@@ -57,37 +77,22 @@ impl RedisLocksConfig {
         Ok(())
     }
 
-    pub(super) fn client(&self) -> Result<Client, String> {
-        let lower = self.url.to_ascii_lowercase();
-        let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
-            .iter()
-            .any(|s| lower.starts_with(s));
-        if !scheme_ok {
-            return Err(format!(
-                "{}: use redis://host:port or rediss://host:port",
-                redact(&self.url)
-            ));
+    /// The config key the endpoint came from, for errors.
+    fn endpoint_key(&self) -> &'static str {
+        match self.endpoint {
+            Endpoint::Url(_) => "url",
+            Endpoint::Sentinel(_) => "sentinels",
+            Endpoint::Cluster(_) => "cluster",
         }
-        let client = match &self.tls_ca {
-            None => Client::open(self.url.as_str()),
-            Some(pem) => tls_client(&self.url, pem),
-        };
-        client.map_err(|e| format!("{}: {e}", redact(&self.url)))
+    }
+
+    pub(super) fn connector(&self) -> Result<Connector, String> {
+        Connector::new(&self.endpoint, self.tls_ca.as_deref(), self.op_timeout())
     }
 
     pub(super) fn op_timeout(&self) -> Duration {
         (self.ttl / 5).min(MAX_OP_TIMEOUT)
     }
-}
-
-fn tls_client(url: &str, pem: &[u8]) -> RedisResult<Client> {
-    Client::build_with_tls(
-        url,
-        ::redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem.to_vec()),
-        },
-    )
 }
 
 /// The URL with any password replaced, for logs and errors.
@@ -122,8 +127,24 @@ mod tests {
         let ok = RedisLocksConfig::new("redis://127.0.0.1:6379");
         ok.validate().unwrap();
         let mut c = ok.clone();
-        c.url = "http://x".into();
+        c.endpoint = Endpoint::Url("http://x".into());
         assert_eq!(c.validate().unwrap_err().0, "url");
+        let c = RedisLocksConfig::sentinel(vec![], "m");
+        assert_eq!(c.validate().unwrap_err().0, "sentinels");
+        let c = RedisLocksConfig::sentinel(vec!["redis://127.0.0.1:26379".into()], "");
+        assert!(c.validate().unwrap_err().1.contains("master_name"));
+        let c = RedisLocksConfig::sentinel(vec!["redis://h:1".into(), "rediss://h:2".into()], "m");
+        assert!(c.validate().unwrap_err().1.contains("mix"));
+        RedisLocksConfig::sentinel(vec!["redis://:pw@127.0.0.1:26379".into()], "m")
+            .validate()
+            .unwrap();
+        let c = RedisLocksConfig::cluster(vec![]);
+        assert_eq!(c.validate().unwrap_err().0, "cluster");
+        let c = RedisLocksConfig::cluster(vec!["unix:///tmp/x".into()]);
+        assert_eq!(c.validate().unwrap_err().0, "cluster");
+        RedisLocksConfig::cluster(vec!["redis://127.0.0.1:7000".into()])
+            .validate()
+            .unwrap();
         let mut c = ok.clone();
         c.ttl = Duration::from_millis(500);
         assert_eq!(c.validate().unwrap_err().0, "ttl");

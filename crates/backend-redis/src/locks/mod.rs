@@ -57,15 +57,16 @@
 //! # Failures
 //!
 //! Every Redis call is bounded by `min(ttl/5, 2s)`; the client reconnects by
-//! itself (redis's `ConnectionManager`, rebuilt by us if it stays broken).
+//! itself (redis's `ConnectionManager`, rebuilt by us if it stays broken;
+//! behind Sentinel, looked up again through the sentinels).
 //! Redis unreachable at login is [`LockError::Unavailable`]: never a session
 //! without a lock.
 //!
 //! # Limits
 //!
-//! - One Redis endpoint (a standalone primary, or a proxy in front of
-//!   more). The keys are Cluster-ready, but talking to a Redis Cluster
-//!   directly needs redis's `cluster-async` client, not built here.
+//! - One server, a Sentinel-watched master or a Redis Cluster
+//!   ([`Endpoint`]); see the `endpoint` module for how each follows a
+//!   failover.
 //! - Redis 5 or later (scripts that call `TIME` and then write need
 //!   effects replication, the default since 5.0), or Valkey.
 //! - A failover that loses the last writes can hand the mailbox to a second
@@ -79,6 +80,7 @@
 
 mod config;
 mod connection;
+mod endpoint;
 mod guard;
 mod scripts;
 
@@ -88,7 +90,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::RedisResult;
-use ::redis::aio::ConnectionManager;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
@@ -96,6 +97,8 @@ use popgate_lock::{LockError, LockGuard, MailboxLocks};
 
 pub use config::{RedisLocksConfig, redact};
 use connection::Connection;
+pub(crate) use endpoint::Conn;
+pub use endpoint::{Endpoint, SentinelEndpoint};
 use guard::RedisGuard;
 use scripts::ACQUIRE;
 
@@ -141,7 +144,7 @@ impl RedisLocks {
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|e| format!("no randomness for the instance id: {e}"))?;
         let instance: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        tracing::info!(url = %redact(&config.url), instance = %instance, ttl_ms = config.ttl.as_millis() as u64, "redis mailbox locks");
+        tracing::info!(redis = %config.endpoint.describe(), instance = %instance, ttl_ms = config.ttl.as_millis() as u64, "redis mailbox locks");
         Ok(RedisLocks {
             inner: Arc::new(Inner {
                 conn,
@@ -161,7 +164,7 @@ impl RedisLocks {
     /// (for the fleet-wide limits, which share this connection).
     pub(crate) async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, LockError>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         self.inner.conn.run(what, call).await

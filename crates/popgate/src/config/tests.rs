@@ -42,6 +42,53 @@ fn a_duration_too_long_is_an_error_naming_it() {
 
 #[test]
 #[cfg(feature = "redis")]
+fn redis_sentinel_and_cluster_settings() {
+    let err = |body: &str| {
+        parse(&format!("[locks]\nbackend = \"redis\"\n{body}"))
+            .unwrap()
+            .locks
+            .redis_config()
+            .unwrap_err()
+    };
+    let c = parse(
+        "[locks]\nbackend = \"redis\"\nsentinels = [\"redis://:spw@10.0.0.1:26379\", \"redis://:spw@10.0.0.2:26379\"]\n\
+         master_name = \"mail\"\nmaster_password = \"mpw\"\nmaster_db = 2\n",
+    )
+    .unwrap();
+    let r = c.locks.redis_config().unwrap().unwrap();
+    let backend_redis::Endpoint::Sentinel(s) = &r.endpoint else {
+        panic!("{:?}", r.endpoint)
+    };
+    assert_eq!(
+        (
+            s.sentinels.len(),
+            s.master_name.as_str(),
+            s.master_password.as_deref(),
+            s.master_db
+        ),
+        (2, "mail", Some("mpw"), 2)
+    );
+    assert!(
+        !r.endpoint.describe().contains("spw"),
+        "{}",
+        r.endpoint.describe()
+    );
+    let e = err("sentinels = [\"redis://10.0.0.1:26379\"]\n");
+    assert_eq!(e.key, "locks.master_name");
+    let e = err("url = \"redis://h\"\nmaster_name = \"mail\"\n");
+    assert_eq!(e.key, "locks.master_name", "{e}");
+    let e = err("url = \"redis://h\"\ncluster = [\"redis://h:7000\"]\n");
+    assert_eq!(e.key, "locks.cluster");
+    assert!(e.to_string().contains("not several"), "{e}");
+    let e = err("sentinels = [\"http://h:1\"]\nmaster_name = \"m\"\n");
+    assert_eq!(e.key, "locks.sentinels");
+    let c = parse("[locks]\nbackend = \"redis\"\ncluster = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\n").unwrap();
+    let r = c.locks.redis_config().unwrap().unwrap();
+    assert!(matches!(&r.endpoint, backend_redis::Endpoint::Cluster(n) if n.len() == 2));
+}
+
+#[test]
+#[cfg(feature = "redis")]
 fn redis_locks_settings() {
     let c = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379\"\nttl = \"10s\"\nwait = \"250ms\"\n").unwrap();
     let r = c.locks.redis_config().unwrap().unwrap();
