@@ -29,6 +29,41 @@ pub struct S3Config {
     pub max_attempts: u32,
     /// Keys per ListObjectsV2 page (1 to 1000).
     pub list_page_size: u32,
+    /// Whether commits are fenced by conditional writes (`If-Match`,
+    /// `If-None-Match`, conditional deletes). See [`ConditionalWrites`].
+    pub conditional_writes: ConditionalWrites,
+}
+
+/// How an S3 store fences commits.
+///
+/// - `On`: the fence object is a compare-and-swap (`PutObject` with
+///   `If-Match`/`If-None-Match`), bumped when a session opens the maildrop,
+///   and each message is deleted only if its ETag is still the one the
+///   session's snapshot saw. A server that ignores the conditions is an
+///   error (`[SYS/TEMP]`, logged), never a silent downgrade.
+/// - `Off`: best effort: the fence object is read, then written, at
+///   expunge; a stale holder can slip between the two.
+/// - `Auto` (the default): probes the server once (two `If-None-Match: *`
+///   writes of one probe object: the second must be refused) and is `On`
+///   when the server honours conditions, else `Off` with a warning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConditionalWrites {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl std::str::FromStr for ConditionalWrites {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(ConditionalWrites::Auto),
+            "on" => Ok(ConditionalWrites::On),
+            "off" => Ok(ConditionalWrites::Off),
+            other => Err(format!("{other:?}: use \"auto\", \"on\" or \"off\"")),
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -60,6 +95,7 @@ impl S3Config {
             read_timeout: Duration::from_secs(30),
             max_attempts: 3,
             list_page_size: 1000,
+            conditional_writes: ConditionalWrites::Auto,
         }
     }
 

@@ -22,7 +22,10 @@
 //!   chunk by chunk; dropping the stream (TOP) stops the download.
 //! - **Expunge.** DeleteObjects in batches of at most 1000 keys; keys that
 //!   fail are retried with backoff; if any still fail the expunge fails and
-//!   reports nothing deleted. Fencing is best effort: see [`S3Drop`].
+//!   reports nothing deleted. With conditional writes (see
+//!   [`ConditionalWrites`]) the fence is a compare-and-swap claimed at open,
+//!   and each delete carries the ETag the snapshot saw; without, fencing is
+//!   best effort: see [`S3Drop`].
 //! - **Failures.** Every call has connect and per-attempt timeouts and is
 //!   retried with exponential backoff; an unreachable or failing S3 is a
 //!   [`StoreError::Temporary`] (`-ERR [SYS/TEMP]`).
@@ -31,6 +34,7 @@ mod append;
 mod body;
 mod bucket;
 mod client;
+mod conditional;
 mod config;
 mod delete;
 mod fence;
@@ -48,7 +52,7 @@ use popgate_store::{MailStore, MailboxId, Maildrop, MessageStream, StoreError};
 
 use crate::client::classify;
 
-pub use crate::config::{S3Config, StaticCredentials};
+pub use crate::config::{ConditionalWrites, S3Config, StaticCredentials};
 pub use crate::maildrop::S3Drop;
 pub use crate::uidl::uidl_for;
 
@@ -76,6 +80,9 @@ struct Inner {
     read_timeout: Duration,
     page_size: i32,
     retry_backoff: Duration,
+    conditional_writes: ConditionalWrites,
+    /// The `auto` probe's answer, once asked.
+    conditions_honoured: tokio::sync::OnceCell<bool>,
 }
 
 impl S3Store {
@@ -94,6 +101,8 @@ impl S3Store {
                 read_timeout: config.read_timeout,
                 page_size: config.list_page_size as i32,
                 retry_backoff: backoff,
+                conditional_writes: config.conditional_writes,
+                conditions_honoured: tokio::sync::OnceCell::new(),
             }),
         })
     }

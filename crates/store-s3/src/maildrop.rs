@@ -1,6 +1,7 @@
 //! One session's snapshot of a mailbox on S3: fetching a message and
 //! expunging the deleted ones.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,13 +24,23 @@ const DELETE_ATTEMPTS: u32 = 4;
 
 /// One session's snapshot of a mailbox on S3.
 ///
-/// Fencing is best effort. S3 has no conditional multi-object delete (and
-/// no transaction spanning a check and a delete), so the newest committed
-/// fencing token is kept in `<prefix>.popgate/fence`: an expunge reads it,
-/// refuses a token older than it, records its own, then deletes. A session
-/// whose lock expired is refused once a newer session has committed an
-/// expunge; a race between the check and the delete of two sessions that
-/// both believe they hold the lock is not excluded.
+/// The newest fencing token is kept in `<prefix>.popgate/fence`.
+///
+/// - With conditional writes ([`crate::ConditionalWrites`]), a session
+///   claims the mailbox when it opens it: a compare-and-swap raises the
+///   fence to its token, or refuses the session if a newer one is there. Its
+///   expunge checks the fence the same way, then deletes each message with
+///   the ETag its snapshot saw, so a message overwritten since is kept. A
+///   stale holder (its lock expired, another session opened the mailbox)
+///   finds a newer token and deletes nothing. What is left: a stale holder
+///   that passed its own check just before a newer session claimed can
+///   still delete messages both snapshots saw (S3 has no transaction
+///   spanning the fence and the deletes); never a message that changed.
+/// - Without (`off`, or a server that ignores conditions), an expunge
+///   reads the fence, refuses a token older than it, records its own, then
+///   deletes: a stale holder is refused once a newer session has committed;
+///   a race between the check and the delete of two sessions that both
+///   believe they hold the lock is not excluded.
 pub struct S3Drop {
     pub(crate) inner: Arc<Inner>,
     pub(crate) prefix: String,
@@ -65,14 +76,31 @@ impl Maildrop for S3Drop {
         let targets: Vec<Object> = indexes.iter().map(|&i| self.objects[i].clone()).collect();
         let present = self.inner.still_present(&self.prefix, &targets).await?;
         let already_gone = targets.len() - present.len();
+        // With conditional deletes, each key goes only if its ETag is still
+        // the snapshot's: a message overwritten since is another message.
+        let etags: Arc<HashMap<String, String>> = Arc::new(if self.inner.conditional().await? {
+            present
+                .iter()
+                .filter_map(|o| Some((o.key.clone(), o.etag.clone()?)))
+                .collect()
+        } else {
+            HashMap::new()
+        });
         let keys: Vec<String> = present.into_iter().map(|o| o.key).collect();
         let wanted = keys.len();
         let inner = self.inner.clone();
         let outcome = delete_all(keys, DELETE_ATTEMPTS, inner.retry_backoff, |batch| {
-            let inner = inner.clone();
-            async move { inner.delete_batch(batch).await }
+            let (inner, etags) = (inner.clone(), etags.clone());
+            async move { inner.delete_batch(batch, &etags).await }
         })
         .await;
+        if outcome.changed > 0 {
+            warn!(
+                prefix = %self.prefix,
+                kept = outcome.changed,
+                "messages overwritten since the session opened the mailbox were kept"
+            );
+        }
         if !outcome.failed.is_empty() {
             warn!(
                 prefix = %self.prefix,
@@ -97,8 +125,19 @@ impl Maildrop for S3Drop {
         }
         Ok(ExpungeReport {
             deleted: outcome.deleted,
-            already_gone,
+            already_gone: already_gone + outcome.changed,
         })
+    }
+
+    /// With conditional writes, bumps the fence object to this session's
+    /// token (compare-and-swap), so an older holder's commit is refused from
+    /// now on; refuses if a newer token is there. Best effort (`off`):
+    /// nothing until expunge.
+    async fn claim(&mut self, fence: u64) -> Result<(), StoreError> {
+        if self.inner.conditional().await? {
+            self.inner.check_fence(&self.prefix, fence).await?;
+        }
+        Ok(())
     }
 }
 
@@ -157,11 +196,21 @@ impl Inner {
         Ok(out)
     }
 
-    /// One DeleteObjects call.
-    async fn delete_batch(&self, keys: Vec<String>) -> Result<BatchResult, StoreError> {
+    /// One DeleteObjects call; a key with an ETag in `etags` is deleted
+    /// only while its ETag is that one.
+    async fn delete_batch(
+        &self,
+        keys: Vec<String>,
+        etags: &HashMap<String, String>,
+    ) -> Result<BatchResult, StoreError> {
         let objects = keys
             .iter()
-            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .map(|k| {
+                ObjectIdentifier::builder()
+                    .key(k)
+                    .set_e_tag(etags.get(k).cloned())
+                    .build()
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::Permanent(format!("building a delete request: {e}")))?;
         let delete = Delete::builder()
@@ -177,14 +226,21 @@ impl Inner {
             .send()
             .await
             .map_err(|e| classify("deleting messages", e))?;
+        let (changed, errors): (Vec<_>, Vec<_>) = out
+            .errors()
+            .iter()
+            .partition(|e| e.code() == Some("PreconditionFailed"));
         Ok(BatchResult {
             deleted: out
                 .deleted()
                 .iter()
                 .filter_map(|d| d.key().map(str::to_owned))
                 .collect(),
-            failed: out
-                .errors()
+            changed: changed
+                .iter()
+                .filter_map(|e| e.key().map(str::to_owned))
+                .collect(),
+            failed: errors
                 .iter()
                 .filter_map(|e| {
                     e.key().map(|k| {

@@ -29,6 +29,7 @@ const KEYS: &[&str] = &[
     "read_timeout",
     "max_attempts",
     "list_page_size",
+    "conditional_writes",
 ];
 
 #[derive(Debug)]
@@ -121,6 +122,12 @@ impl<'de> de::Visitor<'de> for Keys {
                 "read_timeout" => c.read_timeout = timeout(&mut map, "read_timeout")?,
                 "max_attempts" => c.max_attempts = map.next_value()?,
                 "list_page_size" => c.list_page_size = map.next_value()?,
+                "conditional_writes" => {
+                    let v: String = map.next_value()?;
+                    c.conditional_writes = v
+                        .parse()
+                        .map_err(|e| de::Error::custom(format!("conditional_writes: {e}")))?;
+                }
                 other => return Err(de::Error::unknown_field(other, KEYS)),
             }
         }

@@ -178,6 +178,17 @@ fn s3_store_settings() {
     assert!(e.to_string().contains("connect_timeout"), "{e}");
     let e = check("bucket = \"mail\", bukket = \"x\"").unwrap_err();
     assert!(e.to_string().contains("bukket"), "{e}");
+    assert_eq!(sc.conditional_writes, store_s3::ConditionalWrites::Auto);
+    let c = parse(&tenant("bucket = \"mail\", conditional_writes = \"on\"")).unwrap();
+    let StoreSection::S3(s3) = &c.tenants[0].store else {
+        panic!("not s3")
+    };
+    assert_eq!(
+        s3.store_config().conditional_writes,
+        store_s3::ConditionalWrites::On
+    );
+    let e = check("bucket = \"mail\", conditional_writes = \"sometimes\"").unwrap_err();
+    assert!(e.to_string().contains("conditional_writes"), "{e}");
 }
 
 #[test]
