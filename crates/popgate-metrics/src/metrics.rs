@@ -230,7 +230,7 @@ impl Metrics {
             tls_handshakes: counter_vec(
                 &r,
                 "popgate_tls_handshakes_total",
-                "TLS handshakes completed, by kind (starttls, implicit).",
+                "TLS handshakes completed, by kind (starttls, implicit; proxy: TLS terminated by a trusted balancer, PROXY v2 PP2_TYPE_SSL).",
                 &["kind"],
             ),
             tls_handshake_failures: counter_vec(

@@ -191,7 +191,9 @@ pub trait SessionObserver: Send + Sync {
     fn tenant_store_error(&self, _tenant: &str, _op: &'static str) {}
     fn session_started(&self) {}
     fn session_ended(&self, _summary: &SessionSummary) {}
-    /// A TLS handshake completed. `mode`: `starttls` or `implicit`.
+    /// A TLS handshake completed. `mode`: `starttls` or `implicit`; or
+    /// `proxy`: a trusted balancer terminated the client's TLS and said so
+    /// in its PROXY v2 header.
     fn tls_handshake(&self, _mode: &'static str) {}
     /// A TLS handshake failed. `reason`: a bounded word (`timeout`, `eof`,
     /// `protocol`, `certificate`, ...), never a peer-supplied string.

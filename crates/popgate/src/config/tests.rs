@@ -422,6 +422,16 @@ fn validation_names_the_key() {
     let missing = base("", &good).replace(&passwd.display().to_string(), "/nonexistent/passwd");
     let e = parse(&missing).unwrap().validate().unwrap_err();
     assert_eq!(e.key, "tenants[0].auth.path");
+    // No TLS and no plaintext login serves nobody, unless a balancer in
+    // front terminates TLS and says so in its PROXY v2 header.
+    let no_login = base("", &good).replace("plaintext_auth = true", "plaintext_auth = false");
+    let e = parse(&no_login).unwrap().validate().unwrap_err();
+    assert_eq!(e.key, "listeners[0].plaintext_auth");
+    let behind_tls = no_login.replace(
+        "plaintext_auth = false",
+        "plaintext_auth = false\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]",
+    );
+    parse(&behind_tls).unwrap().validate().unwrap();
 }
 
 #[test]
