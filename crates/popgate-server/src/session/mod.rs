@@ -153,11 +153,13 @@ impl Session {
                 shared.config.hostname
             )
         });
-        let send_timeout = shared.config.send_timeout;
+        let conn = Conn::new(io, shared.config.send_timeout)
+            .with_shutdown(shutdown.clone())
+            .with_observer(shared.observer.clone());
         Session {
             shared,
             listener,
-            conn: Conn::new(io, send_timeout).with_shutdown(shutdown.clone()),
+            conn,
             reader: LineReader::default(),
             state: State::Authorization { user: None },
             id,
@@ -217,6 +219,7 @@ impl Session {
         if let Some(mb) = self.take_mailbox() {
             mb.release().await;
         }
+        self.conn.report_held();
         let summary = SessionSummary {
             id: self.id,
             client: self.client,
