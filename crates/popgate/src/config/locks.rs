@@ -17,6 +17,9 @@ pub struct LocksSection {
     /// Redis: `redis://[:password@]host:port[/db]` or `rediss://...`.
     #[serde(default)]
     pub url: Option<String>,
+    /// `url` read from this file (a mounted secret): one of the two.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
     /// Redis: how long a lock lives without renewal (renewed every ttl/3).
     #[serde(default = "default_lock_ttl", deserialize_with = "duration")]
     pub ttl: Duration,
@@ -36,6 +39,7 @@ impl Default for LocksSection {
         LocksSection {
             backend: LockBackend::Memory,
             url: None,
+            url_file: None,
             ttl: default_lock_ttl(),
             key_prefix: default_lock_prefix(),
             wait: Duration::ZERO,
@@ -69,10 +73,9 @@ impl LocksSection {
         if self.backend != LockBackend::Redis {
             return Ok(None);
         }
-        let url = self
-            .url
-            .clone()
-            .ok_or_else(|| ConfigError::new("locks.url", "backend = \"redis\" needs a url"))?;
+        let url = self.url.clone().ok_or_else(|| {
+            ConfigError::new("locks.url", "backend = \"redis\" needs a url (or url_file)")
+        })?;
         let mut c = backend_redis::RedisLocksConfig::new(url);
         c.ttl = self.ttl;
         c.key_prefix = self.key_prefix.clone();

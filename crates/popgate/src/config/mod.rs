@@ -17,6 +17,7 @@ mod metrics;
 mod postgres;
 #[cfg(feature = "s3")]
 mod s3;
+mod secrets;
 mod server;
 mod tenants;
 #[cfg(test)]
@@ -213,6 +214,7 @@ pub fn load_with_env(
     }
     let mut config = figment.extract::<Config>().map_err(figment_error)?;
     config.file = origin;
+    secrets::read_all(&mut config)?;
     Ok(config)
 }
 
