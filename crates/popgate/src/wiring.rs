@@ -304,6 +304,18 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
         config.tenants.iter().map(|t| t.name.clone()),
     ));
     metrics.watch_hashing(hashing);
+    metrics.set_connection_caps(
+        config.server.max_connections,
+        config.server.max_connections_per_ip,
+    );
+    for t in &config.tenants {
+        if let Some(cap) = t.max_sessions {
+            metrics.set_tenant_session_cap(&t.name, cap);
+        }
+    }
+    if let Some(tls) = &tls {
+        metrics.watch_tls(tls.clone());
+    }
     let serve_state = Arc::new(ServeState::default());
     // Bound before POP3 listens: a taken metrics port stops the start.
     let metrics_tcp = match &config.metrics {

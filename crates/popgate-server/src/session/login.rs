@@ -347,6 +347,7 @@ impl Session {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.shared.limits.finish(attempt, Verdict::Success).await;
         self.tenant = Some(tenant.name.clone());
+        self.conn.report_for(&tenant.name);
         self.user = Some(mailbox.login());
         let span = tracing::Span::current();
         span.record("tenant", tenant.name.as_str());

@@ -17,6 +17,9 @@ pub struct LocksSection {
     /// Redis: `redis://[:password@]host:port[/db]` or `rediss://...`.
     #[serde(default)]
     pub url: Option<String>,
+    /// `url` read from this file (a mounted secret): one of the two.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
     /// Redis: how long a lock lives without renewal (renewed every ttl/3).
     #[serde(default = "default_lock_ttl", deserialize_with = "duration")]
     pub ttl: Duration,
@@ -57,6 +60,7 @@ impl Default for LocksSection {
         LocksSection {
             backend: LockBackend::Memory,
             url: None,
+            url_file: None,
             ttl: default_lock_ttl(),
             key_prefix: default_lock_prefix(),
             wait: Duration::ZERO,
@@ -161,7 +165,7 @@ impl LocksSection {
             )),
             [] => Err(ConfigError::new(
                 "locks.url",
-                "backend = \"redis\" needs a url (or sentinels, or cluster)",
+                "backend = \"redis\" needs a url (or url_file, sentinels, cluster)",
             )),
             _ => Err(ConfigError::new(
                 format!("locks.{}", given[1]),
