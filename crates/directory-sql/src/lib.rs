@@ -199,6 +199,7 @@ mod tests {
         let ok = SqlConfig::new("mysql://popgate:pw@db/mail", Q);
         assert_eq!(ok.validate(), Ok(()));
         assert_eq!(SqlConfig::new("postgres://db/mail", Q).validate(), Ok(()));
+        assert_eq!(SqlConfig::new("mariadb://db/mail", Q).validate(), Ok(()));
         let field = |c: SqlConfig| c.validate().unwrap_err();
         assert_eq!(field(SqlConfig::new("sqlite://x", Q)).0, "url");
         let (f, e) = field(SqlConfig::new(

@@ -18,6 +18,8 @@ mod postgres;
 #[cfg(feature = "s3")]
 mod s3;
 mod server;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+mod sql;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -36,6 +38,11 @@ pub type PgSection = Unbuilt;
 #[cfg(not(feature = "s3"))]
 pub type S3Section = Unbuilt;
 pub use server::{LimitsSection, LogFormat, ServerSection};
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub use sql::SqlSection;
+/// Without a driver, a `kind = "sql"` table is read (and refused).
+#[cfg(not(any(feature = "mysql", feature = "postgres")))]
+pub type SqlSection = Unbuilt;
 pub use tenants::{AuthSection, ExpireSetting, StoreSection, TenantSection};
 
 /// The embedded default: everything local, no other service needed.
