@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{CertSection, Config, ConfigError, PgSection, S3Section};
+use super::{CertSection, Config, ConfigError, PgSection, S3Section, SqlSection};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +60,8 @@ pub enum AuthSection {
     },
     /// Users in PostgreSQL (the `users` table of the migrations).
     Postgres(PgSection),
+    /// The operator's own query on MySQL/MariaDB or PostgreSQL.
+    Sql(SqlSection),
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +185,12 @@ pub(super) fn validate(
             #[cfg(not(feature = "postgres"))]
             AuthSection::Postgres(_) => {
                 return Err(super::unbuilt(key("auth"), "kind \"postgres\"", "postgres"));
+            }
+            #[cfg(any(feature = "mysql", feature = "postgres"))]
+            AuthSection::Sql(sql) => sql.validate(&key("auth"))?,
+            #[cfg(not(any(feature = "mysql", feature = "postgres")))]
+            AuthSection::Sql(_) => {
+                return Err(super::unbuilt(key("auth"), "kind \"sql\"", "mysql"));
             }
         }
         match &t.store {
