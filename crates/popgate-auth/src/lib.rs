@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 
+pub mod digest_schemes;
 pub mod hashing;
 pub mod nets;
 pub mod scheme;
