@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{CertSection, Config, ConfigError, PgSection, S3Section};
+use super::{CertSection, Config, ConfigError, HttpAuthSection, LdapSection, PgSection, S3Section};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +60,10 @@ pub enum AuthSection {
     },
     /// Users in PostgreSQL (the `users` table of the migrations).
     Postgres(PgSection),
+    /// Users in an LDAP tree (`ldap` feature).
+    Ldap(LdapSection),
+    /// Logins checked by an HTTP auth service (`http-auth` feature).
+    Http(HttpAuthSection),
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +187,18 @@ pub(super) fn validate(
             #[cfg(not(feature = "postgres"))]
             AuthSection::Postgres(_) => {
                 return Err(super::unbuilt(key("auth"), "kind \"postgres\"", "postgres"));
+            }
+            #[cfg(feature = "ldap")]
+            AuthSection::Ldap(ldap) => drop(ldap.build(&key("auth"), hashing.for_tenant(&t.name))?),
+            #[cfg(not(feature = "ldap"))]
+            AuthSection::Ldap(_) => {
+                return Err(super::unbuilt(key("auth"), "kind \"ldap\"", "ldap"));
+            }
+            #[cfg(feature = "http-auth")]
+            AuthSection::Http(http) => drop(http.build(&key("auth"), &t.name)?),
+            #[cfg(not(feature = "http-auth"))]
+            AuthSection::Http(_) => {
+                return Err(super::unbuilt(key("auth"), "kind \"http\"", "http-auth"));
             }
         }
         match &t.store {
