@@ -61,8 +61,10 @@ pub enum AuthSection {
     /// Users in PostgreSQL (the `users` table of the migrations).
     Postgres(PgSection),
     /// Users in an LDAP tree (`ldap` feature).
+    #[cfg_attr(not(feature = "ldap"), allow(dead_code))]
     Ldap(LdapSection),
     /// Logins checked by an HTTP auth service (`http-auth` feature).
+    #[cfg_attr(not(feature = "http-auth"), allow(dead_code))]
     Http(HttpAuthSection),
 }
 
