@@ -180,6 +180,30 @@ fn build_tenants(
                     "mysql",
                 ));
             }
+            #[cfg(feature = "ldap")]
+            AuthSection::Ldap(ldap) => {
+                Arc::new(ldap.build(&format!("tenants[{i}].auth"), hashing.for_tenant(&t.name))?)
+            }
+            #[cfg(not(feature = "ldap"))]
+            AuthSection::Ldap(_) => {
+                return Err(config::unbuilt(
+                    format!("tenants[{i}].auth"),
+                    "kind \"ldap\"",
+                    "ldap",
+                ));
+            }
+            #[cfg(feature = "http-auth")]
+            AuthSection::Http(http) => {
+                Arc::new(http.build(&format!("tenants[{i}].auth"), &t.name)?)
+            }
+            #[cfg(not(feature = "http-auth"))]
+            AuthSection::Http(_) => {
+                return Err(config::unbuilt(
+                    format!("tenants[{i}].auth"),
+                    "kind \"http\"",
+                    "http-auth",
+                ));
+            }
         };
         let store: Arc<dyn MailStore> = match &t.store {
             #[cfg(not(feature = "maildir"))]

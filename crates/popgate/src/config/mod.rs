@@ -10,6 +10,8 @@ use figment::providers::{Format, Toml};
 use serde::Deserialize;
 
 mod duration;
+mod http_auth;
+mod ldap;
 mod listeners;
 mod locks;
 mod metrics;
@@ -17,6 +19,8 @@ mod metrics;
 mod postgres;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(any(feature = "ldap", feature = "http-auth"))]
+mod secret;
 mod secrets;
 mod server;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
@@ -25,6 +29,8 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 
+pub use http_auth::HttpAuthSection;
+pub use ldap::LdapSection;
 pub use listeners::{ListenerSection, TlsSetting};
 pub use locks::LocksSection;
 pub use metrics::MetricsSection;
@@ -127,7 +133,9 @@ impl<'de> Deserialize<'de> for Unbuilt {
     feature = "maildir",
     feature = "postgres",
     feature = "redis",
-    feature = "s3"
+    feature = "s3",
+    feature = "ldap",
+    feature = "http-auth"
 )))]
 pub fn unbuilt(key: impl Into<String>, what: &str, feature: &str) -> ConfigError {
     ConfigError::new(

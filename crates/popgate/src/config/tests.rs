@@ -262,9 +262,9 @@ fn unknown_and_mistyped_keys_are_named() {
         e.key.contains("idle_timeout") && e.message.contains("soon"),
         "{e}"
     );
-    let e = parse("[[tenants]]\nname = \"a\"\nauth = { kind = \"ldap\" }\nstore = { kind = \"maildir\", path = \"/m/%n\" }\n")
+    let e = parse("[[tenants]]\nname = \"a\"\nauth = { kind = \"kerberos\" }\nstore = { kind = \"maildir\", path = \"/m/%n\" }\n")
             .unwrap_err();
-    assert!(e.to_string().contains("ldap"), "{e}");
+    assert!(e.to_string().contains("kerberos"), "{e}");
 }
 
 #[test]
