@@ -5,7 +5,7 @@
 //! trimmed; exactly one of `foo` and `foo_file` may be set. Errors name the
 //! key and the path, never the content.
 //!
-//! The secrets: `locks.url`, `metrics.bearer_token`, a PostgreSQL store's or
+//! The secrets: `locks.url`, `locks.master_password` (Sentinel), `metrics.bearer_token`, a PostgreSQL store's or
 //! directory's `url`, an S3 store's `access_key_id` and `secret_access_key`.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +20,11 @@ use super::{Config, ConfigError, TenantSection};
 pub(super) fn read_all(config: &mut Config) -> Result<(), ConfigError> {
     let locks = &mut config.locks;
     resolve("locks.url", &mut locks.url, &mut locks.url_file)?;
+    resolve(
+        "locks.master_password",
+        &mut locks.master_password,
+        &mut locks.master_password_file,
+    )?;
     if let Some(m) = &mut config.metrics {
         resolve(
             "metrics.bearer_token",
