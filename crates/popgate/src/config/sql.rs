@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::ConfigError;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlSection {
     pub url: String,
@@ -30,6 +30,18 @@ pub struct SqlSection {
     pub query_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "some_duration")]
     pub idle_timeout: Option<Duration>,
+}
+
+/// Without the URL's password.
+impl std::fmt::Debug for SqlSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlSection")
+            .field("url", &directory_sql::redacted(&self.url))
+            .field("password_query", &self.password_query)
+            .field("user_query", &self.user_query)
+            .field("default_scheme", &self.default_scheme)
+            .finish_non_exhaustive()
+    }
 }
 
 fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -99,6 +111,7 @@ mod tests {
         assert_eq!(c.query_timeout, Duration::from_millis(500));
         assert_eq!(c.idle_timeout, Duration::from_secs(3600));
         assert!(c.user_query.is_some());
+        assert!(!format!("{s:?}").contains(":p@"), "{s:?}");
         let d = read(&format!(
             r#"{{"url": "postgres://db/x", "password_query": "{Q}"}}"#
         ))
