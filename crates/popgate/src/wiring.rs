@@ -180,6 +180,30 @@ fn build_tenants(
                     "mysql",
                 ));
             }
+            #[cfg(feature = "ldap")]
+            AuthSection::Ldap(ldap) => {
+                Arc::new(ldap.build(&format!("tenants[{i}].auth"), hashing.for_tenant(&t.name))?)
+            }
+            #[cfg(not(feature = "ldap"))]
+            AuthSection::Ldap(_) => {
+                return Err(config::unbuilt(
+                    format!("tenants[{i}].auth"),
+                    "kind \"ldap\"",
+                    "ldap",
+                ));
+            }
+            #[cfg(feature = "http-auth")]
+            AuthSection::Http(http) => {
+                Arc::new(http.build(&format!("tenants[{i}].auth"), &t.name)?)
+            }
+            #[cfg(not(feature = "http-auth"))]
+            AuthSection::Http(_) => {
+                return Err(config::unbuilt(
+                    format!("tenants[{i}].auth"),
+                    "kind \"http\"",
+                    "http-auth",
+                ));
+            }
         };
         let store: Arc<dyn MailStore> = match &t.store {
             #[cfg(not(feature = "maildir"))]
@@ -324,6 +348,18 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
         config.tenants.iter().map(|t| t.name.clone()),
     ));
     metrics.watch_hashing(hashing);
+    metrics.set_connection_caps(
+        config.server.max_connections,
+        config.server.max_connections_per_ip,
+    );
+    for t in &config.tenants {
+        if let Some(cap) = t.max_sessions {
+            metrics.set_tenant_session_cap(&t.name, cap);
+        }
+    }
+    if let Some(tls) = &tls {
+        metrics.watch_tls(tls.clone());
+    }
     let serve_state = Arc::new(ServeState::default());
     // Bound before POP3 listens: a taken metrics port stops the start.
     let metrics_tcp = match &config.metrics {

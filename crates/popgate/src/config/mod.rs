@@ -10,6 +10,8 @@ use figment::providers::{Format, Toml};
 use serde::Deserialize;
 
 mod duration;
+mod http_auth;
+mod ldap;
 mod listeners;
 mod locks;
 mod metrics;
@@ -17,6 +19,9 @@ mod metrics;
 mod postgres;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(any(feature = "ldap", feature = "http-auth"))]
+mod secret;
+mod secrets;
 mod server;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod sql;
@@ -24,6 +29,8 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 
+pub use http_auth::HttpAuthSection;
+pub use ldap::LdapSection;
 pub use listeners::{ListenerSection, TlsSetting};
 pub use locks::LocksSection;
 pub use metrics::MetricsSection;
@@ -91,15 +98,19 @@ impl Config {
     /// Every certificate the process serves: the default and the tenants'.
     pub fn tls_settings(&self) -> Option<popgate_server::tls::TlsSettings> {
         let default = self.tls.as_ref().map(CertSection::files);
-        let by_domains: Vec<_> = self
+        let by_tenant: Vec<_> = self
             .tenants
             .iter()
-            .filter_map(|t| t.tls.as_ref().map(|c| (t.domains.clone(), c.files())))
+            .filter_map(|t| {
+                t.tls.as_ref().map(|c| popgate_server::tls::TenantCert {
+                    tenant: t.name.clone(),
+                    domains: t.domains.clone(),
+                    files: c.files(),
+                })
+            })
             .collect();
-        (default.is_some() || !by_domains.is_empty()).then_some(popgate_server::tls::TlsSettings {
-            default,
-            by_domains,
-        })
+        (default.is_some() || !by_tenant.is_empty())
+            .then_some(popgate_server::tls::TlsSettings { default, by_tenant })
     }
 }
 
@@ -122,7 +133,9 @@ impl<'de> Deserialize<'de> for Unbuilt {
     feature = "maildir",
     feature = "postgres",
     feature = "redis",
-    feature = "s3"
+    feature = "s3",
+    feature = "ldap",
+    feature = "http-auth"
 )))]
 pub fn unbuilt(key: impl Into<String>, what: &str, feature: &str) -> ConfigError {
     ConfigError::new(
@@ -216,6 +229,7 @@ pub fn load_with_env(
     }
     let mut config = figment.extract::<Config>().map_err(figment_error)?;
     config.file = origin;
+    secrets::read_all(&mut config)?;
     Ok(config)
 }
 

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{CertSection, Config, ConfigError, PgSection, S3Section, SqlSection};
+use super::{
+    CertSection, Config, ConfigError, HttpAuthSection, LdapSection, PgSection, S3Section,
+    SqlSection,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +65,12 @@ pub enum AuthSection {
     Postgres(PgSection),
     /// The operator's own query on MySQL/MariaDB or PostgreSQL.
     Sql(SqlSection),
+    /// Users in an LDAP tree (`ldap` feature).
+    #[cfg_attr(not(feature = "ldap"), allow(dead_code))]
+    Ldap(LdapSection),
+    /// Logins checked by an HTTP auth service (`http-auth` feature).
+    #[cfg_attr(not(feature = "http-auth"), allow(dead_code))]
+    Http(HttpAuthSection),
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +200,18 @@ pub(super) fn validate(
             #[cfg(not(any(feature = "mysql", feature = "postgres")))]
             AuthSection::Sql(_) => {
                 return Err(super::unbuilt(key("auth"), "kind \"sql\"", "mysql"));
+            }
+            #[cfg(feature = "ldap")]
+            AuthSection::Ldap(ldap) => drop(ldap.build(&key("auth"), hashing.for_tenant(&t.name))?),
+            #[cfg(not(feature = "ldap"))]
+            AuthSection::Ldap(_) => {
+                return Err(super::unbuilt(key("auth"), "kind \"ldap\"", "ldap"));
+            }
+            #[cfg(feature = "http-auth")]
+            AuthSection::Http(http) => drop(http.build(&key("auth"), &t.name)?),
+            #[cfg(not(feature = "http-auth"))]
+            AuthSection::Http(_) => {
+                return Err(super::unbuilt(key("auth"), "kind \"http\"", "http-auth"));
             }
         }
         match &t.store {

@@ -1,0 +1,290 @@
+//! The settings of an LDAP directory, their checks, and the user filter
+//! with the login put in (escaped as RFC 4515 says).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Dovecot's usual `pass_filter` for mail users.
+pub const DEFAULT_USER_FILTER: &str = "(&(objectClass=posixAccount)(mail=%u))";
+
+/// How to reach the directory and find a user in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LdapConfig {
+    /// `ldap://host[:port]` or `ldaps://host[:port]`.
+    pub url: String,
+    /// Where users are searched (subtree).
+    pub base_dn: String,
+    /// The search filter; `%u` is the whole login, `%n` its local part,
+    /// `%d` its domain, `%%` a `%`. Each value is escaped (RFC 4515).
+    pub user_filter: String,
+    /// The service account that searches; `None`: anonymous searches.
+    pub bind_dn: Option<String>,
+    /// Its password.
+    pub bind_password: Option<String>,
+    /// Check a password by binding as the user's DN (Dovecot's
+    /// `auth_bind = yes`) instead of reading `password_attribute`.
+    pub auth_bind: bool,
+    /// The attribute holding the `{SCHEME}` password (without auth_bind).
+    pub password_attribute: String,
+    /// The most one LDAP operation (connect, bind, search) may take.
+    pub timeout: Duration,
+    /// Upgrade `ldap://` with StartTLS before anything is sent.
+    pub starttls: bool,
+    /// PEM file of the CAs that sign the server's certificate; `None`: the
+    /// system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl LdapConfig {
+    /// The defaults around a URL and base DN.
+    pub fn new(url: impl Into<String>, base_dn: impl Into<String>) -> Self {
+        LdapConfig {
+            url: url.into(),
+            base_dn: base_dn.into(),
+            user_filter: DEFAULT_USER_FILTER.into(),
+            bind_dn: None,
+            bind_password: None,
+            auth_bind: false,
+            password_attribute: "userPassword".into(),
+            timeout: Duration::from_secs(5),
+            starttls: false,
+            tls_ca_file: None,
+        }
+    }
+
+    /// Checks the settings; an error names the field and what is wrong.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let scheme = self.url.split_once("://").map(|(s, _)| s);
+        match scheme {
+            Some("ldap") => {}
+            Some("ldaps") if self.starttls => {
+                return Err((
+                    "starttls",
+                    "an ldaps:// URL is TLS from the start; use ldap:// with starttls".into(),
+                ));
+            }
+            Some("ldaps") => {}
+            _ => {
+                return Err((
+                    "url",
+                    format!("{:?} is not an ldap:// or ldaps:// URL", self.url),
+                ));
+            }
+        }
+        if url_host(&self.url).is_empty() {
+            return Err(("url", "has no host".into()));
+        }
+        if self.base_dn.trim().is_empty() {
+            return Err(("base_dn", "must not be empty".into()));
+        }
+        check_filter(&self.user_filter).map_err(|e| ("user_filter", e))?;
+        match (&self.bind_dn, &self.bind_password) {
+            (Some(_), None) => {
+                return Err((
+                    "bind_password",
+                    "bind_dn is set: give bind_password or bind_password_file".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(("bind_dn", "bind_password is set but bind_dn is not".into()));
+            }
+            (Some(dn), Some(_)) if dn.trim().is_empty() => {
+                return Err(("bind_dn", "must not be empty".into()));
+            }
+            _ => {}
+        }
+        if !self.auth_bind && self.password_attribute.trim().is_empty() {
+            return Err(("password_attribute", "must not be empty".into()));
+        }
+        if self.timeout.is_zero() {
+            return Err(("timeout", "must be more than 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The filter for one login.
+    pub fn filter_for(&self, user: &str, local: &str, domain: &str) -> String {
+        expand(&self.user_filter, user, local, domain)
+    }
+}
+
+impl fmt::Debug for LdapConfig {
+    /// Without the bind password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LdapConfig")
+            .field("url", &self.url)
+            .field("base_dn", &self.base_dn)
+            .field("user_filter", &self.user_filter)
+            .field("bind_dn", &self.bind_dn)
+            .field("bind_password", &self.bind_password.as_ref().map(|_| "…"))
+            .field("auth_bind", &self.auth_bind)
+            .field("password_attribute", &self.password_attribute)
+            .field("timeout", &self.timeout)
+            .field("starttls", &self.starttls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .finish()
+    }
+}
+
+/// The host part of an LDAP URL, for messages.
+pub(crate) fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    authority.rsplit('@').next().unwrap_or_default()
+}
+
+/// Puts the login into the filter template, each value escaped so that
+/// `*`, `(`, `)`, `\` and NUL in a login stay literal.
+fn expand(template: &str, user: &str, local: &str, domain: &str) -> String {
+    let mut out = String::with_capacity(template.len() + user.len());
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => out.push_str(&ldap3::ldap_escape(user)),
+            Some('n') => out.push_str(&ldap3::ldap_escape(local)),
+            Some('d') => out.push_str(&ldap3::ldap_escape(domain)),
+            Some('%') => out.push('%'),
+            // Refused by check_filter; kept as written.
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// A filter template must name the login and parse once it is put in.
+fn check_filter(template: &str) -> Result<(), String> {
+    let mut chars = template.chars();
+    let mut names_login = false;
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('u' | 'n') => names_login = true,
+                Some('d' | '%') => {}
+                Some(other) => {
+                    return Err(format!("unknown variable %{other} (use %u, %n, %d or %%)"));
+                }
+                None => return Err("ends with a lone %".into()),
+            }
+        }
+    }
+    if !names_login {
+        return Err("must contain %u or %n, or every login finds the same entries".into());
+    }
+    let sample = expand(template, "user@example.org", "user", "example.org");
+    if !sample.starts_with('(') || ldap3::parse_filter(&sample).is_err() {
+        return Err(format!("{template:?} is not an LDAP filter (RFC 4515)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> LdapConfig {
+        LdapConfig::new("ldap://127.0.0.1:389", "ou=people,dc=example,dc=org")
+    }
+
+    #[test]
+    fn injection_stays_literal() {
+        let c = config();
+        assert_eq!(
+            c.filter_for("*)(uid=*", "*)(uid=*", ""),
+            r"(&(objectClass=posixAccount)(mail=\2a\29\28uid=\2a))"
+        );
+        assert_eq!(
+            c.filter_for("a\\b\0c", "", ""),
+            r"(&(objectClass=posixAccount)(mail=a\5cb\00c))"
+        );
+        let c = LdapConfig {
+            user_filter: "(&(uid=%n)(o=%d)(x=100%%))".into(),
+            ..config()
+        };
+        assert_eq!(
+            c.filter_for("bob@ex.org", "bob", "ex.org"),
+            "(&(uid=bob)(o=ex.org)(x=100%))"
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let field = |c: LdapConfig| c.validate().unwrap_err().0;
+        assert!(config().validate().is_ok());
+        assert_eq!(
+            field(LdapConfig {
+                url: "http://x".into(),
+                ..config()
+            }),
+            "url"
+        );
+        assert_eq!(
+            field(LdapConfig {
+                url: "ldaps://x".into(),
+                starttls: true,
+                ..config()
+            }),
+            "starttls"
+        );
+        assert_eq!(
+            field(LdapConfig {
+                base_dn: " ".into(),
+                ..config()
+            }),
+            "base_dn"
+        );
+        for bad in [
+            "(mail=bob)",
+            "(mail=%x)",
+            "mail=%u",
+            "(&(mail=%u)",
+            "(mail=%u)%",
+        ] {
+            let c = LdapConfig {
+                user_filter: bad.into(),
+                ..config()
+            };
+            assert_eq!(c.validate().unwrap_err().0, "user_filter", "{bad}");
+        }
+        assert_eq!(
+            field(LdapConfig {
+                bind_dn: Some("cn=admin".into()),
+                ..config()
+            }),
+            "bind_password"
+        );
+        assert_eq!(
+            field(LdapConfig {
+                bind_password: Some("x".into()),
+                ..config()
+            }),
+            "bind_dn"
+        );
+        assert_eq!(
+            field(LdapConfig {
+                timeout: Duration::ZERO,
+                ..config()
+            }),
+            "timeout"
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_bind_password() {
+        let c = LdapConfig {
+            bind_dn: Some("cn=admin".into()),
+            bind_password: Some("hunter2".into()),
+            ..config()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(url_host("ldaps://u:p@host:636/dc=x"), "host:636");
+    }
+}
