@@ -6,7 +6,8 @@
 //! key and the path, never the content.
 //!
 //! The secrets: `locks.url`, `metrics.bearer_token`, a PostgreSQL store's or
-//! directory's `url`, an S3 store's `access_key_id` and `secret_access_key`.
+//! directory's `url`, an SQL directory's `url` (read by
+//! `SqlSection::sql_config`), an S3 store's `access_key_id` and `secret_access_key`.
 
 use std::path::{Path, PathBuf};
 
