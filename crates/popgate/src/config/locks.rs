@@ -46,6 +46,9 @@ pub struct LocksSection {
     /// Redis Sentinel: the master's password.
     #[serde(default)]
     pub master_password: Option<String>,
+    /// `master_password` read from this file (a mounted secret): one of the two.
+    #[serde(default)]
+    pub master_password_file: Option<PathBuf>,
     /// Redis Sentinel: the master's database number.
     #[serde(default)]
     pub master_db: i64,
@@ -69,6 +72,7 @@ impl Default for LocksSection {
             master_name: None,
             master_username: None,
             master_password: None,
+            master_password_file: None,
             master_db: 0,
             cluster: Vec::new(),
         }

@@ -13,7 +13,12 @@ use super::ConfigError;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlSection {
+    /// Required, or `url_file`.
+    #[serde(default)]
     pub url: String,
+    /// `url` read from this file (a mounted secret): one of the two.
+    #[serde(default)]
+    pub url_file: Option<std::path::PathBuf>,
     pub password_query: String,
     #[serde(default)]
     pub user_query: Option<String>,
@@ -68,8 +73,22 @@ impl SqlSection {
         Ok(c)
     }
 
+    /// Reads `url_file` into `url`; `key` is the section's key.
+    pub(super) fn read_secret_files(&mut self, key: &str) -> Result<(), ConfigError> {
+        let mut url = (!self.url.is_empty()).then(|| std::mem::take(&mut self.url));
+        super::secrets::resolve(&format!("{key}.url"), &mut url, &mut self.url_file)?;
+        self.url = url.unwrap_or_default();
+        Ok(())
+    }
+
     /// Checks the settings without connecting.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.url.is_empty() {
+            return Err(ConfigError::new(
+                format!("{key}.url"),
+                "missing: the database URL (or url_file)",
+            ));
+        }
         self.sql_config(key).map(drop)
     }
 }
