@@ -12,10 +12,6 @@
 
 use std::path::{Path, PathBuf};
 
-#[cfg(feature = "postgres")]
-use super::AuthSection;
-#[cfg(any(feature = "postgres", feature = "s3"))]
-use super::StoreSection;
 use super::{Config, ConfigError, TenantSection};
 
 /// Reads every `*_file` of `config` into its key.
@@ -40,24 +36,26 @@ pub(super) fn read_all(config: &mut Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-#[cfg(any(feature = "postgres", feature = "s3"))]
+/// A tenant's secrets: its directory's and its store's.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "s3")),
+    allow(unused_variables, clippy::match_single_binding)
+)]
 fn tenant(key: &str, t: &mut TenantSection) -> Result<(), ConfigError> {
-    #[cfg(feature = "postgres")]
-    if let AuthSection::Postgres(pg) = &mut t.auth {
-        pg.read_secret_files(&format!("{key}.auth"))?;
+    match &mut t.auth {
+        #[cfg(feature = "postgres")]
+        super::AuthSection::Postgres(pg) => pg.read_secret_files(&format!("{key}.auth"))?,
+        #[cfg(any(feature = "mysql", feature = "postgres"))]
+        super::AuthSection::Sql(sql) => sql.read_secret_files(&format!("{key}.auth"))?,
+        _ => {}
     }
     match &mut t.store {
         #[cfg(feature = "postgres")]
-        StoreSection::Postgres(pg) => pg.read_secret_files(&format!("{key}.store")),
+        super::StoreSection::Postgres(pg) => pg.read_secret_files(&format!("{key}.store"))?,
         #[cfg(feature = "s3")]
-        StoreSection::S3(s3) => s3.read_secret_files(&format!("{key}.store")),
-        _ => Ok(()),
+        super::StoreSection::S3(s3) => s3.read_secret_files(&format!("{key}.store"))?,
+        _ => {}
     }
-}
-
-/// Without PostgreSQL and S3, a tenant has no secret keys.
-#[cfg(not(any(feature = "postgres", feature = "s3")))]
-fn tenant(_key: &str, _t: &mut TenantSection) -> Result<(), ConfigError> {
     Ok(())
 }
 
