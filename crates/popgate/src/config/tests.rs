@@ -667,7 +667,7 @@ fn sentinel_password_and_sql_url_from_files() {
     let AuthSection::Sql(s) = &c.tenants[0].auth else {
         panic!("not sql")
     };
-    assert_eq!(s.url, "mysql://postfix:pw@db/postfix");
+    assert_eq!(s.url.as_deref(), Some("mysql://postfix:pw@db/postfix"));
     s.validate("tenants[0].auth").unwrap();
     // Both forms, or a missing file: the key named.
     std::fs::write(
