@@ -80,28 +80,15 @@ async fn allow_nets_admits_only_its_networks() {
     acme.set_allow_nets("net@acme.example", Some("10.0.0.0/8, ::1,2001:db8::/32"))
         .await
         .unwrap();
+    // Admission by address is the kit's (directory_conformance.rs): here,
+    // the administration of the column and rows written by hand.
     let net = Login::new("net", "acme.example");
-    for (client, admitted) in [
-        (Some("10.1.2.3"), true),
-        (Some("::ffff:10.9.9.9"), true),
-        (Some("::1"), true),
-        (Some("2001:db8:1::5"), true),
-        (Some("127.0.0.1"), false),
-        (Some("11.0.0.1"), false),
-        (None, false),
-    ] {
-        let who = match client {
-            Some(c) => net.with_client(ip(c)),
-            None => net,
-        };
-        assert_eq!(
-            acme.verify(who, b"pw").await.unwrap().is_some(),
-            admitted,
-            "{client:?}"
-        );
-        // A wrong password fails from anywhere.
-        assert!(acme.verify(who, b"nope").await.unwrap().is_none());
-    }
+    assert!(
+        acme.verify(net.with_client(ip("10.1.2.3")), b"pw")
+            .await
+            .unwrap()
+            .is_some()
+    );
     // NULL: from anywhere. The unused max_sessions column does not show.
     let free = Login::new("free", "acme.example").with_client(ip("203.0.113.1"));
     assert_eq!(

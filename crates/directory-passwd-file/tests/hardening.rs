@@ -52,11 +52,6 @@ fn pool(slots: usize, wait: Duration) -> Arc<HashPool> {
     })
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 #[test]
 fn defaults_admit_dovecot_and_common_installs() {
     for stored in [
@@ -341,42 +336,6 @@ async fn slots_bound_the_checks_running_at_once() {
         j.await.unwrap().unwrap();
     }
     assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 3);
-}
-
-/// An unknown login (what the server checks for an unknown domain or an
-/// invalid local part) costs what a wrong password of a real ARGON2ID user
-/// costs: medians within 0.5x to 2x.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_logins_cost_a_wrong_password() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("acme.passwd");
-    let mut text = String::new();
-    for user in ["ann", "bea", "cid"] {
-        let stored = scheme::hash(Scheme::Argon2id, b"right").unwrap();
-        text.push_str(&format!("{user}@acme.example:{stored}\n"));
-    }
-    std::fs::write(&path, text).unwrap();
-    let file =
-        PasswdFile::open_with(&path, pool(2, Duration::from_secs(10)).for_tenant("acme")).unwrap();
-    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
-    for _ in 0..7 {
-        let t = Instant::now();
-        file.verify_unknown(b"guess").await.unwrap();
-        unknown.push(t.elapsed());
-        let t = Instant::now();
-        let r = file
-            .verify(Login::new("ann", "acme.example"), b"guess")
-            .await
-            .unwrap();
-        wrong.push(t.elapsed());
-        assert!(r.is_none());
-    }
-    let (u, w) = (median(unknown), median(wrong));
-    let ratio = u.as_secs_f64() / w.as_secs_f64();
-    eprintln!("unknown {u:?}, wrong password {w:?}, ratio {ratio:.2}");
-    assert!((0.5..=2.0).contains(&ratio), "unknown {u:?} vs wrong {w:?}");
-    // The hash really is computed: argon2 at m=19 MiB takes milliseconds.
-    assert!(w > Duration::from_millis(2), "{w:?}");
 }
 
 #[test]

@@ -1,18 +1,25 @@
 //! Tenants' user directories: the `Directory` seam, the password schemes
 //! directories share, the hashing pool they check passwords in, and
-//! Dovecot's `allow_nets`. The directories themselves are backends:
-//! `directory-passwd-file`, and `backend-postgres` for PostgreSQL.
+//! Dovecot's `allow_nets`; `MemoryDirectory`, the in-memory reference
+//! directory; and the conformance kit every directory runs (`conformance`
+//! feature). The directories themselves are backends:
+//! `directory-passwd-file`, `directory-sql`, and `backend-postgres` for
+//! PostgreSQL.
 
 use std::net::IpAddr;
 
 use async_trait::async_trait;
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod digest_schemes;
 pub mod hashing;
+pub mod memory;
 pub mod nets;
 pub mod scheme;
 
 pub use hashing::{HashPool, HashPoolConfig, Hashing};
+pub use memory::{MemoryDirectory, MemoryUser};
 
 /// A user the directory vouched for.
 ///

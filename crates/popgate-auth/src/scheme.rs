@@ -541,9 +541,57 @@ pub fn cost_class(stored: &str) -> Result<String, SchemeError> {
     Ok(format!("{scheme}{params}"))
 }
 
+/// One stored string of the most common cost class among `stored` (on a
+/// tie, the class seen first), skipping strings that cannot be checked or
+/// are above `limits`: the dummy a directory checks for unknown users.
+pub fn most_common_class<'a>(
+    stored: impl IntoIterator<Item = &'a str>,
+    limits: &CostLimits,
+) -> Option<String> {
+    // class -> (count, first index, that string)
+    let mut classes: std::collections::HashMap<String, (usize, usize, &str)> =
+        std::collections::HashMap::new();
+    for (i, s) in stored.into_iter().enumerate() {
+        if let Ok(class) = cost_class(s)
+            && check_cost(s, limits).is_ok()
+        {
+            classes.entry(class).or_insert((0, i, s)).0 += 1;
+        }
+    }
+    classes
+        .into_values()
+        .max_by_key(|&(count, first, _)| (count, std::cmp::Reverse(first)))
+        .map(|(_, _, s)| s.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn most_common_class_is_the_dummy() {
+        let sample = [
+            "{PLAIN}x",
+            "{SHA512-CRYPT}$6$a$b",
+            "{BLF-CRYPT}$2y$04$5D.aL.fV85YiD13oXmGByuH.V3eCTJWidNypC2058qMqJQ3PXvYDu",
+            "{SHA512-CRYPT}$6$c$d",
+            "{MD5}unknown",
+        ];
+        let limits = CostLimits::DEFAULT;
+        assert_eq!(
+            most_common_class(sample, &limits).as_deref(),
+            Some("{SHA512-CRYPT}$6$a$b")
+        );
+        assert_eq!(most_common_class([], &limits), None);
+        let limits = CostLimits {
+            sha_crypt_max_rounds: 4000,
+            ..limits
+        };
+        assert_eq!(
+            most_common_class(sample, &limits).as_deref(),
+            Some("{PLAIN}x")
+        );
+    }
 
     #[test]
     fn cost_classes() {

@@ -184,6 +184,26 @@ fn build_tenants(
                     "http-auth",
                 ));
             }
+            #[cfg(any(feature = "mysql", feature = "postgres"))]
+            AuthSection::Sql(sql) => {
+                let key = format!("tenants[{i}].auth");
+                Arc::new(
+                    directory_sql::SqlDirectory::connect_lazy(
+                        &sql.sql_config(&key)?,
+                        t.name.clone(),
+                        hashing.for_tenant(&t.name),
+                    )
+                    .map_err(|(field, e)| ConfigError::new(format!("{key}.{field}"), e))?,
+                )
+            }
+            #[cfg(not(any(feature = "mysql", feature = "postgres")))]
+            AuthSection::Sql(_) => {
+                return Err(config::unbuilt(
+                    format!("tenants[{i}].auth"),
+                    "kind \"sql\"",
+                    "mysql",
+                ));
+            }
         };
         let store: Arc<dyn MailStore> = match &t.store {
             #[cfg(not(feature = "maildir"))]

@@ -22,6 +22,8 @@ mod s3;
 #[cfg(any(feature = "ldap", feature = "http-auth"))]
 mod secret;
 mod server;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+mod sql;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -42,6 +44,11 @@ pub type PgSection = Unbuilt;
 #[cfg(not(feature = "s3"))]
 pub type S3Section = Unbuilt;
 pub use server::{LimitsSection, LogFormat, ServerSection};
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub use sql::SqlSection;
+/// Without a driver, a `kind = "sql"` table is read (and refused).
+#[cfg(not(any(feature = "mysql", feature = "postgres")))]
+pub type SqlSection = Unbuilt;
 pub use tenants::{AuthSection, ExpireSetting, StoreSection, TenantSection};
 
 /// The embedded default: everything local, no other service needed.

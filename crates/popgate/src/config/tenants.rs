@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{CertSection, Config, ConfigError, HttpAuthSection, LdapSection, PgSection, S3Section};
+use super::{
+    CertSection, Config, ConfigError, HttpAuthSection, LdapSection, PgSection, S3Section,
+    SqlSection,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +69,8 @@ pub enum AuthSection {
     /// Logins checked by an HTTP auth service (`http-auth` feature).
     #[cfg_attr(not(feature = "http-auth"), allow(dead_code))]
     Http(HttpAuthSection),
+    /// The operator's own query on MySQL/MariaDB or PostgreSQL.
+    Sql(SqlSection),
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +206,12 @@ pub(super) fn validate(
             #[cfg(not(feature = "http-auth"))]
             AuthSection::Http(_) => {
                 return Err(super::unbuilt(key("auth"), "kind \"http\"", "http-auth"));
+            }
+            #[cfg(any(feature = "mysql", feature = "postgres"))]
+            AuthSection::Sql(sql) => sql.validate(&key("auth"))?,
+            #[cfg(not(any(feature = "mysql", feature = "postgres")))]
+            AuthSection::Sql(_) => {
+                return Err(super::unbuilt(key("auth"), "kind \"sql\"", "mysql"));
             }
         }
         match &t.store {

@@ -1,0 +1,251 @@
+//! The database behind a [`crate::SqlDirectory`]: a MySQL/MariaDB or
+//! PostgreSQL pool, a query run with bound parameters and a deadline, and
+//! the result columns read by name whatever their SQL type.
+
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use sqlx::{Column, Row};
+
+use crate::SqlConfig;
+use crate::query::Dialect;
+
+/// The columns popgate reads from a row; any others are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// `password`: `None` when the column is NULL.
+    pub password: Option<String>,
+    /// `enabled` (true-ish: enabled) and `nologin` (true-ish: disabled);
+    /// enabled unless one of them says otherwise.
+    pub enabled: bool,
+    pub allow_nets: Option<String>,
+    pub login_delay: Option<u32>,
+    /// Whether the row had a `password` column at all.
+    pub has_password_column: bool,
+}
+
+/// At most this many rows are read: two tell "more than one".
+const ROWS: usize = 2;
+
+pub(crate) enum Db {
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlPool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    /// A pool that connects when first used, so that a database that is
+    /// down at start fails that tenant's logins, not the server.
+    pub fn connect_lazy(config: &SqlConfig) -> Result<Db, String> {
+        match config.dialect()? {
+            #[cfg(feature = "mysql")]
+            Dialect::MySql => {
+                let options: sqlx::mysql::MySqlConnectOptions =
+                    config.url.parse().map_err(|e| format!("{e}"))?;
+                Ok(Db::MySql(
+                    sqlx::mysql::MySqlPoolOptions::new()
+                        .max_connections(config.max_connections)
+                        .min_connections(config.min_connections)
+                        .acquire_timeout(config.connect_timeout)
+                        .idle_timeout(config.idle_timeout)
+                        .connect_lazy_with(options),
+                ))
+            }
+            #[cfg(feature = "postgres")]
+            Dialect::Postgres => {
+                let options: sqlx::postgres::PgConnectOptions =
+                    config.url.parse().map_err(|e| format!("{e}"))?;
+                Ok(Db::Postgres(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(config.max_connections)
+                        .min_connections(config.min_connections)
+                        .acquire_timeout(config.connect_timeout)
+                        .idle_timeout(config.idle_timeout)
+                        .connect_lazy_with(options),
+                ))
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err("this build has no driver for the URL".into()),
+        }
+    }
+
+    /// Runs `sql` with `params` bound, within `timeout`: the first rows
+    /// (at most two).
+    pub async fn rows(
+        &self,
+        sql: &str,
+        params: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<Found>, String> {
+        let run = async {
+            match self {
+                #[cfg(feature = "mysql")]
+                Db::MySql(pool) => {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+                    for p in params {
+                        q = q.bind(p.clone());
+                    }
+                    let rows: Vec<_> = q.fetch(pool).take_rows().await?;
+                    rows.iter()
+                        .map(mysql::found)
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                }
+                #[cfg(feature = "postgres")]
+                Db::Postgres(pool) => {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+                    for p in params {
+                        q = q.bind(p.clone());
+                    }
+                    let rows: Vec<_> = q.fetch(pool).take_rows().await?;
+                    rows.iter()
+                        .map(postgres::found)
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result.map_err(|e: sqlx::Error| e.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+
+    /// A round trip to the database, within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let run = async {
+            match self {
+                #[cfg(feature = "mysql")]
+                Db::MySql(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+                #[cfg(feature = "postgres")]
+                Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            }
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+}
+
+/// The first [`ROWS`] rows of a stream; the rest is not read.
+trait TakeRows<T> {
+    async fn take_rows(self) -> Result<Vec<T>, sqlx::Error>;
+}
+
+impl<T, S> TakeRows<T> for S
+where
+    S: futures_util::Stream<Item = Result<T, sqlx::Error>> + Unpin,
+{
+    async fn take_rows(mut self) -> Result<Vec<T>, sqlx::Error> {
+        let mut out = Vec::new();
+        while out.len() < ROWS {
+            match self.try_next().await? {
+                Some(row) => out.push(row),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A yes/no column: numbers (0 is no), booleans, or text (`1`, `y`, `yes`,
+/// `t`, `true`, `on` are yes; anything else is no).
+fn truthy_text(s: &str) -> bool {
+    matches!(
+        s.trim().to_ascii_lowercase().as_str(),
+        "1" | "y" | "yes" | "t" | "true" | "on"
+    )
+}
+
+/// Reads the columns of one row; `$decode` tries each Rust type the
+/// driver may give a column until one fits.
+macro_rules! driver {
+    ($name:ident, $row:ty, ints: [$($int:ty),*]) => {
+        mod $name {
+            use super::*;
+
+            fn has(row: &$row, name: &str) -> bool {
+                row.columns().iter().any(|c| c.name().eq_ignore_ascii_case(name))
+            }
+
+            fn column_name(row: &$row, name: &str) -> Option<String> {
+                row.columns()
+                    .iter()
+                    .find(|c| c.name().eq_ignore_ascii_case(name))
+                    .map(|c| c.name().to_owned())
+            }
+
+            fn text(row: &$row, name: &str) -> Result<Option<String>, sqlx::Error> {
+                let Some(col) = column_name(row, name) else {
+                    return Ok(None);
+                };
+                if let Ok(v) = row.try_get::<Option<String>, _>(col.as_str()) {
+                    return Ok(v);
+                }
+                if let Ok(v) = row.try_get::<Option<Vec<u8>>, _>(col.as_str()) {
+                    return Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned()));
+                }
+                $(
+                    if let Ok(v) = row.try_get::<Option<$int>, _>(col.as_str()) {
+                        return Ok(v.map(|n| n.to_string()));
+                    }
+                )*
+                Err(sqlx::Error::ColumnDecode {
+                    index: col,
+                    source: "expected text".into(),
+                })
+            }
+
+            fn int(row: &$row, name: &str) -> Result<Option<i64>, sqlx::Error> {
+                let Some(col) = column_name(row, name) else {
+                    return Ok(None);
+                };
+                $(
+                    if let Ok(v) = row.try_get::<Option<$int>, _>(col.as_str()) {
+                        return Ok(v.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
+                    }
+                )*
+                if let Ok(v) = row.try_get::<Option<bool>, _>(col.as_str()) {
+                    return Ok(v.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
+                }
+                match text(row, &col)? {
+                    None => Ok(None),
+                    Some(t) if t.trim().parse::<i64>().is_ok() => Ok(t.trim().parse().ok()),
+                    Some(t) => Ok(Some(i64::from(truthy_text(&t)))),
+                }
+            }
+
+            pub(super) fn found(row: &$row) -> Result<Found, sqlx::Error> {
+                let enabled = int(row, "enabled")?.is_none_or(|n| n != 0);
+                let nologin = int(row, "nologin")?.is_some_and(|n| n != 0);
+                let login_delay = int(row, "login_delay")?
+                    .and_then(|n| u32::try_from(n).ok());
+                Ok(Found {
+                    has_password_column: has(row, "password"),
+                    password: text(row, "password")?,
+                    enabled: enabled && !nologin,
+                    allow_nets: text(row, "allow_nets")?.filter(|n| !n.trim().is_empty()),
+                    login_delay,
+                })
+            }
+        }
+    };
+}
+
+#[cfg(feature = "mysql")]
+driver!(mysql, sqlx::mysql::MySqlRow, ints: [i64, u64, i32]);
+#[cfg(feature = "postgres")]
+driver!(postgres, sqlx::postgres::PgRow, ints: [i64, i32, i16]);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn yes_and_no() {
+        for yes in ["1", "Y", "yes", "t", "TRUE", " on "] {
+            assert!(super::truthy_text(yes), "{yes}");
+        }
+        for no in ["0", "n", "no", "false", "", "2x"] {
+            assert!(!super::truthy_text(no), "{no}");
+        }
+    }
+}
