@@ -14,6 +14,15 @@ pub const PEOPLE: &str = "ou=people,dc=example,dc=org";
 pub const READER: &str = "cn=reader,dc=example,dc=org";
 pub const READER_PW: &str = "reader-secret";
 
+/// Attributes for the per-user fields popgate can read (the kit's disabled
+/// user, allow_nets and LOGIN-DELAY), on an auxiliary class.
+const SCHEMA: &str = "\
+attributetype ( 1.3.6.1.4.1.55555.1.1 NAME 'popgateAllowNets' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )
+attributetype ( 1.3.6.1.4.1.55555.1.2 NAME 'popgateLoginDelay' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.55555.1.3 NAME 'popgateEnabled' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.55555.2.1 NAME 'popgateUser' AUXILIARY MAY ( popgateAllowNets $ popgateLoginDelay $ popgateEnabled ) )
+";
+
 pub struct Slapd {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -31,6 +40,7 @@ impl Slapd {
             child: None,
         };
         std::fs::create_dir(slapd.dir.path().join("db")).unwrap();
+        std::fs::write(slapd.dir.path().join("popgate.schema"), SCHEMA).unwrap();
         std::fs::write(slapd.conf(), slapd.config_text()).unwrap();
         slapd.run();
         let base = format!(
@@ -58,6 +68,7 @@ impl Slapd {
              include /etc/ldap/schema/cosine.schema\n\
              include /etc/ldap/schema/nis.schema\n\
              include /etc/ldap/schema/inetorgperson.schema\n\
+             include {dir}/popgate.schema\n\
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
              moduleload argon2\n\
@@ -152,7 +163,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// An LDIF entry for a mail user below `ou=people`.
+/// An LDIF entry for a mail user below `ou=people`. (Not every test binary
+/// that includes this module uses it.)
+#[allow(dead_code)]
 pub fn user(uid: &str, mail: &str, password: &str) -> String {
     format!(
         "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\n\
