@@ -559,6 +559,7 @@ name = "local"
 domains = ["localhost"]
 auth = {{ kind = "passwd-file", path = "{workdir}/passwd" }}
 store = {{ kind = "maildir", path = "{workdir}/mail/%d/%n/Maildir" }}
+max_sessions = 1000
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("POPGATE_")}
     for i in (1, 2):

@@ -6,4 +6,4 @@ pub mod limits;
 pub mod locks;
 
 pub use limits::RedisLimits;
-pub use locks::{RedisLocks, RedisLocksConfig};
+pub use locks::{Endpoint, RedisLocks, RedisLocksConfig, SentinelEndpoint};

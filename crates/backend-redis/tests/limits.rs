@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backend_redis::{RedisLimits, RedisLocks, RedisLocksConfig};
-use popgate_lock::limits::{Limits, LimitsConfig, Rejected, Verdict};
+use popgate_lock::limits::{Limits, LimitsConfig, Verdict};
 use redis::AsyncCommands;
 
 fn required() -> bool {
@@ -110,37 +110,6 @@ async fn peek(l: &Arc<RedisLimits>, from: &str, account: Option<&str>) -> Durati
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_on_one_process_slow_down_the_other() {
-    let Some(f) = Fleet::new(LimitsConfig::default()).await else {
-        return;
-    };
-    assert_eq!(fail(&f.a, "192.0.2.1", Some("bob@a")).await, Duration::ZERO);
-    assert_eq!(fail(&f.a, "192.0.2.1", Some("bob@a")).await, S(2));
-    assert_eq!(peek(&f.b, "192.0.2.1", Some("bob@a")).await, S(4));
-    assert_eq!(peek(&f.b, "192.0.2.9", Some("BOB@a")).await, S(4));
-    assert_eq!(peek(&f.b, "::ffff:192.0.2.1", None).await, S(4));
-    f.clean().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn success_on_own_mailbox_does_not_clear_the_penalty_for_guessing_another() {
-    let Some(f) = Fleet::new(LimitsConfig::default()).await else {
-        return;
-    };
-    let attacker = "198.51.100.7";
-    for _ in 0..3 {
-        fail(&f.a, attacker, Some("victim@a")).await;
-    }
-    assert_eq!(succeed(&f.b, attacker, "mallory@a").await, S(8));
-    for _ in 0..5 {
-        succeed(&f.a, attacker, "mallory@a").await;
-    }
-    assert_eq!(peek(&f.b, attacker, Some("victim@a")).await, S(8));
-    assert_eq!(peek(&f.a, attacker, Some("someone@a")).await, S(8));
-    f.clean().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_attempts_each_pay() {
     let Some(f) = Fleet::new(LimitsConfig::default()).await else {
         return;
@@ -172,34 +141,9 @@ async fn parallel_attempts_each_pay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_known_good_victim_is_not_delayed_by_failures_from_elsewhere() {
-    let Some(f) = Fleet::new(LimitsConfig::default()).await else {
-        return;
-    };
-    let home = "2001:db8:1:1::10";
-    assert_eq!(succeed(&f.a, home, "victim@a").await, Duration::ZERO);
-    for _ in 0..8 {
-        fail(&f.b, "2001:db8:bad::1", Some("victim@a")).await;
-    }
-    for _ in 0..4 {
-        fail(&f.b, "2001:db8:1:1::99", Some("neighbour@a")).await;
-    }
-    // From home (another address of the same /64): no delay, on either process.
-    assert_eq!(
-        succeed(&f.b, "2001:db8:1:1::11", "victim@a").await,
-        Duration::ZERO
-    );
-    assert_eq!(succeed(&f.a, home, "victim@a").await, Duration::ZERO);
-    // From a new place: the account-wide record.
-    assert_eq!(peek(&f.a, "203.0.113.99", Some("victim@a")).await, S(15));
-    // The pair's own failures count.
-    assert_eq!(fail(&f.a, home, Some("victim@a")).await, Duration::ZERO);
-    assert_eq!(peek(&f.b, home, Some("victim@a")).await, S(2));
-    f.clean().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_ipv6_64_shares_a_cap_and_a_penalty_and_other_64s_do_not() {
+async fn one_ipv6_64_is_one_sorted_set_of_connections() {
+    // The caps themselves are the conformance kit's (tests/conformance.rs);
+    // this is how they are kept in Redis.
     let Some(mut f) = Fleet::new(LimitsConfig {
         max_connections_per_ip: 2,
         ..Default::default()
@@ -210,24 +154,24 @@ async fn one_ipv6_64_shares_a_cap_and_a_penalty_and_other_64s_do_not() {
     };
     let c1 = f.a.connect(ip("2001:db8:0:1::1")).await.unwrap();
     let c2 = f.b.connect(ip("2001:db8:0:1:ffff::2")).await.unwrap();
-    assert_eq!(
-        f.a.connect(ip("2001:db8:0:1:dead:beef:0:3")).await.err(),
-        Some(Rejected::PerIp)
-    );
-    let c3 = f.a.connect(ip("2001:db8:0:2::1")).await.unwrap();
-    let members: i64 = f
-        .conn
-        .zcard(format!("{}:conn:{{2001:db8:0:1::/64}}", f.prefix))
-        .await
-        .unwrap();
+    let key = format!("{}:conn:{{2001:db8:0:1::/64}}", f.prefix);
+    let members: i64 = f.conn.zcard(&key).await.unwrap();
     assert_eq!(members, 2);
-
-    assert_eq!(fail(&f.a, "2001:db8:0:1::1", None).await, Duration::ZERO);
-    assert_eq!(fail(&f.b, "2001:db8:0:1::2", None).await, S(2));
-    assert_eq!(peek(&f.a, "2001:db8:0:1:1:2:3:4", None).await, S(4));
-    assert_eq!(peek(&f.a, "2001:db8:0:2::1", None).await, Duration::ZERO);
-    drop((c1, c2, c3));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop((c1, c2));
+    assert!(
+        async {
+            for _ in 0..100 {
+                let n: i64 = f.conn.zcard(&key).await.unwrap();
+                if n == 0 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }
+        .await,
+        "dropped connections leave the sorted set"
+    );
     f.clean().await;
 }
 

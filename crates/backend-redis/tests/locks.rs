@@ -83,17 +83,17 @@ async fn get(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acquire_in_use_release() {
+async fn keys_tokens_and_ttl_in_redis() {
+    // The rules of the seam are the conformance kit's (tests/conformance.rs);
+    // this is how the lock looks in Redis.
     let Some((url, mut conn)) = shared().await else {
         return;
     };
     let prefix = unique_prefix();
-    // Two instances stand for two popgate processes.
     let a = RedisLocks::new(&config(&url, &prefix, Duration::from_secs(30))).unwrap();
     let b = RedisLocks::new(&config(&url, &prefix, Duration::from_secs(30))).unwrap();
     assert_ne!(a.instance(), b.instance());
     assert_eq!(a.backend(), "redis");
-    a.ping().await.unwrap();
 
     let held = a.acquire("acme/bob@acme.example").await.unwrap();
     let key = a.lock_key("acme/bob@acme.example");
@@ -105,34 +105,8 @@ async fn acquire_in_use_release() {
     );
     let pttl: i64 = conn.pttl(&key).await.unwrap();
     assert!(pttl > 25_000 && pttl <= 30_000, "{pttl}");
-
-    assert!(matches!(
-        b.acquire("acme/bob@acme.example").await,
-        Err(LockError::InUse)
-    ));
-    assert!(
-        matches!(
-            a.acquire("acme/bob@acme.example").await,
-            Err(LockError::InUse)
-        ),
-        "exclusive within a process too"
-    );
-    let other = b.acquire("acme/alice@acme.example").await.unwrap();
-    held.verify().await.unwrap();
-    assert!(!*held.lost().borrow());
-
-    let first = held.fence();
     held.release().await;
     assert_eq!(get(&mut conn, &key).await, None, "release deletes the key");
-    let again = b.acquire("acme/bob@acme.example").await.unwrap();
-    assert!(
-        again.fence() > first,
-        "fences grow: {} then {}",
-        first,
-        again.fence()
-    );
-    again.release().await;
-    other.release().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,83 +181,6 @@ async fn renewal_keeps_the_lock_past_its_ttl() {
     held.verify().await.unwrap();
     held.release().await;
     b.acquire("t/dave").await.unwrap().release().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_taken_over_is_lost_and_its_release_spares_the_new_owner() {
-    let Some((url, mut conn)) = shared().await else {
-        return;
-    };
-    let prefix = unique_prefix();
-    let ttl = Duration::from_secs(1);
-    let a = RedisLocks::new(&config(&url, &prefix, ttl)).unwrap();
-    let b = RedisLocks::new(&config(&url, &prefix, ttl)).unwrap();
-    let key = a.lock_key("t/erin");
-
-    let old = a.acquire("t/erin").await.unwrap();
-    let mut lost = old.lost();
-    // The key expires behind the holder's back (as if it had been paused
-    // past the ttl) and another process takes the mailbox.
-    let _: () = conn.del(&key).await.unwrap();
-    let new = b.acquire("t/erin").await.unwrap();
-    assert!(new.fence() > old.fence());
-    let new_token = get(&mut conn, &key).await.unwrap();
-
-    // Before the renewal task notices: verify asks Redis and refuses.
-    assert!(matches!(old.verify().await, Err(LockError::Unavailable(_))));
-    assert!(
-        *lost.borrow_and_update(),
-        "a failed verify reports the loss"
-    );
-
-    // The renewal task of a second stale holder notices on its own.
-    let stale = a.acquire("t/frank").await.unwrap();
-    let mut stale_lost = stale.lost();
-    let _: () = conn
-        .set(a.lock_key("t/frank"), "1:someone-else")
-        .await
-        .unwrap();
-    tokio::time::timeout(ttl * 2, stale_lost.wait_for(|&l| l))
-        .await
-        .expect("lost within the ttl")
-        .unwrap();
-    assert!(stale.verify().await.is_err());
-    stale.release().await;
-    assert_eq!(
-        get(&mut conn, &a.lock_key("t/frank")).await.as_deref(),
-        Some("1:someone-else"),
-        "never deletes another owner's lock"
-    );
-
-    // The stale holder's release deletes nothing; renewals never extended it.
-    old.release().await;
-    assert_eq!(
-        get(&mut conn, &key).await,
-        Some(new_token),
-        "the new owner's lock is intact"
-    );
-    new.verify().await.unwrap();
-    new.release().await;
-    assert_eq!(get(&mut conn, &key).await, None);
-    let _: () = conn.del(a.lock_key("t/frank")).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_a_guard_releases_in_the_background() {
-    let Some((url, mut conn)) = shared().await else {
-        return;
-    };
-    let prefix = unique_prefix();
-    let locks = RedisLocks::new(&config(&url, &prefix, Duration::from_secs(30))).unwrap();
-    let key = locks.lock_key("t/gina");
-    drop(locks.acquire("t/gina").await.unwrap());
-    assert!(
-        wait_until(Duration::from_secs(5), async || get(&mut conn, &key)
-            .await
-            .is_none())
-        .await
-    );
-    locks.acquire("t/gina").await.unwrap().release().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

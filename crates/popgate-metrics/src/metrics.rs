@@ -12,6 +12,7 @@ use std::time::Duration;
 use popgate_auth::HashPool;
 use popgate_server::SessionObserver;
 use popgate_server::observer::{Outcome, SessionSummary};
+use popgate_server::tls::TlsProvider;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -64,6 +65,7 @@ pub struct Metrics {
     hashing_waiting: IntGauge,
     /// The server's hashing pool, read at each scrape.
     hashing: OnceLock<Arc<HashPool>>,
+    signals: signals::Signals,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -187,7 +189,8 @@ impl Metrics {
             sent_bytes: counter_vec(
                 &r,
                 "popgate_sent_bytes_total",
-                "Bytes sent to POP3 clients, counted when the session ends.",
+                "Bytes sent to POP3 clients, counted as each write completes; the bytes before \
+                 the credentials name a tenant are added to it then (or to \"-\" at the end).",
                 &["tenant"],
             ),
             messages_retrieved: counter_vec(
@@ -230,7 +233,7 @@ impl Metrics {
             tls_handshakes: counter_vec(
                 &r,
                 "popgate_tls_handshakes_total",
-                "TLS handshakes completed, by kind (starttls, implicit).",
+                "TLS handshakes completed, by kind (starttls, implicit; proxy: TLS terminated by a trusted balancer, PROXY v2 PP2_TYPE_SSL).",
                 &["kind"],
             ),
             tls_handshake_failures: counter_vec(
@@ -290,6 +293,7 @@ impl Metrics {
                  at the scrape.",
             ),
             hashing: OnceLock::new(),
+            signals: signals::Signals::new(&r),
             backend_up: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -347,6 +351,24 @@ impl Metrics {
         let _ = self.hashing.set(pool);
     }
 
+    /// Sets `popgate_connections_max` and `popgate_connections_per_ip_max`.
+    pub fn set_connection_caps(&self, max: usize, per_ip: usize) {
+        self.signals.set_connection_caps(max, per_ip);
+    }
+
+    /// Sets `popgate_tenant_sessions_max` of a configured tenant with a cap.
+    pub fn set_tenant_session_cap(&self, tenant: &str, cap: u32) {
+        if self.tenants.contains(tenant) {
+            self.signals.set_tenant_session_cap(tenant, cap);
+        }
+    }
+
+    /// Shows the expiry of the certificates `tls` serves, read at each
+    /// scrape. The first provider given is kept.
+    pub fn watch_tls(&self, tls: Arc<TlsProvider>) {
+        self.signals.watch_tls(tls);
+    }
+
     /// Records a backend health check (see `BackendMonitor`).
     pub fn backend_up(
         &self,
@@ -371,6 +393,7 @@ impl Metrics {
             self.hashing_busy.set(clamp(pool.busy()));
             self.hashing_waiting.set(clamp(pool.waiting()));
         }
+        self.signals.refresh();
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding our own well-formed families into a Vec cannot fail.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -455,6 +478,12 @@ impl SessionObserver for Metrics {
             .inc();
     }
 
+    fn bytes_sent(&self, tenant: Option<&str>, bytes: u64) {
+        self.sent_bytes
+            .with_label_values(&[self.tenant(tenant)])
+            .inc_by(bytes);
+    }
+
     fn session_started(&self) {
         self.sessions_active.inc();
         self.tenant_sessions.with_label_values(&[NO_TENANT]).inc();
@@ -475,10 +504,8 @@ impl SessionObserver for Metrics {
         self.session_duration
             .with_label_values(&[outcome])
             .observe(s.duration.as_secs_f64());
+        // Its bytes were counted as they were written (`bytes_sent`).
         let tenant = self.tenant(s.tenant.as_deref());
-        self.sent_bytes
-            .with_label_values(&[tenant])
-            .inc_by(s.bytes_sent);
         if s.retrieved > 0 {
             self.messages_retrieved
                 .with_label_values(&[tenant])
@@ -510,5 +537,6 @@ impl SessionObserver for Metrics {
     }
 }
 
+mod signals;
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,13 @@
 //! A client connection: the byte stream, a write buffer that batches
 //! responses, and the send timeout.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+
+use crate::observer::SessionObserver;
 
 /// Any client byte stream: TCP, TLS over TCP, a test pipe.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -32,6 +35,13 @@ pub struct Conn {
     /// Turns true when the shutdown grace is over: a write waiting on a
     /// client that does not read gives up then, not at the send timeout.
     shutdown: Option<watch::Receiver<bool>>,
+    /// Told of the bytes of each completed write, as it completes (a long
+    /// RETR shows in the metrics while it runs), under `tenant`. Until the
+    /// tenant is known the bytes are `held`: they go to the tenant once the
+    /// credentials name it, or to none when the session ends without.
+    observer: Option<Arc<dyn SessionObserver>>,
+    tenant: Option<String>,
+    held: u64,
 }
 
 impl Conn {
@@ -42,6 +52,43 @@ impl Conn {
             bytes_sent: 0,
             send_timeout,
             shutdown: None,
+            observer: None,
+            tenant: None,
+            held: 0,
+        }
+    }
+
+    /// Reports the bytes of every completed write to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn SessionObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The tenant the bytes are reported under, from the held ones on (set
+    /// when the credentials name the tenant).
+    pub fn report_for(&mut self, tenant: &str) {
+        self.tenant = Some(tenant.to_owned());
+        let held = std::mem::take(&mut self.held);
+        self.report(held);
+    }
+
+    /// At the session's end: reports what is still held, under no tenant.
+    pub fn report_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        if let Some(observer) = &self.observer
+            && held > 0
+        {
+            observer.bytes_sent(None, held);
+        }
+    }
+
+    fn report(&mut self, bytes: u64) {
+        match (&self.observer, &self.tenant) {
+            (Some(observer), Some(tenant)) if bytes > 0 => {
+                observer.bytes_sent(Some(tenant), bytes);
+            }
+            (Some(_), None) => self.held += bytes,
+            _ => {}
         }
     }
 
@@ -82,7 +129,9 @@ impl Conn {
         };
         match result {
             Ok(Ok(())) => {
-                self.bytes_sent += self.out.len() as u64;
+                let written = self.out.len() as u64;
+                self.bytes_sent += written;
+                self.report(written);
                 self.out.clear();
                 // Do not keep a large buffer around after a big RETR.
                 if self.out.capacity() > 4 * FLUSH_AT {

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::conn::Io;
 use crate::proxy::{self, Prefixed, ProxyHeader};
-use crate::session::Session;
+use crate::session::{Session, StartingTls};
 use crate::{ListenerConfig, Shared, TlsMode};
 
 /// A bound socket and how to treat its connections.
@@ -133,6 +133,8 @@ async fn connection(
     let mut client = peer;
     // Bytes the client sent right after the PROXY header come first.
     let mut after_header = Vec::new();
+    // The balancer terminated the client's TLS (trusted proxies only).
+    let mut tls_via_proxy = false;
     if config.proxy_protocol {
         if !config.trusted_proxies.iter().any(|c| c.contains(peer.ip())) {
             tracing::warn!(peer = %peer, "PROXY header expected from an untrusted address; closing");
@@ -142,8 +144,13 @@ async fn connection(
         }
         match proxy::read_header(&mut tcp, timeout).await {
             Ok((header, rest)) => {
-                if let ProxyHeader::Proxied(addr) = header {
-                    client = addr;
+                match header {
+                    ProxyHeader::Proxied(addr) => client = addr,
+                    ProxyHeader::ProxiedTls(addr) => {
+                        client = addr;
+                        tls_via_proxy = true;
+                    }
+                    ProxyHeader::Local => {}
                 }
                 after_header = rest;
             }
@@ -209,7 +216,16 @@ async fn connection(
     } else {
         (Box::new(socket), false)
     };
-    Session::new(shared, config, io, client, tls_active, force, permit)
+    let tls = if tls_via_proxy {
+        // Counted with popgate's own handshakes, under its own kind.
+        shared.observer.tls_handshake("proxy");
+        StartingTls::Proxy
+    } else if tls_active {
+        StartingTls::Local
+    } else {
+        StartingTls::None
+    };
+    Session::new(shared, config, io, client, tls, force, permit)
         .run()
         .await;
 }

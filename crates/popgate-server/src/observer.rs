@@ -189,9 +189,17 @@ pub trait SessionObserver: Send + Sync {
     /// reported by [`SessionObserver::store_operation`], which knows the
     /// backend but not the tenant).
     fn tenant_store_error(&self, _tenant: &str, _op: &'static str) {}
+    /// `bytes` were written to a client, reported as each write completes
+    /// (a RETR in chunks of at most ~64 KiB) under the session's tenant.
+    /// Bytes written before the credentials name a tenant are reported when
+    /// they do, or under `None` when the session ends without. The sum is
+    /// the session's [`SessionSummary::bytes_sent`].
+    fn bytes_sent(&self, _tenant: Option<&str>, _bytes: u64) {}
     fn session_started(&self) {}
     fn session_ended(&self, _summary: &SessionSummary) {}
-    /// A TLS handshake completed. `mode`: `starttls` or `implicit`.
+    /// A TLS handshake completed. `mode`: `starttls` or `implicit`; or
+    /// `proxy`: a trusted balancer terminated the client's TLS and said so
+    /// in its PROXY v2 header.
     fn tls_handshake(&self, _mode: &'static str) {}
     /// A TLS handshake failed. `reason`: a bounded word (`timeout`, `eof`,
     /// `protocol`, `certificate`, ...), never a peer-supplied string.

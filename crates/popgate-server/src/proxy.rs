@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
+mod ssl;
+
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 const V1_MAX: usize = 107;
 /// Larger v2 headers (many TLVs) are refused rather than buffered.
@@ -24,6 +26,10 @@ const V2_MAX_PAYLOAD: usize = 4096;
 pub enum ProxyHeader {
     /// A proxied connection from this client.
     Proxied(SocketAddr),
+    /// A proxied connection from this client, which spoke TLS to the proxy
+    /// (v2 with PP2_TYPE_SSL: see `proxy/ssl.rs`). Honoured only because the
+    /// header comes from a trusted proxy.
+    ProxiedTls(SocketAddr),
     /// The proxy speaking for itself (health checks: v2 LOCAL, v1 UNKNOWN).
     Local,
 }
@@ -246,25 +252,28 @@ pub fn parse_v2(head: &[u8; 16], payload: &[u8]) -> Result<ProxyHeader, ProxyErr
         _ => return Err(ProxyError::Malformed("v2 command")),
     }
     let family = head[13] >> 4;
-    // Addresses come first; TLVs after them are skipped.
-    match family {
+    // Addresses come first, then the TLVs; of those only PP2_TYPE_SSL counts.
+    let (client, tlvs) = match family {
         1 if payload.len() >= 12 => {
             let ip = Ipv4Addr::new(payload[0], payload[1], payload[2], payload[3]);
             let port = u16::from_be_bytes([payload[8], payload[9]]);
-            Ok(ProxyHeader::Proxied(SocketAddr::new(IpAddr::V4(ip), port)))
+            (SocketAddr::new(IpAddr::V4(ip), port), &payload[12..])
         }
         2 if payload.len() >= 36 => {
             let mut b = [0u8; 16];
             b.copy_from_slice(&payload[..16]);
             let port = u16::from_be_bytes([payload[32], payload[33]]);
-            Ok(ProxyHeader::Proxied(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(b)),
-                port,
-            )))
+            let ip = IpAddr::V6(Ipv6Addr::from(b));
+            (SocketAddr::new(ip, port), &payload[36..])
         }
         // AF_UNSPEC or AF_UNIX: no usable client address; treat as local.
-        0 | 3 => Ok(ProxyHeader::Local),
-        _ => Err(ProxyError::Malformed("v2 address block")),
+        0 | 3 => return Ok(ProxyHeader::Local),
+        _ => return Err(ProxyError::Malformed("v2 address block")),
+    };
+    if ssl::client_tls(tlvs) {
+        Ok(ProxyHeader::ProxiedTls(client))
+    } else {
+        Ok(ProxyHeader::Proxied(client))
     }
 }
 
@@ -360,6 +369,40 @@ mod tests {
             parse_v2(&h, &pl),
             Ok(ProxyHeader::Proxied("[::1]:5000".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn v2_ssl_tlv_marks_the_client_tls() {
+        use ssl::tests::ssl_tlv;
+        let mut p = vec![192, 0, 2, 7, 198, 51, 100, 1];
+        p.extend_from_slice(&40000u16.to_be_bytes());
+        p.extend_from_slice(&110u16.to_be_bytes());
+        let mut tls = p.clone();
+        tls.extend_from_slice(&[0x01, 0, 4, b'p', b'o', b'p', b'3']); // ALPN first
+        tls.extend(ssl_tlv(0x01, 1));
+        let (h, pl) = v2(1, 1, &tls);
+        let client: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        assert_eq!(parse_v2(&h, &pl), Ok(ProxyHeader::ProxiedTls(client)));
+        // The TLV without PP2_CLIENT_SSL: plain.
+        let mut plain = p.clone();
+        plain.extend(ssl_tlv(0x00, 1));
+        let (h, pl) = v2(1, 1, &plain);
+        assert_eq!(parse_v2(&h, &pl), Ok(ProxyHeader::Proxied(client)));
+        // The SSL bytes inside the address block are no TLV.
+        let (h, pl) = v2(1, 1, &ssl_tlv(0x01, 1)[..8]);
+        assert!(parse_v2(&h, &pl).is_err());
+        // IPv6, and LOCAL with the TLV stays LOCAL.
+        let mut six = vec![0u8; 36];
+        six[15] = 1;
+        six[32..34].copy_from_slice(&5000u16.to_be_bytes());
+        six.extend(ssl_tlv(0x01, 0));
+        let (h, pl) = v2(1, 2, &six);
+        assert_eq!(
+            parse_v2(&h, &pl),
+            Ok(ProxyHeader::ProxiedTls("[::1]:5000".parse().unwrap()))
+        );
+        let (h, pl) = v2(0, 1, &tls);
+        assert_eq!(parse_v2(&h, &pl), Ok(ProxyHeader::Local));
     }
 
     #[test]

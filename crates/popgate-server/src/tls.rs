@@ -17,6 +17,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+mod x509;
+
 /// A certificate chain and its key, as PEM file paths.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertFiles {
@@ -24,12 +26,31 @@ pub struct CertFiles {
     pub private_key: PathBuf,
 }
 
+/// A tenant's own certificate: served for its domains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantCert {
+    pub tenant: String,
+    pub domains: Vec<String>,
+    pub files: CertFiles,
+}
+
 /// All certificates a process serves.
 #[derive(Clone, Debug, Default)]
 pub struct TlsSettings {
     pub default: Option<CertFiles>,
-    /// Per-tenant certificates: the tenant's domains and its files.
-    pub by_domains: Vec<(Vec<String>, CertFiles)>,
+    /// Per-tenant certificates.
+    pub by_tenant: Vec<TenantCert>,
+}
+
+/// A loaded certificate as the expiry metric shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// The tenant whose certificate it is; `None` for `[tls]`'s default.
+    pub tenant: Option<String>,
+    /// The leaf certificate's subject CN (empty without one).
+    pub common_name: String,
+    /// The leaf certificate's notAfter, in seconds since the Unix epoch.
+    pub not_after: i64,
 }
 
 #[derive(Debug)]
@@ -37,6 +58,7 @@ struct Loaded {
     default: Option<Arc<CertifiedKey>>,
     by_domain: HashMap<String, Arc<CertifiedKey>>,
     stamps: Vec<Option<SystemTime>>,
+    certificates: Vec<CertificateInfo>,
 }
 
 #[derive(Debug)]
@@ -114,6 +136,16 @@ impl TlsProvider {
         Ok(())
     }
 
+    /// The certificates in use now (since the last successful (re)load).
+    pub fn certificates(&self) -> Vec<CertificateInfo> {
+        self.resolver
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .certificates
+            .clone()
+    }
+
     /// Whether any file changed on disk since the last (re)load.
     pub fn files_changed(&self) -> bool {
         let now = stamps(&self.settings);
@@ -131,7 +163,7 @@ fn files(settings: &TlsSettings) -> impl Iterator<Item = &CertFiles> {
     settings
         .default
         .iter()
-        .chain(settings.by_domains.iter().map(|(_, f)| f))
+        .chain(settings.by_tenant.iter().map(|t| &t.files))
 }
 
 fn stamps(settings: &TlsSettings) -> Vec<Option<SystemTime>> {
@@ -143,15 +175,20 @@ fn stamps(settings: &TlsSettings) -> Vec<Option<SystemTime>> {
 
 fn load_all(settings: &TlsSettings, provider: &CryptoProvider) -> Result<Loaded, String> {
     let stamps = stamps(settings);
+    let mut certificates = Vec::new();
     let default = settings
         .default
         .as_ref()
         .map(|f| load_pair(f, provider))
         .transpose()?;
+    if let Some(key) = &default {
+        certificates.extend(certificate_info(None, key));
+    }
     let mut by_domain = HashMap::new();
-    for (domains, f) in &settings.by_domains {
-        let key = load_pair(f, provider)?;
-        for d in domains {
+    for t in &settings.by_tenant {
+        let key = load_pair(&t.files, provider)?;
+        certificates.extend(certificate_info(Some(&t.tenant), &key));
+        for d in &t.domains {
             by_domain.insert(d.to_ascii_lowercase(), key.clone());
         }
     }
@@ -159,6 +196,25 @@ fn load_all(settings: &TlsSettings, provider: &CryptoProvider) -> Result<Loaded,
         default,
         by_domain,
         stamps,
+        certificates,
+    })
+}
+
+/// The expiry and CN of a chain's leaf; `None` (no metric, a warning) for
+/// a certificate this reader cannot follow, which rustls accepted.
+fn certificate_info(tenant: Option<&str>, key: &CertifiedKey) -> Option<CertificateInfo> {
+    let leaf = key.end_entity_cert().ok()?;
+    let Some(info) = x509::leaf_info(leaf.as_ref()) else {
+        tracing::warn!(
+            tenant = tenant.unwrap_or("-"),
+            "cannot read the certificate's expiry: no expiry metric for it"
+        );
+        return None;
+    };
+    Some(CertificateInfo {
+        tenant: tenant.map(str::to_owned),
+        common_name: info.common_name,
+        not_after: info.not_after,
     })
 }
 

@@ -227,6 +227,18 @@ pub trait Maildrop: Send + Sync {
     async fn expunge(&mut self, indexes: &[usize], fence: u64)
     -> Result<ExpungeReport, StoreError>;
 
+    /// Records that the session holding the lock with fencing token `fence`
+    /// has opened this maildrop, so that an older holder's later expunge is
+    /// refused with [`StoreError::Fenced`] even before this session commits
+    /// anything. Refuses with `Fenced` when a newer token is recorded
+    /// already (this session's lock is the stale one). The default records
+    /// nothing: a store that checks fences at expunge still refuses a stale
+    /// holder once a newer one has committed.
+    async fn claim(&mut self, fence: u64) -> Result<(), StoreError> {
+        let _ = fence;
+        Ok(())
+    }
+
     /// Whether a failed [`Maildrop::expunge`] deleted nothing at all (one
     /// transaction), so the client can be told so.
     fn expunge_is_atomic(&self) -> bool {

@@ -160,6 +160,26 @@ fn build_tenants(
                 )
                 .with_hashing(hashing.for_tenant(&t.name)),
             ),
+            #[cfg(any(feature = "mysql", feature = "postgres"))]
+            AuthSection::Sql(sql) => {
+                let key = format!("tenants[{i}].auth");
+                Arc::new(
+                    directory_sql::SqlDirectory::connect_lazy(
+                        &sql.sql_config(&key)?,
+                        t.name.clone(),
+                        hashing.for_tenant(&t.name),
+                    )
+                    .map_err(|(field, e)| ConfigError::new(format!("{key}.{field}"), e))?,
+                )
+            }
+            #[cfg(not(any(feature = "mysql", feature = "postgres")))]
+            AuthSection::Sql(_) => {
+                return Err(config::unbuilt(
+                    format!("tenants[{i}].auth"),
+                    "kind \"sql\"",
+                    "mysql",
+                ));
+            }
             #[cfg(feature = "ldap")]
             AuthSection::Ldap(ldap) => {
                 Arc::new(ldap.build(&format!("tenants[{i}].auth"), hashing.for_tenant(&t.name))?)
@@ -182,26 +202,6 @@ fn build_tenants(
                     format!("tenants[{i}].auth"),
                     "kind \"http\"",
                     "http-auth",
-                ));
-            }
-            #[cfg(any(feature = "mysql", feature = "postgres"))]
-            AuthSection::Sql(sql) => {
-                let key = format!("tenants[{i}].auth");
-                Arc::new(
-                    directory_sql::SqlDirectory::connect_lazy(
-                        &sql.sql_config(&key)?,
-                        t.name.clone(),
-                        hashing.for_tenant(&t.name),
-                    )
-                    .map_err(|(field, e)| ConfigError::new(format!("{key}.{field}"), e))?,
-                )
-            }
-            #[cfg(not(any(feature = "mysql", feature = "postgres")))]
-            AuthSection::Sql(_) => {
-                return Err(config::unbuilt(
-                    format!("tenants[{i}].auth"),
-                    "kind \"sql\"",
-                    "mysql",
                 ));
             }
         };
@@ -348,6 +348,18 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
         config.tenants.iter().map(|t| t.name.clone()),
     ));
     metrics.watch_hashing(hashing);
+    metrics.set_connection_caps(
+        config.server.max_connections,
+        config.server.max_connections_per_ip,
+    );
+    for t in &config.tenants {
+        if let Some(cap) = t.max_sessions {
+            metrics.set_tenant_session_cap(&t.name, cap);
+        }
+    }
+    if let Some(tls) = &tls {
+        metrics.watch_tls(tls.clone());
+    }
     let serve_state = Arc::new(ServeState::default());
     // Bound before POP3 listens: a taken metrics port stops the start.
     let metrics_tcp = match &config.metrics {

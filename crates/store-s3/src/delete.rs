@@ -17,12 +17,17 @@ pub struct BatchResult {
     pub deleted: Vec<String>,
     /// Keys with the error S3 gave for them.
     pub failed: Vec<(String, String)>,
+    /// Keys not deleted because their content changed since the snapshot
+    /// (a conditional delete's ETag no longer matched): settled, kept.
+    pub changed: Vec<String>,
 }
 
 #[derive(Debug, Default)]
 pub struct DeleteOutcome {
     /// Keys S3 confirmed deleted.
     pub deleted: usize,
+    /// Keys kept because they were overwritten since the snapshot.
+    pub changed: usize,
     /// Keys not confirmed after every attempt: they may still exist.
     pub failed: Vec<String>,
     pub last_error: Option<String>,
@@ -60,12 +65,16 @@ where
                 Ok(result) => {
                     let confirmed: HashSet<&str> =
                         result.deleted.iter().map(String::as_str).collect();
+                    let changed: HashSet<&str> =
+                        result.changed.iter().map(String::as_str).collect();
                     if let Some((key, e)) = result.failed.first() {
                         out.last_error = Some(format!("{key}: {e}"));
                     }
                     for key in chunk {
                         if confirmed.contains(key.as_str()) {
                             out.deleted += 1;
+                        } else if changed.contains(key.as_str()) {
+                            out.changed += 1;
                         } else {
                             retriable = true;
                             retry.push(key.clone());
@@ -110,7 +119,7 @@ mod tests {
             async move {
                 Ok(BatchResult {
                     deleted: b,
-                    failed: vec![],
+                    ..BatchResult::default()
                 })
             }
         })
@@ -146,6 +155,7 @@ mod tests {
                         .into_iter()
                         .map(|k| (k, "InternalError: try again".into()))
                         .collect(),
+                    ..BatchResult::default()
                 })
             }
         })
@@ -153,6 +163,26 @@ mod tests {
         assert_eq!(*calls.lock().unwrap(), 3);
         assert_eq!(out.deleted, 10, "each key counted once");
         assert!(out.failed.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_changed_since_the_snapshot_are_kept_and_not_retried() {
+        let calls = Mutex::new(0);
+        let out = delete_all(keys(3), 4, Duration::from_millis(10), |b| {
+            *calls.lock().unwrap() += 1;
+            async move {
+                let (changed, deleted): (Vec<_>, Vec<_>) =
+                    b.into_iter().partition(|k| k == "k00001");
+                Ok(BatchResult {
+                    deleted,
+                    changed,
+                    ..BatchResult::default()
+                })
+            }
+        })
+        .await;
+        assert_eq!(*calls.lock().unwrap(), 1, "a changed key is settled");
+        assert_eq!((out.deleted, out.changed, out.failed.len()), (2, 1, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -165,6 +195,7 @@ mod tests {
                     .into_iter()
                     .map(|k| (k, "AccessDenied: no".into()))
                     .collect(),
+                ..BatchResult::default()
             })
         })
         .await;
@@ -186,7 +217,7 @@ mod tests {
                 } else {
                     Ok(BatchResult {
                         deleted: b,
-                        failed: vec![],
+                        ..BatchResult::default()
                     })
                 }
             }

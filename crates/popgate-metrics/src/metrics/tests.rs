@@ -148,7 +148,15 @@ fn a_session_moves_its_series() {
         Duration::from_millis(7),
         Some("temporary"),
     );
+    m.bytes_sent(None, 34);
     m.command(Some("acme"), "RETR", true);
+    // Counted as the writes complete, before the session ends.
+    m.bytes_sent(Some("acme"), 65536);
+    m.bytes_sent(Some("acme"), 1200);
+    assert_eq!(
+        value(&m, "popgate_sent_bytes_total{tenant=\"acme\"}"),
+        66736.0
+    );
     m.session_ended(&summary(Some("acme"), Outcome::Quit));
 
     let s = parse(&m.render());
@@ -210,7 +218,9 @@ fn a_session_moves_its_series() {
     assert!(!s.contains_key(
         "popgate_store_errors_total{backend=\"maildir\",kind=\"temporary\",op=\"open\"}"
     ));
-    assert_eq!(s["popgate_sent_bytes_total{tenant=\"acme\"}"], 1234.0);
+    // The end adds nothing: its bytes were counted as they were written.
+    assert_eq!(s["popgate_sent_bytes_total{tenant=\"acme\"}"], 66736.0);
+    assert_eq!(s["popgate_sent_bytes_total{tenant=\"-\"}"], 34.0);
     assert_eq!(s["popgate_messages_retrieved_total{tenant=\"acme\"}"], 2.0);
     assert_eq!(s["popgate_messages_deleted_total{tenant=\"acme\"}"], 1.0);
 }
@@ -222,6 +232,8 @@ fn unknown_tenants_and_users_never_become_labels() {
     m.login(None, "user", "failed");
     m.lock("not-configured", "error");
     m.session_started();
+    m.bytes_sent(Some("not-configured"), 2000);
+    m.bytes_sent(None, 468);
     m.session_ended(&summary(Some("not-configured"), Outcome::Abuse));
     m.session_started();
     m.session_ended(&summary(None, Outcome::Dropped));
@@ -246,6 +258,24 @@ fn unknown_tenants_and_users_never_become_labels() {
     assert_eq!(s["popgate_sent_bytes_total{tenant=\"-\"}"], 2468.0);
     assert_eq!(s["popgate_sessions_total{outcome=\"abuse\"}"], 1.0);
     assert_eq!(s["popgate_sessions_total{outcome=\"dropped\"}"], 1.0);
+}
+
+#[test]
+fn caps_are_gauges_and_only_configured_tenants_get_one() {
+    let m = Metrics::new("0.1.0", ["acme", "globex"]);
+    m.set_connection_caps(10_000, 50);
+    m.set_tenant_session_cap("acme", 300);
+    m.set_tenant_session_cap("not-configured", 7);
+    let s = parse(&m.render());
+    assert_eq!(s["popgate_connections_max"], 10_000.0);
+    assert_eq!(s["popgate_connections_per_ip_max"], 50.0);
+    assert_eq!(s["popgate_tenant_sessions_max{tenant=\"acme\"}"], 300.0);
+    // globex has no cap: no series, so a ratio alert skips it.
+    assert!(
+        !s.keys()
+            .any(|k| k.starts_with("popgate_tenant_sessions_max{tenant=\"globex"))
+    );
+    assert!(!m.render().contains("not-configured"));
 }
 
 #[test]

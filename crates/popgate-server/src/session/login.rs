@@ -347,6 +347,7 @@ impl Session {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.shared.limits.finish(attempt, Verdict::Success).await;
         self.tenant = Some(tenant.name.clone());
+        self.conn.report_for(&tenant.name);
         self.user = Some(mailbox.login());
         let span = tracing::Span::current();
         span.record("tenant", tenant.name.as_str());
@@ -423,7 +424,12 @@ impl Session {
             }
         };
         let started = Instant::now();
-        let opened = tenant.store.open(&mailbox).await;
+        // Open, then claim the maildrop with the lock's fence, so that a
+        // store that records fences refuses an older holder from now on.
+        let opened = match tenant.store.open(&mailbox).await {
+            Ok(mut d) => d.claim(lock.fence()).await.map(|()| d),
+            Err(e) => Err(e),
+        };
         let backend = tenant.store.backend();
         super::observe_store(
             &*self.shared.observer,
@@ -438,7 +444,10 @@ impl Session {
             Err(e) => {
                 tracing::warn!(error = %e, "maildrop open failed");
                 lock.release().await;
-                let (code, result) = if e.is_temporary() {
+                let (code, result) = if matches!(e, StoreError::Fenced(_)) {
+                    // A newer session has claimed the mailbox: this lock is stale.
+                    (Code::InUse, LoginResult::InUse)
+                } else if e.is_temporary() {
                     (Code::SysTemp, LoginResult::TempError)
                 } else {
                     (Code::SysPerm, LoginResult::PermError)

@@ -70,6 +70,19 @@ impl Reply {
     }
 }
 
+/// How the connection is protected when the session starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StartingTls {
+    /// In clear (STLS may change that).
+    None,
+    /// Under popgate's own TLS (an implicit-TLS listener).
+    Local,
+    /// The client spoke TLS to a trusted balancer, which terminated it and
+    /// said so in its PROXY v2 header (PP2_TYPE_SSL). It counts as TLS for
+    /// `plaintext_auth` and STLS, and the session's span says `tls_via="proxy"`.
+    Proxy,
+}
+
 enum State {
     Authorization {
         user: Option<String>,
@@ -88,6 +101,8 @@ pub(crate) struct Session {
     id: SessionId,
     client: SocketAddr,
     tls_active: bool,
+    /// TLS terminated by a trusted balancer ([`StartingTls::Proxy`]).
+    tls_via_proxy: bool,
     apop_timestamp: Option<String>,
     auth_failures: u32,
     bad_commands: u32,
@@ -119,7 +134,7 @@ impl Session {
         listener: Arc<ListenerConfig>,
         io: Box<dyn Io>,
         client: SocketAddr,
-        tls_active: bool,
+        tls: StartingTls,
         shutdown: watch::Receiver<bool>,
         permit: ConnectionPermit,
     ) -> Self {
@@ -138,16 +153,19 @@ impl Session {
                 shared.config.hostname
             )
         });
-        let send_timeout = shared.config.send_timeout;
+        let conn = Conn::new(io, shared.config.send_timeout)
+            .with_shutdown(shutdown.clone())
+            .with_observer(shared.observer.clone());
         Session {
             shared,
             listener,
-            conn: Conn::new(io, send_timeout).with_shutdown(shutdown.clone()),
+            conn,
             reader: LineReader::default(),
             state: State::Authorization { user: None },
             id,
             client,
-            tls_active,
+            tls_active: tls != StartingTls::None,
+            tls_via_proxy: tls == StartingTls::Proxy,
             apop_timestamp,
             auth_failures: 0,
             bad_commands: 0,
@@ -177,7 +195,11 @@ impl Session {
             client = %self.client,
             tenant = tracing::field::Empty,
             user = tracing::field::Empty,
+            tls_via = tracing::field::Empty,
         );
+        if self.tls_via_proxy {
+            span.record("tls_via", "proxy");
+        }
         tracing::Instrument::instrument(self.run_in_span(), span).await
     }
 
@@ -197,6 +219,7 @@ impl Session {
         if let Some(mb) = self.take_mailbox() {
             mb.release().await;
         }
+        self.conn.report_held();
         let summary = SessionSummary {
             id: self.id,
             client: self.client,

@@ -133,7 +133,7 @@ impl Client {
                 listener,
                 Box::new(server),
                 client,
-                false,
+                StartingTls::None,
                 shutdown,
                 permit,
             )

@@ -75,12 +75,8 @@ impl LdapSection {
         key: &str,
         hashing: popgate_auth::Hashing,
     ) -> Result<directory_ldap::LdapDirectory, super::ConfigError> {
-        let bind_password = super::secret::read(
-            key,
-            "bind_password",
-            self.bind_password.as_ref(),
-            self.bind_password_file.as_ref(),
-        )?;
+        // The file was read at load (secrets.rs).
+        let bind_password = self.bind_password.clone();
         let config = directory_ldap::LdapConfig {
             url: self.url.clone(),
             base_dn: self.base_dn.clone(),

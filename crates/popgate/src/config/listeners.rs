@@ -66,10 +66,13 @@ pub(super) fn validate(config: &Config) -> Result<HashMap<SocketAddr, usize>, Co
             p.parse::<popgate_server::proxy::Cidr>()
                 .map_err(|e| ConfigError::new(key("trusted_proxies"), e))?;
         }
-        if l.tls == TlsSetting::None && !l.plaintext_auth {
+        // Behind a balancer that terminates TLS (PROXY v2 with PP2_TYPE_SSL)
+        // such a listener serves the balancer's TLS clients.
+        if l.tls == TlsSetting::None && !l.plaintext_auth && !l.proxy_protocol {
             return Err(ConfigError::new(
                 key("plaintext_auth"),
-                "false on a listener without TLS: nobody could log in (set plaintext_auth = true, or use TLS)",
+                "false on a listener without TLS: nobody could log in (set plaintext_auth = true, use TLS, \
+                 or proxy_protocol behind a balancer that terminates TLS)",
             ));
         }
         if let Some(t) = &l.default_tenant

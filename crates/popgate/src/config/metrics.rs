@@ -17,6 +17,9 @@ pub struct MetricsSection {
     /// and /readyz stay open. Absent: /metrics is open.
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// `bearer_token` read from this file (a mounted secret): one of the two.
+    #[serde(default)]
+    pub bearer_token_file: Option<std::path::PathBuf>,
     /// How often every tenant's store and directory, and the lock service,
     /// are pinged for `popgate_backend_up` and `/backends`.
     #[serde(

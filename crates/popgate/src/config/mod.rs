@@ -19,8 +19,7 @@ mod metrics;
 mod postgres;
 #[cfg(feature = "s3")]
 mod s3;
-#[cfg(any(feature = "ldap", feature = "http-auth"))]
-mod secret;
+mod secrets;
 mod server;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod sql;
@@ -97,15 +96,19 @@ impl Config {
     /// Every certificate the process serves: the default and the tenants'.
     pub fn tls_settings(&self) -> Option<popgate_server::tls::TlsSettings> {
         let default = self.tls.as_ref().map(CertSection::files);
-        let by_domains: Vec<_> = self
+        let by_tenant: Vec<_> = self
             .tenants
             .iter()
-            .filter_map(|t| t.tls.as_ref().map(|c| (t.domains.clone(), c.files())))
+            .filter_map(|t| {
+                t.tls.as_ref().map(|c| popgate_server::tls::TenantCert {
+                    tenant: t.name.clone(),
+                    domains: t.domains.clone(),
+                    files: c.files(),
+                })
+            })
             .collect();
-        (default.is_some() || !by_domains.is_empty()).then_some(popgate_server::tls::TlsSettings {
-            default,
-            by_domains,
-        })
+        (default.is_some() || !by_tenant.is_empty())
+            .then_some(popgate_server::tls::TlsSettings { default, by_tenant })
     }
 }
 
@@ -224,6 +227,7 @@ pub fn load_with_env(
     }
     let mut config = figment.extract::<Config>().map_err(figment_error)?;
     config.file = origin;
+    secrets::read_all(&mut config)?;
     Ok(config)
 }
 

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use backend_postgres::PgConfig;
@@ -16,6 +17,7 @@ use super::ConfigError;
 /// The keys of the table, as an unknown key's error lists them.
 const KEYS: &[&str] = &[
     "url",
+    "url_file",
     "schema",
     "max_connections",
     "min_connections",
@@ -26,23 +28,42 @@ const KEYS: &[&str] = &[
 
 /// `store = { kind = "postgres", ... }` and `auth = { kind = "postgres", ... }`.
 #[derive(Debug, Clone)]
-pub struct PgSection(PgConfig);
+pub struct PgSection {
+    config: PgConfig,
+    /// `url` from this file (a mounted secret), read by
+    /// [`PgSection::read_secret_files`].
+    url_file: Option<PathBuf>,
+}
 
 impl Deref for PgSection {
     type Target = PgConfig;
     fn deref(&self) -> &PgConfig {
-        &self.0
+        &self.config
     }
 }
 
 impl PgSection {
     pub fn pg_config(&self) -> PgConfig {
-        self.0.clone()
+        self.config.clone()
+    }
+
+    /// Reads `url_file` into the url; `key` is the section's key.
+    pub(super) fn read_secret_files(&mut self, key: &str) -> Result<(), ConfigError> {
+        if let Some(path) = self.url_file.take() {
+            self.config.url = super::secrets::read(&format!("{key}.url_file"), &path)?;
+        }
+        Ok(())
     }
 
     /// Checks the settings; `key` is the section's key, e.g. `tenants[0].store`.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        self.0
+        if self.url_file.is_some() {
+            return Err(ConfigError::new(
+                format!("{key}.url_file"),
+                "not read (the configuration was not loaded from a file)",
+            ));
+        }
+        self.config
             .validate()
             .map_err(|(field, e)| ConfigError::new(format!("{key}.{field}"), e))
     }
@@ -76,10 +97,11 @@ impl<'de> de::Visitor<'de> for Keys {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PgSection, A::Error> {
         let mut c = PgConfig::new("");
-        let mut url = None;
+        let (mut url, mut url_file) = (None, None::<PathBuf>);
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "url" => url = Some(map.next_value()?),
+                "url_file" => url_file = Some(map.next_value()?),
                 "schema" => c.schema = map.next_value()?,
                 "max_connections" => c.max_connections = map.next_value()?,
                 "min_connections" => c.min_connections = map.next_value()?,
@@ -89,8 +111,20 @@ impl<'de> de::Visitor<'de> for Keys {
                 other => return Err(de::Error::unknown_field(other, KEYS)),
             }
         }
-        c.url = url.ok_or_else(|| de::Error::missing_field("url"))?;
-        Ok(PgSection(c))
+        match (url, &url_file) {
+            (Some(_), Some(_)) => {
+                return Err(de::Error::custom(
+                    "url and url_file are both set: give one of them",
+                ));
+            }
+            (Some(url), None) => c.url = url,
+            (None, Some(_)) => {}
+            (None, None) => return Err(de::Error::missing_field("url")),
+        }
+        Ok(PgSection {
+            config: c,
+            url_file,
+        })
     }
 }
 
@@ -136,5 +170,24 @@ mod tests {
         assert!(e.contains("idle_timeout"), "the known keys are listed: {e}");
         let e = read(r#"{"url": "postgres://db/mail", "max_connections": "ten"}"#).unwrap_err();
         assert!(e.contains("expected u32"), "{e}");
+        let e = read(r#"{"url": "postgres://db/mail", "url_file": "/run/pg"}"#).unwrap_err();
+        assert!(e.contains("url and url_file are both set"), "{e}");
+    }
+
+    #[test]
+    fn url_file_is_read_with_its_key_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg-url");
+        std::fs::write(&path, "postgres://popgate:pw@db/mail\n").unwrap();
+        let json = format!(r#"{{"url_file": {:?}, "schema": "mail"}}"#, path);
+        let mut s = read(&json).unwrap();
+        s.read_secret_files("tenants[0].store").unwrap();
+        assert_eq!(s.url, "postgres://popgate:pw@db/mail");
+        s.validate("tenants[0].store").unwrap();
+        let json = format!(r#"{{"url_file": {:?}}}"#, dir.path().join("missing"));
+        let mut s = read(&json).unwrap();
+        let e = s.read_secret_files("tenants[1].auth").unwrap_err();
+        assert_eq!(e.key, "tenants[1].auth.url_file");
+        assert!(e.message.contains("missing"), "{e}");
     }
 }

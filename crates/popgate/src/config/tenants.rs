@@ -63,14 +63,14 @@ pub enum AuthSection {
     },
     /// Users in PostgreSQL (the `users` table of the migrations).
     Postgres(PgSection),
+    /// The operator's own query on MySQL/MariaDB or PostgreSQL.
+    Sql(SqlSection),
     /// Users in an LDAP tree (`ldap` feature).
     #[cfg_attr(not(feature = "ldap"), allow(dead_code))]
     Ldap(LdapSection),
     /// Logins checked by an HTTP auth service (`http-auth` feature).
     #[cfg_attr(not(feature = "http-auth"), allow(dead_code))]
     Http(HttpAuthSection),
-    /// The operator's own query on MySQL/MariaDB or PostgreSQL.
-    Sql(SqlSection),
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +195,12 @@ pub(super) fn validate(
             AuthSection::Postgres(_) => {
                 return Err(super::unbuilt(key("auth"), "kind \"postgres\"", "postgres"));
             }
+            #[cfg(any(feature = "mysql", feature = "postgres"))]
+            AuthSection::Sql(sql) => sql.validate(&key("auth"))?,
+            #[cfg(not(any(feature = "mysql", feature = "postgres")))]
+            AuthSection::Sql(_) => {
+                return Err(super::unbuilt(key("auth"), "kind \"sql\"", "mysql"));
+            }
             #[cfg(feature = "ldap")]
             AuthSection::Ldap(ldap) => drop(ldap.build(&key("auth"), hashing.for_tenant(&t.name))?),
             #[cfg(not(feature = "ldap"))]
@@ -206,12 +212,6 @@ pub(super) fn validate(
             #[cfg(not(feature = "http-auth"))]
             AuthSection::Http(_) => {
                 return Err(super::unbuilt(key("auth"), "kind \"http\"", "http-auth"));
-            }
-            #[cfg(any(feature = "mysql", feature = "postgres"))]
-            AuthSection::Sql(sql) => sql.validate(&key("auth"))?,
-            #[cfg(not(any(feature = "mysql", feature = "postgres")))]
-            AuthSection::Sql(_) => {
-                return Err(super::unbuilt(key("auth"), "kind \"sql\"", "mysql"));
             }
         }
         match &t.store {

@@ -42,6 +42,53 @@ fn a_duration_too_long_is_an_error_naming_it() {
 
 #[test]
 #[cfg(feature = "redis")]
+fn redis_sentinel_and_cluster_settings() {
+    let err = |body: &str| {
+        parse(&format!("[locks]\nbackend = \"redis\"\n{body}"))
+            .unwrap()
+            .locks
+            .redis_config()
+            .unwrap_err()
+    };
+    let c = parse(
+        "[locks]\nbackend = \"redis\"\nsentinels = [\"redis://:spw@10.0.0.1:26379\", \"redis://:spw@10.0.0.2:26379\"]\n\
+         master_name = \"mail\"\nmaster_password = \"mpw\"\nmaster_db = 2\n",
+    )
+    .unwrap();
+    let r = c.locks.redis_config().unwrap().unwrap();
+    let backend_redis::Endpoint::Sentinel(s) = &r.endpoint else {
+        panic!("{:?}", r.endpoint)
+    };
+    assert_eq!(
+        (
+            s.sentinels.len(),
+            s.master_name.as_str(),
+            s.master_password.as_deref(),
+            s.master_db
+        ),
+        (2, "mail", Some("mpw"), 2)
+    );
+    assert!(
+        !r.endpoint.describe().contains("spw"),
+        "{}",
+        r.endpoint.describe()
+    );
+    let e = err("sentinels = [\"redis://10.0.0.1:26379\"]\n");
+    assert_eq!(e.key, "locks.master_name");
+    let e = err("url = \"redis://h\"\nmaster_name = \"mail\"\n");
+    assert_eq!(e.key, "locks.master_name", "{e}");
+    let e = err("url = \"redis://h\"\ncluster = [\"redis://h:7000\"]\n");
+    assert_eq!(e.key, "locks.cluster");
+    assert!(e.to_string().contains("not several"), "{e}");
+    let e = err("sentinels = [\"http://h:1\"]\nmaster_name = \"m\"\n");
+    assert_eq!(e.key, "locks.sentinels");
+    let c = parse("[locks]\nbackend = \"redis\"\ncluster = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\n").unwrap();
+    let r = c.locks.redis_config().unwrap().unwrap();
+    assert!(matches!(&r.endpoint, backend_redis::Endpoint::Cluster(n) if n.len() == 2));
+}
+
+#[test]
+#[cfg(feature = "redis")]
 fn redis_locks_settings() {
     let c = parse("[locks]\nbackend = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6379\"\nttl = \"10s\"\nwait = \"250ms\"\n").unwrap();
     let r = c.locks.redis_config().unwrap().unwrap();
@@ -131,6 +178,17 @@ fn s3_store_settings() {
     assert!(e.to_string().contains("connect_timeout"), "{e}");
     let e = check("bucket = \"mail\", bukket = \"x\"").unwrap_err();
     assert!(e.to_string().contains("bukket"), "{e}");
+    assert_eq!(sc.conditional_writes, store_s3::ConditionalWrites::Auto);
+    let c = parse(&tenant("bucket = \"mail\", conditional_writes = \"on\"")).unwrap();
+    let StoreSection::S3(s3) = &c.tenants[0].store else {
+        panic!("not s3")
+    };
+    assert_eq!(
+        s3.store_config().conditional_writes,
+        store_s3::ConditionalWrites::On
+    );
+    let e = check("bucket = \"mail\", conditional_writes = \"sometimes\"").unwrap_err();
+    assert!(e.to_string().contains("conditional_writes"), "{e}");
 }
 
 #[test]
@@ -422,6 +480,16 @@ fn validation_names_the_key() {
     let missing = base("", &good).replace(&passwd.display().to_string(), "/nonexistent/passwd");
     let e = parse(&missing).unwrap().validate().unwrap_err();
     assert_eq!(e.key, "tenants[0].auth.path");
+    // No TLS and no plaintext login serves nobody, unless a balancer in
+    // front terminates TLS and says so in its PROXY v2 header.
+    let no_login = base("", &good).replace("plaintext_auth = true", "plaintext_auth = false");
+    let e = parse(&no_login).unwrap().validate().unwrap_err();
+    assert_eq!(e.key, "listeners[0].plaintext_auth");
+    let behind_tls = no_login.replace(
+        "plaintext_auth = false",
+        "plaintext_auth = false\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]",
+    );
+    parse(&behind_tls).unwrap().validate().unwrap();
 }
 
 #[test]
@@ -457,4 +525,117 @@ fn a_backend_this_build_lacks_is_refused_by_key_not_by_serde() {
         "locks.backend: \"redis\" is not in this build (built without the \"redis\" feature)"
     );
     let _ = (redis, pg, s3, config, file);
+}
+
+#[test]
+#[cfg(all(feature = "postgres", feature = "redis", feature = "s3"))]
+fn every_secret_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, value).unwrap();
+        path.display().to_string()
+    };
+    let redis = secret("redis-url", "redis://:pw@127.0.0.1:6379\n");
+    let token = secret("token", "t0ken\n");
+    let pg = secret("pg-url", "postgres://popgate:pw@db/mail\r\n");
+    let key_id = secret("s3-id", "AKIDEXAMPLE\n");
+    let key = secret("s3-secret", "wJalrXUtnFEMI/K7MDENG\n");
+    let toml = format!(
+        "[locks]\nbackend = \"redis\"\nurl_file = \"{redis}\"\n\
+         [metrics]\naddress = \"127.0.0.1:9100\"\nbearer_token_file = \"{token}\"\n\
+         [[tenants]]\nname = \"a\"\n\
+         auth = {{ kind = \"postgres\", url_file = \"{pg}\" }}\n\
+         store = {{ kind = \"s3\", bucket = \"mail\", access_key_id_file = \"{key_id}\", \
+         secret_access_key_file = \"{key}\" }}\n"
+    );
+    let file = dir.path().join("popgate.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let c = load_with_env(Some(&file), []).unwrap();
+    let r = c.locks.redis_config().unwrap().unwrap();
+    assert!(
+        matches!(&r.endpoint, backend_redis::Endpoint::Url(u) if u == "redis://:pw@127.0.0.1:6379"),
+        "{:?}",
+        r.endpoint
+    );
+    assert_eq!(
+        c.metrics.as_ref().unwrap().bearer_token.as_deref(),
+        Some("t0ken")
+    );
+    let AuthSection::Postgres(pgs) = &c.tenants[0].auth else {
+        panic!("not postgres")
+    };
+    assert_eq!(pgs.url, "postgres://popgate:pw@db/mail");
+    let StoreSection::S3(s3) = &c.tenants[0].store else {
+        panic!("not s3")
+    };
+    s3.validate("tenants[0].store").unwrap();
+    let creds = s3.store_config().credentials.unwrap();
+    assert_eq!(
+        (
+            creds.access_key_id.as_str(),
+            creds.secret_access_key.as_str()
+        ),
+        ("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG")
+    );
+    // An environment variable names the file as well.
+    let other = secret("token2", "other\n");
+    let c = load_with_env(
+        Some(&file),
+        [(
+            "POPGATE_METRICS__BEARER_TOKEN_FILE".to_string(),
+            other.clone(),
+        )],
+    )
+    .unwrap();
+    assert_eq!(c.metrics.unwrap().bearer_token.as_deref(), Some("other"));
+
+    // Errors name the key and the path.
+    let load = |toml: String| {
+        std::fs::write(&file, toml).unwrap();
+        load_with_env(Some(&file), []).unwrap_err()
+    };
+    let e = load(toml.replace(&redis, "/nonexistent/redis-url"));
+    assert_eq!(e.key, "locks.url_file", "{e}");
+    assert!(e.message.contains("/nonexistent/redis-url"), "{e}");
+    let e = load(toml.replace(&pg, "/nonexistent/pg"));
+    assert_eq!(e.key, "tenants[0].auth.url_file", "{e}");
+    let e = load(toml.replace(&key, "/nonexistent/s3"));
+    assert_eq!(e.key, "tenants[0].store.secret_access_key_file", "{e}");
+    // One of the two, not both.
+    let e = load(toml.replace(
+        "bearer_token_file",
+        "bearer_token = \"inline\"\nbearer_token_file",
+    ));
+    assert_eq!(e.key, "metrics.bearer_token_file", "{e}");
+    assert!(e.message.contains("metrics.bearer_token is set too"), "{e}");
+    let e = load(toml.replace(
+        &format!("url_file = \"{redis}\""),
+        &format!("url = \"redis://h\"\nurl_file = \"{redis}\""),
+    ));
+    assert_eq!(e.key, "locks.url_file", "{e}");
+    let e = load(toml.replace(
+        &format!("url_file = \"{pg}\""),
+        &format!("url = \"postgres://x\", url_file = \"{pg}\""),
+    ));
+    assert!(
+        e.to_string().contains("url and url_file are both set"),
+        "{e}"
+    );
+    // A lone key file is refused like a lone key.
+    std::fs::write(
+        &file,
+        toml.replace(&format!(", secret_access_key_file = \"{key}\""), ""),
+    )
+    .unwrap();
+    let c = load_with_env(Some(&file), []).unwrap();
+    let StoreSection::S3(s3) = &c.tenants[0].store else {
+        panic!("not s3")
+    };
+    let e = s3.validate("tenants[0].store").unwrap_err();
+    assert_eq!(e.key, "tenants[0].store.secret_access_key", "{e}");
+    // Secrets stay out of the debug form.
+    std::fs::write(&file, &toml).unwrap();
+    let c = load_with_env(Some(&file), []).unwrap();
+    assert!(!format!("{c:?}").contains("wJalrXUtnFEMI"));
 }

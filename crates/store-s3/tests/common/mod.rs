@@ -13,6 +13,8 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use store_s3::{S3Config, StaticCredentials};
 
+pub mod seaweed;
+
 pub const ACCESS_KEY: &str = "store-s3-test";
 pub const SECRET_KEY: &str = "store-s3-test-secret";
 pub const BUCKET: &str = "mail";
@@ -104,35 +106,11 @@ impl S3Server {
 
     /// A store configuration for this server (short timeouts, small pages).
     pub fn config(&self) -> S3Config {
-        let mut c = S3Config::new(BUCKET);
-        c.endpoint = Some(self.endpoint());
-        c.region = Some("us-east-1".into());
-        c.force_path_style = true;
-        c.credentials = Some(StaticCredentials {
-            access_key_id: ACCESS_KEY.into(),
-            secret_access_key: SECRET_KEY.into(),
-        });
-        c.connect_timeout = Duration::from_secs(2);
-        c.request_timeout = Duration::from_secs(10);
-        c.max_attempts = 2;
-        c
+        config_for(&self.endpoint())
     }
 
     pub fn client(&self) -> Client {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
-            .endpoint_url(self.endpoint())
-            .force_path_style(true)
-            .http_client(http)
-            .build();
-        Client::from_conf(conf)
+        client_for(&self.endpoint())
     }
 
     pub async fn put(&self, key: &str, body: &[u8]) {
@@ -183,4 +161,39 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A store configuration for a loopback S3 server (short timeouts).
+pub fn config_for(endpoint: &str) -> S3Config {
+    let mut c = S3Config::new(BUCKET);
+    c.endpoint = Some(endpoint.into());
+    c.region = Some("us-east-1".into());
+    c.force_path_style = true;
+    c.credentials = Some(StaticCredentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+    });
+    c.connect_timeout = Duration::from_secs(2);
+    c.request_timeout = Duration::from_secs(10);
+    c.max_attempts = 2;
+    c
+}
+
+/// A plain S3 client for a loopback server, to change the bucket behind
+/// the store's back.
+pub fn client_for(endpoint: &str) -> Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .http_client(http)
+        .build();
+    Client::from_conf(conf)
 }
