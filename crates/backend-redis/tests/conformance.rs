@@ -16,32 +16,14 @@ use redis::AsyncCommands;
 
 const TTL: Duration = Duration::from_secs(1);
 
-fn shared_url() -> String {
-    std::env::var("POPGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn unique_prefix() -> String {
-    let mut b = [0u8; 6];
-    getrandom::fill(&mut b).unwrap();
-    let r: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("popgate-kit-{}-{r}", std::process::id())
-}
+mod common;
 
 /// A raw connection to the shared Redis; without one the test fails.
 async fn raw() -> redis::aio::MultiplexedConnection {
-    let url = shared_url();
-    let conn = async {
-        let client = redis::Client::open(url.as_str()).ok()?;
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            client.get_multiplexed_async_connection(),
-        )
+    let url = common::shared_url();
+    common::connect(&url)
         .await
-        .ok()?
-        .ok()
-    }
-    .await;
-    conn.unwrap_or_else(|| panic!("no Redis answers at {url} (set POPGATE_TEST_REDIS)"))
+        .unwrap_or_else(|| panic!("no Redis answers at {url} (set POPGATE_TEST_REDIS)"))
 }
 
 /// Instances of the Redis backend on one fresh key prefix.
@@ -53,8 +35,8 @@ struct Fleet {
 impl Fleet {
     async fn new() -> Fleet {
         let conn = raw().await;
-        let mut config = RedisLocksConfig::new(shared_url());
-        config.key_prefix = unique_prefix();
+        let mut config = RedisLocksConfig::new(common::shared_url());
+        config.key_prefix = common::unique_prefix("popgate-kit");
         // The shortest ttl, so that a lock taken away is noticed soon.
         config.ttl = TTL;
         Fleet { config, conn }

@@ -14,20 +14,9 @@ use backend_redis::{RedisLimits, RedisLocks, RedisLocksConfig};
 use popgate_lock::limits::{Limits, LimitsConfig, Verdict};
 use redis::AsyncCommands;
 
-fn required() -> bool {
-    std::env::var("POPGATE_REQUIRE_REDIS").is_ok_and(|v| v == "1")
-}
+mod common;
 
-fn shared_url() -> String {
-    std::env::var("POPGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn unique_prefix() -> String {
-    let mut b = [0u8; 6];
-    getrandom::fill(&mut b).unwrap();
-    let r: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("popgate-test-{}-{r}", std::process::id())
-}
+use common::{required, shared_url};
 
 /// A test's view of the shared Redis: two "processes" on one fresh prefix,
 /// and a raw connection to look at the keys.
@@ -41,17 +30,7 @@ struct Fleet {
 impl Fleet {
     async fn new(config: LimitsConfig) -> Option<Fleet> {
         let url = shared_url();
-        let conn = async {
-            let client = redis::Client::open(url.as_str()).ok()?;
-            tokio::time::timeout(
-                Duration::from_secs(2),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            .ok()?
-            .ok()
-        }
-        .await;
+        let conn = common::connect(&url).await;
         let Some(conn) = conn else {
             assert!(
                 !required(),
@@ -60,7 +39,7 @@ impl Fleet {
             eprintln!("skipped: no Redis answers at {url}");
             return None;
         };
-        let prefix = unique_prefix();
+        let prefix = common::unique_prefix("popgate-test");
         let mut c = RedisLocksConfig::new(url);
         c.key_prefix = prefix.clone();
         let a = RedisLimits::new(&RedisLocks::new(&c).unwrap(), config.clone());

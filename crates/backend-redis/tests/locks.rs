@@ -17,35 +17,21 @@ use backend_redis::{RedisLocks, RedisLocksConfig};
 use popgate_lock::{LockError, MailboxLocks};
 use redis::AsyncCommands;
 
-fn required() -> bool {
-    std::env::var("POPGATE_REQUIRE_REDIS").is_ok_and(|v| v == "1")
-}
+mod common;
+
+use common::{required, shared_url};
 
 fn skip(why: &str) {
     assert!(!required(), "POPGATE_REQUIRE_REDIS=1 but {why}");
     eprintln!("skipped: {why}");
 }
 
-fn shared_url() -> String {
-    std::env::var("POPGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
 fn unique_prefix() -> String {
-    let mut b = [0u8; 6];
-    getrandom::fill(&mut b).unwrap();
-    let r: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("popgate-test-{}-{r}", std::process::id())
+    common::unique_prefix("popgate-test")
 }
 
 async fn raw(url: &str) -> Option<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(url).ok()?;
-    tokio::time::timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .ok()?
-    .ok()
+    common::connect(url).await
 }
 
 /// The shared Redis, or `None` (skipped) when it is not there.

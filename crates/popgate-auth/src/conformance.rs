@@ -314,6 +314,10 @@ async fn unknown_users_cost_a_wrong_password(dir: &dyn Directory, known: &KitUse
         ("verify_unknown", median(outside)),
     ] {
         let ratio = t.as_secs_f64() / w.as_secs_f64();
+        eprintln!(
+            "{} kit: {what} {t:?}, a wrong password {w:?}, ratio {ratio:.2}",
+            dir.kind()
+        );
         assert!(
             (0.5..=2.0).contains(&ratio),
             "{what} costs {t:?}, a wrong password {w:?} (ratio {ratio:.2}, want 0.5 to 2): \

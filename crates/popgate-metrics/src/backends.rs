@@ -44,7 +44,7 @@ pub struct BackendStatus {
 
 /// Pings every backend every `interval`, each within `timeout`.
 pub struct BackendMonitor {
-    checks: Vec<Check>,
+    checks: Mutex<Arc<Vec<Check>>>,
     status: Mutex<Vec<BackendStatus>>,
     interval: Duration,
     timeout: Duration,
@@ -54,59 +54,32 @@ impl BackendMonitor {
     /// The backends of a server: the lock service and each tenant's
     /// directory and store.
     pub fn of(shared: &Shared) -> Self {
-        let mut checks = Vec::new();
-        let locks = shared.locks.clone();
-        checks.push(Check {
-            tenant: None,
-            backend: "locks",
-            kind: locks.backend(),
-            ping: Arc::new(move || {
-                let locks = locks.clone();
-                Box::pin(async move { locks.ping().await.map_err(|e| e.to_string()) })
-            }),
-        });
-        let mut tenants: Vec<_> = shared.tenants.iter().cloned().collect();
-        tenants.sort_by(|a, b| a.name.cmp(&b.name));
-        for t in tenants {
-            let dir = t.directory.clone();
-            checks.push(Check {
-                tenant: Some(t.name.clone()),
-                backend: "directory",
-                kind: dir.kind(),
-                ping: Arc::new(move || {
-                    let dir = dir.clone();
-                    Box::pin(async move { dir.ping().await.map_err(|e| e.to_string()) })
-                }),
-            });
-            let store = t.store.clone();
-            checks.push(Check {
-                tenant: Some(t.name.clone()),
-                backend: "store",
-                kind: store.backend(),
-                ping: Arc::new(move || {
-                    let store = store.clone();
-                    Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
-                }),
-            });
-        }
-        let status = checks
-            .iter()
-            .map(|c| BackendStatus {
-                tenant: c.tenant.clone(),
-                backend: c.backend,
-                kind: c.kind,
-                up: None,
-                error: None,
-                latency: Duration::ZERO,
-                since: unix_now(),
-            })
-            .collect();
+        let checks = checks_of(shared);
+        let status = checks.iter().map(Check::unknown).collect();
         BackendMonitor {
-            checks,
+            checks: Mutex::new(Arc::new(checks)),
             status: Mutex::new(status),
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(2),
         }
+    }
+
+    /// Checks the backends of a reloaded configuration from now on; a
+    /// backend that was there before keeps its status.
+    pub fn retarget(&self, shared: &Shared) {
+        let checks = checks_of(shared);
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let old = std::mem::take(&mut *status);
+        *status = checks
+            .iter()
+            .map(|c| {
+                old.iter()
+                    .find(|s| s.tenant == c.tenant && s.backend == c.backend && s.kind == c.kind)
+                    .cloned()
+                    .unwrap_or_else(|| c.unknown())
+            })
+            .collect();
+        *self.checks.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(checks);
     }
 
     /// How often to check (default 10 s) and how long one ping may take
@@ -127,8 +100,13 @@ impl BackendMonitor {
 
     /// Checks every backend at once, records the results, and returns them.
     pub async fn check_all(&self, metrics: &Metrics) -> Vec<BackendStatus> {
+        let checks = self
+            .checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut set = tokio::task::JoinSet::new();
-        for (i, c) in self.checks.iter().enumerate() {
+        for (i, c) in checks.iter().enumerate() {
             let ping = c.ping.clone();
             let timeout = self.timeout;
             set.spawn(async move {
@@ -140,15 +118,22 @@ impl BackendMonitor {
                 (i, result, started.elapsed())
             });
         }
-        let mut results = Vec::with_capacity(self.checks.len());
+        let mut results = Vec::with_capacity(checks.len());
         while let Some(joined) = set.join_next().await {
             if let Ok(r) = joined {
                 results.push(r);
             }
         }
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(
+            &checks,
+            &self.checks.lock().unwrap_or_else(|p| p.into_inner()),
+        ) {
+            // Retargeted meanwhile: these results are of the old backends.
+            return status.clone();
+        }
         for (i, result, latency) in results {
-            let c = &self.checks[i];
+            let c = &checks[i];
             let s = &mut status[i];
             let up = result.is_ok();
             if s.up != Some(up) {
@@ -215,4 +200,59 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The backends of a server: the lock service and each tenant's directory
+/// and store.
+fn checks_of(shared: &Shared) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let locks = shared.locks.clone();
+    checks.push(Check {
+        tenant: None,
+        backend: "locks",
+        kind: locks.backend(),
+        ping: Arc::new(move || {
+            let locks = locks.clone();
+            Box::pin(async move { locks.ping().await.map_err(|e| e.to_string()) })
+        }),
+    });
+    let mut tenants: Vec<_> = shared.tenants.iter().cloned().collect();
+    tenants.sort_by(|a, b| a.name.cmp(&b.name));
+    for t in tenants {
+        let dir = t.directory.clone();
+        checks.push(Check {
+            tenant: Some(t.name.clone()),
+            backend: "directory",
+            kind: dir.kind(),
+            ping: Arc::new(move || {
+                let dir = dir.clone();
+                Box::pin(async move { dir.ping().await.map_err(|e| e.to_string()) })
+            }),
+        });
+        let store = t.store.clone();
+        checks.push(Check {
+            tenant: Some(t.name.clone()),
+            backend: "store",
+            kind: store.backend(),
+            ping: Arc::new(move || {
+                let store = store.clone();
+                Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+            }),
+        });
+    }
+    checks
+}
+
+impl Check {
+    fn unknown(&self) -> BackendStatus {
+        BackendStatus {
+            tenant: self.tenant.clone(),
+            backend: self.backend,
+            kind: self.kind,
+            up: None,
+            error: None,
+            latency: Duration::ZERO,
+            since: unix_now(),
+        }
+    }
 }

@@ -37,8 +37,11 @@ const PENALTY_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0
 /// the server's observer and the exporter's source at once.
 pub struct Metrics {
     registry: Registry,
-    tenants: HashSet<String>,
+    /// The configured tenants (grows when a reload adds some).
+    tenants: std::sync::RwLock<HashSet<String>>,
     connections_accepted: IntCounter,
+    config_reloads: IntCounterVec,
+    config_last_reload: IntGauge,
     connections_rejected: IntCounterVec,
     sessions_active: IntGauge,
     sessions: IntCounterVec,
@@ -148,7 +151,18 @@ impl Metrics {
             .expect("metric registered once");
 
         let m = Metrics {
-            tenants: tenants.into_iter().map(Into::into).collect(),
+            tenants: std::sync::RwLock::new(HashSet::new()),
+            config_reloads: counter_vec(
+                &r,
+                "popgate_config_reloads_total",
+                "Configuration reloads (SIGHUP or a changed file), by result: ok, or error (the running configuration stays).",
+                &["result"],
+            ),
+            config_last_reload: gauge(
+                &r,
+                "popgate_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful configuration load (the start counts).",
+            ),
             connections_accepted: counter(
                 &r,
                 "popgate_connections_accepted_total",
@@ -316,7 +330,32 @@ impl Metrics {
             m.sessions.with_label_values(&[outcome.as_str()]);
         }
         m.tenant_sessions.with_label_values(&[NO_TENANT]);
-        for tenant in &m.tenants {
+        for result in ["ok", "error"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
+        m.config_last_reload.set(unix_now_secs());
+        m.sent_bytes.with_label_values(&[NO_TENANT]);
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(crate::process::ProcessCollector::new()))
+            .expect("metric registered once");
+        m.add_tenants(tenants);
+        m
+    }
+
+    /// Tenants that a reloaded configuration added: their series from now on.
+    pub fn add_tenants<I, S>(&self, tenants: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut known = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        for tenant in tenants {
+            let tenant: String = tenant.into();
+            if !known.insert(tenant.clone()) {
+                continue;
+            }
+            let m = self;
             let t = tenant.as_str();
             m.tenant_sessions.with_label_values(&[t]);
             for op in STORE_OPS {
@@ -330,12 +369,17 @@ impl Metrics {
                 m.lock_acquisitions.with_label_values(&[t, result]);
             }
         }
-        m.sent_bytes.with_label_values(&[NO_TENANT]);
-        #[cfg(target_os = "linux")]
-        m.registry
-            .register(Box::new(crate::process::ProcessCollector::new()))
-            .expect("metric registered once");
-        m
+    }
+
+    /// Counts a configuration reload; a successful one also sets
+    /// `popgate_config_last_reload_success_timestamp_seconds`.
+    pub fn config_reloaded(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        if ok {
+            self.config_last_reload.set(unix_now_secs());
+        }
     }
 
     /// Sets `popgate_ready` (the exporter does, at each scrape, from its
@@ -358,7 +402,7 @@ impl Metrics {
 
     /// Sets `popgate_tenant_sessions_max` of a configured tenant with a cap.
     pub fn set_tenant_session_cap(&self, tenant: &str, cap: u32) {
-        if self.tenants.contains(tenant) {
+        if self.known(tenant) {
             self.signals.set_tenant_session_cap(tenant, cap);
         }
     }
@@ -405,10 +449,24 @@ impl Metrics {
     /// A tenant label value: a configured tenant's name, or [`NO_TENANT`].
     fn tenant<'a>(&self, tenant: Option<&'a str>) -> &'a str {
         match tenant {
-            Some(t) if self.tenants.contains(t) => t,
+            Some(t) if self.known(t) => t,
             _ => NO_TENANT,
         }
     }
+
+    fn known(&self, tenant: &str) -> bool {
+        self.tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(tenant)
+    }
+}
+
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn clamp(n: usize) -> i64 {

@@ -17,7 +17,7 @@ mod session;
 pub mod tenant;
 pub mod tls;
 
-pub use listener::{Listener, Server};
+pub use listener::{Listener, Server, SharedHandle};
 pub use observer::{SessionId, SessionObserver, SessionSummary};
 pub use tenant::{Tenant, Tenants};
 

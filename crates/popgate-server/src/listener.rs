@@ -29,19 +29,42 @@ pub struct Listener {
     pub config: ListenerConfig,
 }
 
+/// What new connections get: replaced when the configuration is reloaded,
+/// while each session keeps the [`Shared`] it started with.
+#[derive(Clone)]
+pub struct SharedHandle(Arc<watch::Sender<Arc<Shared>>>);
+
+impl SharedHandle {
+    /// The configuration a connection accepted now gets.
+    pub fn current(&self) -> Arc<Shared> {
+        self.0.borrow().clone()
+    }
+
+    /// Serves new connections with `shared` from now on.
+    pub fn replace(&self, shared: Shared) {
+        self.0.send_replace(Arc::new(shared));
+    }
+}
+
 pub struct Server {
-    shared: Arc<Shared>,
+    shared: SharedHandle,
 }
 
 impl Server {
     pub fn new(shared: Shared) -> Self {
         Server {
-            shared: Arc::new(shared),
+            shared: SharedHandle(Arc::new(watch::Sender::new(Arc::new(shared)))),
         }
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The configuration new connections get now.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.current()
+    }
+
+    /// A handle to replace the configuration while the server runs.
+    pub fn handle(&self) -> SharedHandle {
+        self.shared.clone()
     }
 
     /// Serves until `shutdown` resolves, then drains: sessions get `grace`
@@ -83,7 +106,7 @@ impl Server {
 }
 
 async fn accept_loop(
-    shared: Arc<Shared>,
+    handle: SharedHandle,
     listener: Listener,
     force: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
@@ -110,9 +133,9 @@ async fn accept_loop(
             }
         };
         let _ = socket.set_nodelay(true);
+        let shared = handle.current();
         shared.observer.connection_accepted();
-        let (shared, config, force, done) =
-            (shared.clone(), config.clone(), force.clone(), done.clone());
+        let (config, force, done) = (config.clone(), force.clone(), done.clone());
         tokio::spawn(async move {
             connection(shared, config, socket, peer, force).await;
             drop(done);

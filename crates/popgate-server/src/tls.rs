@@ -94,7 +94,8 @@ impl ResolvesServerCert for Resolver {
 /// Serves TLS handshakes; `reload` swaps certificates for new handshakes
 /// while connections already established keep theirs.
 pub struct TlsProvider {
-    settings: TlsSettings,
+    /// Which files; replaced by [`TlsProvider::reload_with`].
+    settings: RwLock<TlsSettings>,
     provider: Arc<CryptoProvider>,
     resolver: Arc<Resolver>,
     acceptor: TlsAcceptor,
@@ -114,7 +115,7 @@ impl TlsProvider {
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
         Ok(TlsProvider {
-            settings,
+            settings: RwLock::new(settings),
             provider,
             resolver,
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -127,13 +128,32 @@ impl TlsProvider {
 
     /// Re-reads the files. On error the old certificates stay in use.
     pub fn reload(&self) -> Result<(), String> {
-        let loaded = load_all(&self.settings, &self.provider)?;
+        let settings = self.settings().clone();
+        let loaded = load_all(&settings, &self.provider)?;
         *self
             .resolver
             .loaded
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         Ok(())
+    }
+
+    /// Loads the certificates of other settings (a reloaded configuration:
+    /// tenants with certificates added or removed) and serves them from now
+    /// on. On error the old settings and certificates stay.
+    pub fn reload_with(&self, settings: TlsSettings) -> Result<(), String> {
+        let loaded = load_all(&settings, &self.provider)?;
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
+        *self
+            .resolver
+            .loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        Ok(())
+    }
+
+    fn settings(&self) -> std::sync::RwLockReadGuard<'_, TlsSettings> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The certificates in use now (since the last successful (re)load).
@@ -148,7 +168,7 @@ impl TlsProvider {
 
     /// Whether any file changed on disk since the last (re)load.
     pub fn files_changed(&self) -> bool {
-        let now = stamps(&self.settings);
+        let now = stamps(&self.settings());
         let loaded = self
             .resolver
             .loaded

@@ -4,6 +4,7 @@
 mod config;
 #[cfg(feature = "postgres")]
 mod pg;
+mod reload;
 mod rlimit;
 mod wiring;
 

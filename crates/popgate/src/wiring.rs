@@ -127,7 +127,7 @@ where
 }
 
 /// The tenants, their directories checking passwords in `hashing`'s slots.
-fn build_tenants(
+pub(crate) fn build_tenants(
     config: &Config,
     hashing: &Arc<popgate_auth::HashPool>,
 ) -> Result<Tenants, ConfigError> {
@@ -265,7 +265,7 @@ fn build_tenants(
     Tenants::new(list).map_err(|e| ConfigError::new("tenants", e.to_string()))
 }
 
-fn session_config(config: &Config) -> SessionConfig {
+pub(crate) fn session_config(config: &Config) -> SessionConfig {
     let s = &config.server;
     SessionConfig {
         hostname: s.hostname.clone(),
@@ -342,12 +342,11 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
         }
         None => None,
     };
-    tokio::spawn(reload_certificates(tls.clone()));
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         config.tenants.iter().map(|t| t.name.clone()),
     ));
-    metrics.watch_hashing(hashing);
+    metrics.watch_hashing(hashing.clone());
     metrics.set_connection_caps(
         config.server.max_connections,
         config.server.max_connections_per_ip,
@@ -412,74 +411,53 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
     let server = Server::new(Shared {
         config: session_config(&config),
         tenants,
-        locks,
+        locks: locks.clone(),
         observer: metrics.clone(),
-        limits,
+        limits: limits.clone(),
         tls: tls.clone(),
     });
+    let mut monitor = None;
     if let (Some(tcp), Some(m)) = (metrics_tcp, &config.metrics) {
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(address = %local, "serving metrics");
         let readiness = Arc::new(ServerReadiness::new(serve_state.clone()));
         let backends = Arc::new(
-            BackendMonitor::of(server.shared())
+            BackendMonitor::of(&server.shared())
                 .timing(m.backend_check_interval, m.backend_check_timeout),
         );
+        monitor = Some(backends.clone());
         tokio::spawn(backends.clone().run(metrics.clone()));
         tokio::spawn(
-            Exporter::new(metrics, readiness)
+            Exporter::new(metrics.clone(), readiness)
                 .backends(backends)
                 .bearer_token(m.bearer_token.clone())
                 .serve(tcp),
         );
     }
+    let grace = config.server.shutdown_grace;
+    // SIGHUP (or a changed file) reloads; it never ends the process.
+    tokio::spawn(
+        crate::reload::Reloader {
+            file,
+            running: config,
+            handle: server.handle(),
+            hashing,
+            locks,
+            limits,
+            tls,
+            metrics,
+            backends: monitor,
+        }
+        .run(),
+    );
     serve_state.set_listening();
     // /readyz turns 503 as soon as the drain begins.
     let shutdown = async move {
         shutdown_signal().await;
         serve_state.set_draining();
     };
-    server
-        .run(listeners, shutdown, config.server.shutdown_grace)
-        .await;
+    server.run(listeners, shutdown, grace).await;
     Ok(())
-}
-
-/// Reloads the certificates on SIGHUP, and when their files change. The
-/// handler is installed with or without TLS: SIGHUP's default action ends
-/// the process, and a log-rotation script or `systemctl reload` must never
-/// drop every session.
-async fn reload_certificates(tls: Option<Arc<TlsProvider>>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(h) => Some(h),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGHUP");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
-    loop {
-        let reason = tokio::select! {
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
-            _ = tick.tick() => {
-                if !tls.as_ref().is_some_and(|t| t.files_changed()) {
-                    continue;
-                }
-                "file change"
-            }
-        };
-        let Some(tls) = &tls else {
-            tracing::info!(reason, "no TLS certificates to reload");
-            continue;
-        };
-        match tls.reload() {
-            Ok(()) => tracing::info!(reason, "TLS certificates reloaded"),
-            Err(e) => {
-                tracing::error!(reason, error = %e, "TLS certificate reload failed; keeping the old ones")
-            }
-        }
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

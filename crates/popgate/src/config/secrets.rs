@@ -5,8 +5,10 @@
 //! trimmed; exactly one of `foo` and `foo_file` may be set. Errors name the
 //! key and the path, never the content.
 //!
-//! The secrets: `locks.url`, `locks.master_password` (Sentinel), `metrics.bearer_token`, a PostgreSQL store's or
-//! directory's `url`, an S3 store's `access_key_id` and `secret_access_key`, an LDAP directory's
+//! The secrets: `locks.url`, `locks.master_password` (Sentinel),
+//! `metrics.bearer_token`, a PostgreSQL store's or directory's `url`, an SQL
+//! directory's `url` (read by `SqlSection::sql_config`), an S3 store's
+//! `access_key_id` and `secret_access_key`, an LDAP directory's
 //! `bind_password` and an HTTP auth hook's `bearer_token`.
 
 use std::path::{Path, PathBuf};

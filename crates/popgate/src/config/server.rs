@@ -13,6 +13,10 @@ pub struct ServerSection {
     pub hostname: String,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// How often the configuration file (and the certificate files) are
+    /// checked for changes, which reload them as SIGHUP does.
+    #[serde(deserialize_with = "duration")]
+    pub config_check_interval: Duration,
     /// Idle time allowed before login.
     #[serde(deserialize_with = "duration")]
     pub auth_timeout: Duration,
@@ -165,6 +169,12 @@ impl PasswordHashingSection {
 
 impl ServerSection {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.config_check_interval < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "server.config_check_interval",
+                "must be at least 1s",
+            ));
+        }
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
             return Err(ConfigError::new(
                 "server.hostname",
@@ -227,6 +237,7 @@ impl Default for ServerSection {
         ServerSection {
             hostname: "localhost".into(),
             shutdown_grace: Duration::from_secs(30),
+            config_check_interval: Duration::from_secs(10),
             auth_timeout: s.auth_timeout,
             idle_timeout: s.idle_timeout,
             send_timeout: s.send_timeout,

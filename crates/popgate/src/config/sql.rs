@@ -4,16 +4,22 @@
 //! defaults; the checks are `SqlConfig::validate`'s, run by check-config
 //! before anything listens.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 use super::ConfigError;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlSection {
-    pub url: String,
+    /// Holds the database password: or `url_file`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The url from a file (a mounted secret).
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
     pub password_query: String,
     #[serde(default)]
     pub user_query: Option<String>,
@@ -32,6 +38,19 @@ pub struct SqlSection {
     pub idle_timeout: Option<Duration>,
 }
 
+/// Without the URL's password.
+impl std::fmt::Debug for SqlSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlSection")
+            .field("url", &self.url.as_deref().map(directory_sql::redacted))
+            .field("url_file", &self.url_file)
+            .field("password_query", &self.password_query)
+            .field("user_query", &self.user_query)
+            .field("default_scheme", &self.default_scheme)
+            .finish_non_exhaustive()
+    }
+}
+
 fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     super::duration::duration(d).map(Some)
 }
@@ -40,7 +59,12 @@ impl SqlSection {
     /// The directory's settings; `key` is the section's key, e.g.
     /// `tenants[0].auth`. Fails naming the key, as check-config reports it.
     pub fn sql_config(&self, key: &str) -> Result<directory_sql::SqlConfig, ConfigError> {
-        let mut c = directory_sql::SqlConfig::new(&self.url, &self.password_query);
+        let (mut url, mut url_file) = (self.url.clone(), self.url_file.clone());
+        super::secrets::resolve(&format!("{key}.url"), &mut url, &mut url_file)?;
+        let url = url.ok_or_else(|| {
+            ConfigError::new(format!("{key}.url"), "missing: give url or url_file")
+        })?;
+        let mut c = directory_sql::SqlConfig::new(url, &self.password_query);
         c.user_query.clone_from(&self.user_query);
         if let Some(name) = &self.default_scheme {
             c.default_scheme = name
@@ -99,6 +123,7 @@ mod tests {
         assert_eq!(c.query_timeout, Duration::from_millis(500));
         assert_eq!(c.idle_timeout, Duration::from_secs(3600));
         assert!(c.user_query.is_some());
+        assert!(!format!("{s:?}").contains(":p@"), "{s:?}");
         let d = read(&format!(
             r#"{{"url": "postgres://db/x", "password_query": "{Q}"}}"#
         ))
@@ -106,6 +131,39 @@ mod tests {
         .sql_config("k")
         .unwrap();
         assert_eq!(d, directory_sql::SqlConfig::new("postgres://db/x", Q));
+    }
+
+    #[test]
+    fn url_file_is_read_with_its_key_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db-url");
+        std::fs::write(&path, "mysql://popgate:s3cret@db/postfix\n").unwrap();
+        let json = format!(r#"{{"url_file": {path:?}, "password_query": "{Q}"}}"#);
+        let c = read(&json).unwrap().sql_config("tenants[0].auth").unwrap();
+        assert_eq!(c.url, "mysql://popgate:s3cret@db/postfix");
+        let e = read(&format!(
+            r#"{{"url": "mysql://db/x", "url_file": {path:?}, "password_query": "{Q}"}}"#
+        ))
+        .unwrap()
+        .validate("tenants[0].auth")
+        .unwrap_err();
+        assert_eq!(e.key, "tenants[0].auth.url_file");
+        let e = read(&format!(r#"{{"password_query": "{Q}"}}"#))
+            .unwrap()
+            .validate("tenants[0].auth")
+            .unwrap_err();
+        assert_eq!(e.key, "tenants[0].auth.url");
+        let gone = dir.path().join("gone");
+        let e = read(&format!(
+            r#"{{"url_file": {gone:?}, "password_query": "{Q}"}}"#
+        ))
+        .unwrap()
+        .validate("tenants[0].auth")
+        .unwrap_err();
+        assert!(
+            e.key == "tenants[0].auth.url_file" && !e.message.contains("s3cret"),
+            "{e}"
+        );
     }
 
     #[test]
