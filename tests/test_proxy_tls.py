@@ -43,12 +43,20 @@ class Haproxy:
     `tls` (TLS terminated, send-proxy-v2-ssl), `plain` (send-proxy-v2) and
     `plain_ssl_tlv` (plain TCP, send-proxy-v2-ssl: the TLV without the SSL bit)."""
 
-    def __init__(self, tmp_path, pem: str, backend_port: int):
-        self.ports = {"tls": free_port(), "plain": free_port(), "plain_ssl_tlv": free_port()}
+    def __init__(self, tmp_path, pem: str, backend_port: int, client_ca: str | None = None):
+        self.ports = {"tls": free_port(), "plain": free_port(), "plain_ssl_tlv": free_port(), "mtls": free_port()}
+        # With client_ca: a frontend that asks for a client certificate and
+        # lets a bad one through (verify optional, errors ignored), so the
+        # PROXY header carries the failed verify result.
+        mtls = (
+            f"frontend mtls\n  bind 127.0.0.1:{self.ports['mtls']} ssl crt {pem} ca-file {client_ca} "
+            "verify optional crt-ignore-err all ca-ignore-err all\n  default_backend ssl\n"
+        ) if client_ca else ""
         cfg = tmp_path / "haproxy.cfg"
         cfg.write_text(
             "global\n  log stderr format raw local0\n"
             "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n"
+            + mtls +
             f"frontend tls\n  bind 127.0.0.1:{self.ports['tls']} ssl crt {pem}\n  default_backend ssl\n"
             f"frontend plain\n  bind 127.0.0.1:{self.ports['plain']}\n  default_backend plain\n"
             f"frontend plain_ssl_tlv\n  bind 127.0.0.1:{self.ports['plain_ssl_tlv']}\n  default_backend ssl\n"
@@ -168,5 +176,52 @@ def test_starttls_listener_behind_tls_haproxy_offers_no_stls(popgate, tmp_path, 
         p.pass_(PASSWORD)
         assert p.stat()[0] == 1
         p.quit()
+    finally:
+        hap.stop()
+
+
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def test_a_client_certificate_must_have_verified(popgate, tmp_path, edge_cert):
+    """PP2_TYPE_SSL's verify field is about a client certificate: one the
+    balancer verified keeps the connection TLS, one that failed (let through
+    by `verify optional` with its errors ignored) does not."""
+    d = tmp_path / "clients"
+    d.mkdir()
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=client CA",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=good client",
+            "-keyout", str(d / "good.key"), "-out", str(d / "good.csr"))
+    openssl("x509", "-req", "-in", str(d / "good.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+            "-CAcreateserial", "-days", "2", "-out", str(d / "good.crt"))
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=stranger",
+            "-keyout", str(d / "bad.key"), "-out", str(d / "bad.crt"))
+    srv = popgate(listener={"tls": "none", "plaintext_auth": False, "proxy_protocol": True,
+                            "trusted_proxies": ["127.0.0.1"]})
+    hap = Haproxy(tmp_path, edge_cert[2], srv.port, client_ca=str(d / "ca.crt"))
+    try:
+        def login(name: str) -> bytes:
+            ctx = tls_context(edge_cert[0])
+            ctx.load_cert_chain(str(d / f"{name}.crt"), str(d / f"{name}.key"))
+            p = poplib.POP3_SSL("127.0.0.1", hap.ports["mtls"], timeout=TIMEOUT, context=ctx)
+            try:
+                p.user(USER)
+                return p.pass_(PASSWORD)
+            except poplib.error_proto as e:
+                return e.args[0]
+            finally:
+                p.close()
+
+        assert login("good").startswith(b"+OK"), "a verified client certificate"
+        refused = login("bad")
+        assert refused.startswith(b"-ERR"), refused
+        # Both reached popgate through the TLS frontend; one counts as TLS.
+        deadline = time.monotonic() + TIMEOUT
+        while len(ends := [x for x in srv.log().splitlines() if "session end" in x]) < 3:
+            assert time.monotonic() < deadline, srv.log()
+            time.sleep(0.05)
+        assert len([x for x in ends if 'tls_via="proxy"' in x]) == 1, ends
     finally:
         hap.stop()

@@ -46,7 +46,7 @@ pub struct LocksSection {
     /// Redis Sentinel: the master's password.
     #[serde(default)]
     pub master_password: Option<String>,
-    /// `master_password` read from this file (a mounted secret).
+    /// `master_password` read from this file (a mounted secret): one of the two.
     #[serde(default)]
     pub master_password_file: Option<PathBuf>,
     /// Redis Sentinel: the master's database number.

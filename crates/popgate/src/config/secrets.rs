@@ -13,9 +13,6 @@
 
 use std::path::{Path, PathBuf};
 
-use super::AuthSection;
-#[cfg(any(feature = "postgres", feature = "s3"))]
-use super::StoreSection;
 use super::{Config, ConfigError, TenantSection};
 
 /// Reads every `*_file` of `config` into its key.
@@ -35,47 +32,41 @@ pub(super) fn read_all(config: &mut Config) -> Result<(), ConfigError> {
         )?;
     }
     for (i, t) in config.tenants.iter_mut().enumerate() {
-        directory(&format!("tenants[{i}].auth"), &mut t.auth)?;
         tenant(&format!("tenants[{i}]"), t)?;
     }
     Ok(())
 }
 
-/// The LDAP directory's bind password and the HTTP auth hook's token.
-fn directory(key: &str, auth: &mut AuthSection) -> Result<(), ConfigError> {
-    match auth {
-        AuthSection::Ldap(l) => resolve(
-            &format!("{key}.bind_password"),
+/// A tenant's secrets: its directory's and its store's.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "s3")),
+    allow(unused_variables, clippy::match_single_binding)
+)]
+fn tenant(key: &str, t: &mut TenantSection) -> Result<(), ConfigError> {
+    match &mut t.auth {
+        #[cfg(feature = "postgres")]
+        super::AuthSection::Postgres(pg) => pg.read_secret_files(&format!("{key}.auth"))?,
+        #[cfg(any(feature = "mysql", feature = "postgres"))]
+        super::AuthSection::Sql(sql) => sql.read_secret_files(&format!("{key}.auth"))?,
+        super::AuthSection::Ldap(l) => resolve(
+            &format!("{key}.auth.bind_password"),
             &mut l.bind_password,
             &mut l.bind_password_file,
-        ),
-        AuthSection::Http(h) => resolve(
-            &format!("{key}.bearer_token"),
+        )?,
+        super::AuthSection::Http(h) => resolve(
+            &format!("{key}.auth.bearer_token"),
             &mut h.bearer_token,
             &mut h.bearer_token_file,
-        ),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(any(feature = "postgres", feature = "s3"))]
-fn tenant(key: &str, t: &mut TenantSection) -> Result<(), ConfigError> {
-    #[cfg(feature = "postgres")]
-    if let AuthSection::Postgres(pg) = &mut t.auth {
-        pg.read_secret_files(&format!("{key}.auth"))?;
+        )?,
+        _ => {}
     }
     match &mut t.store {
         #[cfg(feature = "postgres")]
-        StoreSection::Postgres(pg) => pg.read_secret_files(&format!("{key}.store")),
+        super::StoreSection::Postgres(pg) => pg.read_secret_files(&format!("{key}.store"))?,
         #[cfg(feature = "s3")]
-        StoreSection::S3(s3) => s3.read_secret_files(&format!("{key}.store")),
-        _ => Ok(()),
+        super::StoreSection::S3(s3) => s3.read_secret_files(&format!("{key}.store"))?,
+        _ => {}
     }
-}
-
-/// Without PostgreSQL and S3, a tenant has no secret keys.
-#[cfg(not(any(feature = "postgres", feature = "s3")))]
-fn tenant(_key: &str, _t: &mut TenantSection) -> Result<(), ConfigError> {
     Ok(())
 }
 

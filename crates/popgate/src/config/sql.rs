@@ -92,6 +92,11 @@ impl SqlSection {
         Ok(c)
     }
 
+    /// Reads `url_file` into `url`; `key` is the section's key.
+    pub(super) fn read_secret_files(&mut self, key: &str) -> Result<(), ConfigError> {
+        super::secrets::resolve(&format!("{key}.url"), &mut self.url, &mut self.url_file)
+    }
+
     /// Checks the settings without connecting.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
         self.sql_config(key).map(drop)

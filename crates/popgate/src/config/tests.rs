@@ -639,3 +639,46 @@ fn every_secret_can_come_from_a_file() {
     let c = load_with_env(Some(&file), []).unwrap();
     assert!(!format!("{c:?}").contains("wJalrXUtnFEMI"));
 }
+
+#[test]
+#[cfg(all(feature = "redis", feature = "mysql"))]
+fn sentinel_password_and_sql_url_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, value).unwrap();
+        path.display().to_string()
+    };
+    let pw = write("master-pw", "m4ster\n");
+    let sql = write("sql-url", "mysql://postfix:pw@db/postfix\n");
+    let toml = format!(
+        "[locks]\nbackend = \"redis\"\nsentinels = [\"redis://127.0.0.1:26379\"]\n\
+         master_name = \"mymaster\"\nmaster_password_file = \"{pw}\"\n\
+         [[tenants]]\nname = \"a\"\n\
+         auth = {{ kind = \"sql\", url_file = \"{sql}\", \
+         password_query = \"SELECT password FROM mailbox WHERE username = '%u'\" }}\n\
+         store = {{ kind = \"maildir\", path = \"/m/%d/%n\" }}\n"
+    );
+    let file = dir.path().join("popgate.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let c = load_with_env(Some(&file), []).unwrap();
+    assert_eq!(c.locks.master_password.as_deref(), Some("m4ster"));
+    c.locks.redis_config().unwrap().unwrap();
+    let AuthSection::Sql(s) = &c.tenants[0].auth else {
+        panic!("not sql")
+    };
+    assert_eq!(s.url.as_deref(), Some("mysql://postfix:pw@db/postfix"));
+    s.validate("tenants[0].auth").unwrap();
+    // Both forms, or a missing file: the key named.
+    std::fs::write(
+        &file,
+        toml.replace("url_file", "url = \"mysql://x/y\", url_file"),
+    )
+    .unwrap();
+    let e = load_with_env(Some(&file), []).unwrap_err();
+    assert_eq!(e.key, "tenants[0].auth.url_file", "{e}");
+    std::fs::write(&file, toml.replace(&pw, "/nonexistent/pw")).unwrap();
+    let e = load_with_env(Some(&file), []).unwrap_err();
+    assert_eq!(e.key, "locks.master_password_file", "{e}");
+    assert!(e.message.contains("/nonexistent/pw"), "{e}");
+}
