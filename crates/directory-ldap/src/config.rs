@@ -34,6 +34,24 @@ pub struct LdapConfig {
     /// PEM file of the CAs that sign the server's certificate; `None`: the
     /// system's roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// Per-user fields read from the entry, each an attribute name.
+    pub attributes: UserAttributes,
+}
+
+/// Attributes of a user's entry that popgate reads besides the password,
+/// as Dovecot's `pass_attrs` maps them. Each is optional; an entry without
+/// the attribute has no such restriction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserAttributes {
+    /// Dovecot's `allow_nets`: the networks the user may log in from
+    /// (values joined; an entry that does not parse matches nothing).
+    pub allow_nets: Option<String>,
+    /// RFC 2449 LOGIN-DELAY in seconds.
+    pub login_delay: Option<String>,
+    /// When set, the user may log in only if this attribute holds `TRUE`,
+    /// `active`, `enabled`, `yes` or `1` (any case); a missing attribute
+    /// disables the user. The user still exists for delivery.
+    pub enabled: Option<String>,
 }
 
 impl LdapConfig {
@@ -50,6 +68,7 @@ impl LdapConfig {
             timeout: Duration::from_secs(5),
             starttls: false,
             tls_ca_file: None,
+            attributes: UserAttributes::default(),
         }
     }
 
@@ -100,6 +119,24 @@ impl LdapConfig {
         if self.timeout.is_zero() {
             return Err(("timeout", "must be more than 0".into()));
         }
+        let a = &self.attributes;
+        for (field, name) in [
+            ("allow_nets_attribute", &a.allow_nets),
+            ("login_delay_attribute", &a.login_delay),
+            ("enabled_attribute", &a.enabled),
+        ] {
+            let valid = |n: &str| {
+                !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            };
+            if name.as_deref().is_some_and(|n| !valid(n)) {
+                return Err((
+                    field,
+                    "must be an attribute name (letters, digits, '-')".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -123,6 +160,7 @@ impl fmt::Debug for LdapConfig {
             .field("timeout", &self.timeout)
             .field("starttls", &self.starttls)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("attributes", &self.attributes)
             .finish()
     }
 }

@@ -33,17 +33,15 @@ use tracing::warn;
 
 mod config;
 mod conn;
+mod entry;
 
-pub use config::{DEFAULT_USER_FILTER, LdapConfig};
+pub use config::{DEFAULT_USER_FILTER, LdapConfig, UserAttributes};
 use conn::{BindPool, Service};
 
 /// An argon2id hash with popgate's production parameters (m=19 MiB, t=2),
 /// checked for unknown logins until a real user's hash has been seen.
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$cG9wZ2F0ZS1kdW1teQ$JwYpVl5rRzkLq6uF6Ql7I1g2PqHhIL8Pl7W1MbIhCzM";
-
-/// Values of a multi-valued password attribute that are checked.
-const MAX_PASSWORD_VALUES: usize = 4;
 
 /// A tenant's users in an LDAP directory.
 pub struct LdapDirectory {
@@ -115,10 +113,11 @@ impl LdapDirectory {
         password: &[u8],
     ) -> Result<Option<UserInfo>, AuthError> {
         let attribute = self.config.password_attribute.as_str();
-        let entry = Self::single(self.find(login, &[attribute]).await?);
+        let wanted = entry::wanted(&self.config.attributes, attribute);
+        let entry = Self::single(self.find(login, &wanted).await?);
         let stored = entry
             .as_ref()
-            .map(|e| password_values(e, attribute))
+            .map(|e| entry::values(e, attribute))
             .unwrap_or_default();
         if let Some(e) = entry.as_ref().filter(|_| stored.is_empty()) {
             warn!(dn = %e.dn, attribute, "LDAP: the entry has no password attribute that the service bind can read; refused");
@@ -126,15 +125,16 @@ impl LdapDirectory {
         if let Some(first) = stored.first() {
             *self.dummy.lock().unwrap_or_else(PoisonError::into_inner) = first.as_str().into();
         }
-        let dn = entry.map(|e| e.dn);
+        let dn = entry.as_ref().map(|e| e.dn.clone()).unwrap_or_default();
         let dummy = self.dummy();
         let limits = *self.hashing.limits();
         let password = password.to_vec();
-        self.hashing
+        let matched = self
+            .hashing
             .run(move || {
                 if stored.is_empty() {
                     let _ = digest_schemes::verify_within(&dummy, &password, &limits);
-                    return None;
+                    return false;
                 }
                 let mut matched = false;
                 for value in &stored {
@@ -142,13 +142,16 @@ impl LdapDirectory {
                         Ok(true) => matched = true,
                         Ok(false) => {}
                         Err(error) => {
-                            warn!(dn = dn.as_deref().unwrap_or_default(), %error, "LDAP: cannot check password");
+                            warn!(dn, %error, "LDAP: cannot check password");
                         }
                     }
                 }
-                matched.then(UserInfo::default)
+                matched
             })
-            .await
+            .await?;
+        Ok(entry
+            .filter(|_| matched)
+            .and_then(|e| entry::admit(&e, &self.config.attributes, login.client)))
     }
 
     /// Asks the server to bind as the login's entry.
@@ -163,10 +166,13 @@ impl LdapDirectory {
             return Ok(None);
         };
         let connector = self.service.connector();
-        match Self::single(self.find(login, &["1.1"]).await?) {
-            Some(entry) => {
-                let ok = self.binds.bind(connector, &entry.dn, password).await?;
-                Ok(ok.then(UserInfo::default))
+        let wanted = entry::wanted(&self.config.attributes, "1.1");
+        match Self::single(self.find(login, &wanted).await?) {
+            Some(found) => {
+                let ok = self.binds.bind(connector, &found.dn, password).await?;
+                Ok(ok
+                    .then(|| entry::admit(&found, &self.config.attributes, login.client))
+                    .flatten())
             }
             None => {
                 // The round trip a real bind costs; the DN does not exist.
@@ -176,22 +182,6 @@ impl LdapDirectory {
             }
         }
     }
-}
-
-/// The text values of `attribute` in `entry` (names compare without case).
-fn password_values(entry: &SearchEntry, attribute: &str) -> Vec<String> {
-    let text = entry
-        .attrs
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(attribute))
-        .flat_map(|(_, v)| v.iter().cloned());
-    let binary = entry
-        .bin_attrs
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(attribute))
-        .flat_map(|(_, v)| v.iter())
-        .filter_map(|v| String::from_utf8(v.clone()).ok());
-    text.chain(binary).take(MAX_PASSWORD_VALUES).collect()
 }
 
 impl std::fmt::Debug for LdapDirectory {

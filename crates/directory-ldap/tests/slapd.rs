@@ -205,3 +205,35 @@ async fn a_refused_service_bind_is_an_auth_error_without_the_password() {
     let missing = directory(LdapConfig::new(slapd.url(), format!("ou=gone,{BASE}")));
     assert!(missing.ping().await.is_err());
 }
+
+#[tokio::test]
+async fn ldaps_and_starttls_with_a_private_ca() {
+    let slapd = Slapd::start_tls(&users());
+    let ldaps = format!("ldaps://127.0.0.1:{}", slapd.tls_port.unwrap());
+    let with_ca = |url: String, starttls: bool| LdapConfig {
+        starttls,
+        tls_ca_file: Some(slapd.ca_file()),
+        ..reader(url)
+    };
+    for config in [with_ca(ldaps.clone(), false), with_ca(slapd.url(), true)] {
+        for auth_bind in [false, true] {
+            let dir = directory(LdapConfig {
+                auth_bind,
+                ..config.clone()
+            });
+            assert!(
+                ok(&dir, "ssha", "ssha-pw").await,
+                "{} auth_bind {auth_bind}",
+                config.url
+            );
+            assert!(!ok(&dir, "ssha", "wrong").await);
+        }
+    }
+    // The system's roots do not know the test CA: no login, an AuthError.
+    let untrusted = directory(reader(ldaps));
+    let e = untrusted
+        .verify(Login::new("ssha", "example.org"), b"ssha-pw")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("connect"), "{e}");
+}

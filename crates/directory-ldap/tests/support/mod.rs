@@ -14,8 +14,19 @@ pub const PEOPLE: &str = "ou=people,dc=example,dc=org";
 pub const READER: &str = "cn=reader,dc=example,dc=org";
 pub const READER_PW: &str = "reader-secret";
 
+/// Attributes for the per-user fields popgate can read (the kit's disabled
+/// user, allow_nets and LOGIN-DELAY), on an auxiliary class.
+const SCHEMA: &str = "\
+attributetype ( 1.3.6.1.4.1.55555.1.1 NAME 'popgateAllowNets' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )
+attributetype ( 1.3.6.1.4.1.55555.1.2 NAME 'popgateLoginDelay' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.55555.1.3 NAME 'popgateEnabled' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.55555.2.1 NAME 'popgateUser' AUXILIARY MAY ( popgateAllowNets $ popgateLoginDelay $ popgateEnabled ) )
+";
+
 pub struct Slapd {
     pub port: u16,
+    /// The ldaps:// port, when started with [`Slapd::start_tls`].
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -23,14 +34,37 @@ pub struct Slapd {
 impl Slapd {
     /// Starts a server with the base entries and `ldif` loaded.
     pub fn start(ldif: &str) -> Slapd {
+        Slapd::start_with(ldif, false)
+    }
+
+    /// [`Slapd::start`] with TLS: StartTLS on the plain port and ldaps://
+    /// on [`Slapd::tls_port`], with a certificate for 127.0.0.1 signed by
+    /// the CA in [`Slapd::ca_file`].
+    #[allow(dead_code)]
+    pub fn start_tls(ldif: &str) -> Slapd {
+        Slapd::start_with(ldif, true)
+    }
+
+    #[allow(dead_code)]
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(ldif: &str, tls: bool) -> Slapd {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut slapd = Slapd {
             port,
+            tls_port: None,
             dir,
             child: None,
         };
+        if tls {
+            make_certs(slapd.dir.path());
+            slapd.tls_port = Some(free_port());
+        }
         std::fs::create_dir(slapd.dir.path().join("db")).unwrap();
+        std::fs::write(slapd.dir.path().join("popgate.schema"), SCHEMA).unwrap();
         std::fs::write(slapd.conf(), slapd.config_text()).unwrap();
         slapd.run();
         let base = format!(
@@ -53,11 +87,19 @@ impl Slapd {
 
     fn config_text(&self) -> String {
         let dir = self.dir.path().display();
-        format!(
+        let tls = match self.tls_port {
+            Some(_) => format!(
+                "TLSCACertificateFile {dir}/ca.pem\nTLSCertificateFile {dir}/server.pem\n\
+                 TLSCertificateKeyFile {dir}/server.key\n"
+            ),
+            None => String::new(),
+        };
+        tls + &format!(
             "include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
              include /etc/ldap/schema/nis.schema\n\
              include /etc/ldap/schema/inetorgperson.schema\n\
+             include {dir}/popgate.schema\n\
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
              moduleload argon2\n\
@@ -82,7 +124,10 @@ impl Slapd {
             .arg("-f")
             .arg(self.conf())
             .arg("-h")
-            .arg(format!("ldap://127.0.0.1:{}/", self.port))
+            .arg(match self.tls_port {
+                Some(tls) => format!("ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{tls}/", self.port),
+                None => format!("ldap://127.0.0.1:{}/", self.port),
+            })
             .args(["-d", "0"])
             .stdout(Stdio::null())
             .stderr(log)
@@ -143,6 +188,76 @@ impl Drop for Slapd {
     }
 }
 
+/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 it signs
+/// (`server.pem`, `server.key`), made with openssl in `dir`.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=popgate test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
 /// A port nothing listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -152,7 +267,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// An LDIF entry for a mail user below `ou=people`.
+/// An LDIF entry for a mail user below `ou=people`. (Not every test binary
+/// that includes this module uses it.)
+#[allow(dead_code)]
 pub fn user(uid: &str, mail: &str, password: &str) -> String {
     format!(
         "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\n\

@@ -53,12 +53,8 @@ impl HttpAuthSection {
         key: &str,
         tenant: &str,
     ) -> Result<directory_http::HttpDirectory, super::ConfigError> {
-        let bearer_token = super::secret::read(
-            key,
-            "bearer_token",
-            self.bearer_token.as_ref(),
-            self.bearer_token_file.as_ref(),
-        )?;
+        // The file was read at load (secrets.rs).
+        let bearer_token = self.bearer_token.clone();
         let config = directory_http::HttpConfig {
             url: self.url.clone(),
             timeout: self.timeout,
@@ -95,10 +91,5 @@ mod tests {
         assert!(e.starts_with("tenants[0].auth.url: "), "{e}");
         let e = build(r#"{"url": "http://a/", "token": "x"}"#).unwrap_err();
         assert!(e.contains("unknown field `token`"), "{e}");
-        let e = build(
-            r#"{"url": "http://a/", "bearer_token": "x", "bearer_token_file": "/etc/hostname"}"#,
-        )
-        .unwrap_err();
-        assert!(e.starts_with("tenants[0].auth.bearer_token_file: "), "{e}");
     }
 }

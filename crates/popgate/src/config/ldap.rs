@@ -35,6 +35,12 @@ pub struct LdapSection {
     pub starttls: bool,
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_nets_attribute: Option<String>,
+    #[serde(default)]
+    pub login_delay_attribute: Option<String>,
+    #[serde(default)]
+    pub enabled_attribute: Option<String>,
 }
 
 fn default_user_filter() -> String {
@@ -69,12 +75,8 @@ impl LdapSection {
         key: &str,
         hashing: popgate_auth::Hashing,
     ) -> Result<directory_ldap::LdapDirectory, super::ConfigError> {
-        let bind_password = super::secret::read(
-            key,
-            "bind_password",
-            self.bind_password.as_ref(),
-            self.bind_password_file.as_ref(),
-        )?;
+        // The file was read at load (secrets.rs).
+        let bind_password = self.bind_password.clone();
         let config = directory_ldap::LdapConfig {
             url: self.url.clone(),
             base_dn: self.base_dn.clone(),
@@ -86,6 +88,11 @@ impl LdapSection {
             timeout: self.timeout,
             starttls: self.starttls,
             tls_ca_file: self.tls_ca_file.clone(),
+            attributes: directory_ldap::UserAttributes {
+                allow_nets: self.allow_nets_attribute.clone(),
+                login_delay: self.login_delay_attribute.clone(),
+                enabled: self.enabled_attribute.clone(),
+            },
         };
         directory_ldap::LdapDirectory::new(config, hashing)
             .map_err(|(field, e)| super::ConfigError::new(format!("{key}.{field}"), e))
@@ -121,6 +128,9 @@ mod tests {
         assert!(e.starts_with("tenants[0].auth.bind_password: "), "{e}");
         let e = build(r#"{"url": "ldap://x", "base_dn": "dc=x", "bind_pw": "a"}"#).unwrap_err();
         assert!(e.contains("unknown field `bind_pw`"), "{e}");
+        let e = build(r#"{"url": "ldap://x", "base_dn": "dc=x", "enabled_attribute": "a b"}"#)
+            .unwrap_err();
+        assert!(e.starts_with("tenants[0].auth.enabled_attribute: "), "{e}");
         let e = build(r#"{"url": "ldap://x", "base_dn": "dc=x", "timeout": "soon"}"#).unwrap_err();
         assert!(e.contains("not a duration"), "{e}");
         let e = build(r#"{"url": "ldap://x", "base_dn": "dc=x", "tls_ca_file": "/nonexistent"}"#)

@@ -19,8 +19,6 @@ mod metrics;
 mod postgres;
 #[cfg(feature = "s3")]
 mod s3;
-#[cfg(any(feature = "ldap", feature = "http-auth"))]
-mod secret;
 mod secrets;
 mod server;
 #[cfg(any(feature = "mysql", feature = "postgres"))]

@@ -8,7 +8,8 @@
 //! The secrets: `locks.url`, `locks.master_password` (Sentinel),
 //! `metrics.bearer_token`, a PostgreSQL store's or directory's `url`, an SQL
 //! directory's `url` (read by `SqlSection::sql_config`), an S3 store's
-//! `access_key_id` and `secret_access_key`.
+//! `access_key_id` and `secret_access_key`, an LDAP directory's
+//! `bind_password` and an HTTP auth hook's `bearer_token`.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +48,16 @@ fn tenant(key: &str, t: &mut TenantSection) -> Result<(), ConfigError> {
         super::AuthSection::Postgres(pg) => pg.read_secret_files(&format!("{key}.auth"))?,
         #[cfg(any(feature = "mysql", feature = "postgres"))]
         super::AuthSection::Sql(sql) => sql.read_secret_files(&format!("{key}.auth"))?,
+        super::AuthSection::Ldap(l) => resolve(
+            &format!("{key}.auth.bind_password"),
+            &mut l.bind_password,
+            &mut l.bind_password_file,
+        )?,
+        super::AuthSection::Http(h) => resolve(
+            &format!("{key}.auth.bearer_token"),
+            &mut h.bearer_token,
+            &mut h.bearer_token_file,
+        )?,
         _ => {}
     }
     match &mut t.store {
