@@ -94,7 +94,8 @@ async fn allow_nets_admits_only_its_networks() {
     assert_eq!(
         acme.verify(free, b"pw").await.unwrap(),
         Some(UserInfo {
-            login_delay: Some(30)
+            login_delay: Some(30),
+            mailbox: None,
         })
     );
     // Invalid lists are refused; clearing works.

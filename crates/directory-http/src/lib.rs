@@ -13,7 +13,8 @@
 //! ```
 //!
 //! is answered `200` with `{"allow": true}` (optionally `"login_delay":
-//! 300`, RFC 2449 seconds) or `{"allow": false}` (optionally `"reason":
+//! 300`, RFC 2449 seconds, and `"user": "owner@domain"`, the mailbox the
+//! login opens when it is not its own) or `{"allow": false}` (optionally `"reason":
 //! "..."`, logged at info). `client` is `null` when there is no address.
 //! Delivery asks `{"request": "lookup", "tenant", "user", "local",
 //! "domain"}` and wants `{"exists": true|false}`; the readiness probe sends
@@ -99,6 +100,9 @@ struct AuthAnswer {
     allow: bool,
     #[serde(default)]
     login_delay: Option<u32>,
+    /// The mailbox the login opens, if not its own ([`UserInfo::mailbox`]).
+    #[serde(default)]
+    user: Option<String>,
     #[serde(default)]
     reason: Option<String>,
 }
@@ -280,6 +284,7 @@ impl Directory for HttpDirectory {
         }
         let info = UserInfo {
             login_delay: answer.login_delay,
+            mailbox: answer.user,
         };
         self.cache.put(key, &info);
         Ok(Some(info))

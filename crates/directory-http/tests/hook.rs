@@ -124,7 +124,8 @@ async fn allow_and_deny() {
     assert_eq!(
         allowed,
         Some(UserInfo {
-            login_delay: Some(60)
+            login_delay: Some(60),
+            mailbox: None,
         })
     );
     assert_eq!(dir.verify(login(), b"wrong").await.unwrap(), None);
@@ -233,7 +234,8 @@ async fn an_allow_is_cached_a_deny_is_not() {
     assert_eq!(
         dir.verify(login(), b"secret").await.unwrap(),
         Some(UserInfo {
-            login_delay: Some(60)
+            login_delay: Some(60),
+            mailbox: None,
         }),
         "the cached answer keeps its overrides"
     );

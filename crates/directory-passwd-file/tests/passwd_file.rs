@@ -131,7 +131,8 @@ async fn parses_dovecot_file() {
             .await
             .unwrap(),
         ok(UserInfo {
-            login_delay: Some(300)
+            login_delay: Some(300),
+            mailbox: None,
         })
     );
     // Bare users match any domain of the tenant, and no domain at all.
@@ -362,7 +363,8 @@ async fn apop_needs_a_plain_entry() {
     assert_eq!(
         dir.verify_apop(alice, ts, digest).await.unwrap(),
         Some(UserInfo {
-            login_delay: Some(60)
+            login_delay: Some(60),
+            mailbox: None,
         })
     );
     assert!(

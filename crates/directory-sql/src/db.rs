@@ -20,6 +20,8 @@ pub(crate) struct Found {
     pub enabled: bool,
     pub allow_nets: Option<String>,
     pub login_delay: Option<u32>,
+    /// `user` (optional): the mailbox the login opens, if not its own.
+    pub user: Option<String>,
     /// Whether the row had a `password` column at all.
     pub has_password_column: bool,
 }
@@ -226,6 +228,7 @@ macro_rules! driver {
                     enabled: enabled && !nologin,
                     allow_nets: text(row, "allow_nets")?.filter(|n| !n.trim().is_empty()),
                     login_delay,
+                    user: text(row, "user")?.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()),
                 })
             }
         }

@@ -271,6 +271,7 @@ impl Directory for SqlDirectory {
                         admits(&tenant, &user, row.allow_nets.as_deref(), client).then_some(
                             UserInfo {
                                 login_delay: row.login_delay,
+                                mailbox: row.user.clone(),
                             },
                         )
                     }

@@ -15,8 +15,12 @@
 //! - `allow_nets` (optional): Dovecot's list ([`popgate_auth::nets`]).
 //! - `login_delay` (optional): seconds, RFC 2449 LOGIN-DELAY.
 //!
-//! Other columns (Dovecot's `user`, `userdb_*`...) are ignored: the mailbox
-//! is the login's. No row: an unknown user, checked against a dummy hash so
+//! - `user` (optional): Dovecot's `user` field, the mailbox the login opens
+//!   (`local@domain`, or a bare local part in the login's domain) when it is
+//!   not the login's own, as for an alias; it must be a mailbox of the same
+//!   tenant, or the login is refused.
+//!
+//! Other columns (`userdb_*`...) are ignored. No row: an unknown user, checked against a dummy hash so
 //! that it costs what a wrong password does (the dummy is of the cost class
 //! the query's rows have shown most, or a `default_scheme` hash before the
 //! first row). More than one row: the login is refused and an error logged,

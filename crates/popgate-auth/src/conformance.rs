@@ -257,7 +257,8 @@ async fn login_delay_is_returned(dir: &dyn Directory, delay: &KitUser) {
     assert_eq!(
         verify(dir, from, &delay.password).await,
         Some(UserInfo {
-            login_delay: Some(LOGIN_DELAY)
+            login_delay: Some(LOGIN_DELAY),
+            mailbox: None,
         }),
         "the per-user LOGIN-DELAY comes back with the login"
     );

@@ -32,6 +32,12 @@ pub use memory::{MemoryDirectory, MemoryUser};
 pub struct UserInfo {
     /// Per-user minimum seconds between logins (RFC 2449 LOGIN-DELAY).
     pub login_delay: Option<u32>,
+    /// The mailbox this login opens, when the directory says it is not the
+    /// login's own: `local@domain`, or a bare `local` in the login's domain
+    /// (Dovecot's `user` field, for an alias that logs in to another
+    /// mailbox). It must be a valid name of the login's tenant, or the login
+    /// is refused; it never reaches another tenant.
+    pub mailbox: Option<String>,
 }
 
 /// A directory failure that is not "wrong password": the backend is down or

@@ -29,6 +29,8 @@ pub struct MemoryUser {
     pub allow_nets: Option<AllowNets>,
     /// Per-user minimum seconds between logins.
     pub login_delay: Option<u32>,
+    /// The mailbox this login opens, if not its own ([`UserInfo::mailbox`]).
+    pub mailbox: Option<String>,
 }
 
 impl MemoryUser {
@@ -39,6 +41,16 @@ impl MemoryUser {
             enabled: true,
             allow_nets: None,
             login_delay: None,
+            mailbox: None,
+        }
+    }
+
+    /// A login that opens `mailbox` (an alias of another user).
+    #[must_use]
+    pub fn opening(self, mailbox: impl Into<String>) -> Self {
+        MemoryUser {
+            mailbox: Some(mailbox.into()),
+            ..self
         }
     }
 
@@ -87,6 +99,7 @@ impl MemoryUser {
         let admitted = self.allow_nets.as_ref().is_none_or(|n| n.admits(client));
         (matched && self.enabled && admitted).then_some(UserInfo {
             login_delay: self.login_delay,
+            mailbox: self.mailbox.clone(),
         })
     }
 }

@@ -183,6 +183,27 @@ impl Tenants {
     }
 }
 
+impl Tenant {
+    /// The mailbox a directory named for a login of this tenant (`local@domain`,
+    /// or a bare local part in the login's domain): `None` if it is no valid
+    /// name, or names a domain this tenant does not serve. Never another
+    /// tenant's mailbox.
+    pub fn mailbox_named(&self, owner: &str, login: &MailboxId) -> Option<MailboxId> {
+        let owner = owner.trim().to_ascii_lowercase();
+        let (local, domain) = match owner.split_once('@') {
+            Some((l, d)) => (l.to_owned(), d.to_owned()),
+            None => (owner.clone(), login.domain.clone()),
+        };
+        let domain_ok = if self.domains.is_empty() {
+            domain.is_empty()
+        } else {
+            self.domains.contains(&domain)
+        };
+        (valid_local_part(&local) && domain_ok)
+            .then(|| MailboxId::new(self.name.clone(), local, domain))
+    }
+}
+
 /// A local part safe to put into paths, object keys and lock keys: ASCII
 /// letters, digits and `. _ + = -`, not starting or ending with a dot and
 /// without `..`. Anything else (`/`, `%`, `\`, NUL, spaces, non-ASCII) is
@@ -259,6 +280,31 @@ mod tests {
             tenant("globex", &["globex.example"]),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn a_directory_named_mailbox_stays_in_the_tenant() {
+        let t = tenants();
+        let (acme, login) = t.resolve("sales@acme.example", None).unwrap();
+        assert_eq!(
+            acme.mailbox_named("Bob@ACME.test", &login),
+            Some(MailboxId::new("acme", "bob", "acme.test"))
+        );
+        assert_eq!(
+            acme.mailbox_named("bob", &login),
+            Some(MailboxId::new("acme", "bob", "acme.example")),
+            "a bare name is in the login's domain"
+        );
+        for hostile in [
+            "bob@globex.example",
+            "../globex/bob@acme.example",
+            "bob/../x",
+            "",
+            "a@b@acme.example",
+            "bob@",
+        ] {
+            assert_eq!(acme.mailbox_named(hostile, &login), None, "{hostile:?}");
+        }
     }
 
     #[test]

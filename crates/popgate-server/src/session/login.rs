@@ -342,6 +342,30 @@ impl Session {
                 ));
             }
         };
+        // The directory may name the mailbox this login opens (an alias);
+        // it must be one of this tenant's, or the login is refused.
+        let mailbox = match user.mailbox.as_deref() {
+            None => mailbox,
+            Some(owner) => match tenant.mailbox_named(owner, &mailbox) {
+                Some(m) => m,
+                None => {
+                    self.shared.limits.finish(attempt, Verdict::Unchecked).await;
+                    tracing::warn!(
+                        tenant = %tenant.name,
+                        login = %mailbox.login(),
+                        mailbox = %crate::logsafe::account(owner),
+                        "the directory named a mailbox that is not this tenant's; login refused"
+                    );
+                    return Err(self.refuse_login(
+                        &tenant.name,
+                        mechanism,
+                        LoginResult::PermError,
+                        Code::SysPerm,
+                        "This login's mailbox is misconfigured.",
+                    ));
+                }
+            },
+        };
         // Verified: the login timeout no longer cuts this login short.
         self.login_verified
             .store(true, std::sync::atomic::Ordering::Relaxed);
