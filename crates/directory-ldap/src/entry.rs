@@ -86,5 +86,8 @@ pub(crate) fn admit(
             }
         }
     });
-    Some(UserInfo { login_delay })
+    Some(UserInfo {
+        login_delay,
+        mailbox: None,
+    })
 }
