@@ -93,7 +93,7 @@ impl Reloader {
     }
 
     async fn reload(&mut self, reason: &'static str) {
-        match self.try_reload().await {
+        match self.try_reload(reason).await {
             Ok(config) => {
                 self.metrics.config_reloaded(true);
                 tracing::info!(
@@ -115,7 +115,7 @@ impl Reloader {
         }
     }
 
-    async fn try_reload(&mut self) -> Result<Config, ConfigError> {
+    async fn try_reload(&mut self, reason: &'static str) -> Result<Config, ConfigError> {
         let config = wiring::load_checked(self.file.as_deref(), false)?;
         let tenants = wiring::build_tenants(&config, &self.hashing)?;
         #[cfg(feature = "postgres")]
@@ -131,6 +131,7 @@ impl Reloader {
             (Some(settings), Some(tls)) => {
                 tls.reload_with(settings)
                     .map_err(|e| ConfigError::new("tls", e))?;
+                tracing::info!(reason, "TLS certificates reloaded");
                 Some(tls.clone())
             }
             (Some(settings), None) => {
