@@ -271,7 +271,12 @@ impl Directory for SqlDirectory {
                         admits(&tenant, &user, row.allow_nets.as_deref(), client).then_some(
                             UserInfo {
                                 login_delay: row.login_delay,
-                                mailbox: row.user.clone(),
+                                // `username AS user` (Postfix Admin's query)
+                                // names the login itself: no override.
+                                mailbox: row
+                                    .user
+                                    .clone()
+                                    .filter(|u| !u.eq_ignore_ascii_case(&user)),
                             },
                         )
                     }

@@ -58,6 +58,10 @@ impl MariaDb {
         } else {
             "--no-defaults"
         };
+        // Two mariadb-install-db at once (this file's tests run in
+        // parallel) fail now and then in the bootstrap SQL: one at a time.
+        static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
         run(
             Command::new("mariadb-install-db")
                 .arg("--no-defaults")
