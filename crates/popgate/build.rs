@@ -47,6 +47,15 @@ fn main() {
                 }
             }
         })
+        .or_else(|| {
+            // git failed in a checkout (a lock held by a running git, say):
+            // run again when HEAD moves, or "unknown" would stay for good.
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.git/HEAD");
+            if root.exists() {
+                println!("cargo:rerun-if-changed={}", root.display());
+            }
+            None
+        })
         .or_else(|| std::env::var("POPGATE_COMMIT").ok().and_then(|c| clean(&c)))
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=POPGATE_COMMIT={commit}");
