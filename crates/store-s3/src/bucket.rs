@@ -4,7 +4,7 @@
 
 use aws_sdk_s3::primitives::ByteStream;
 use popgate_store::StoreError;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::client::classify;
 use crate::{Inner, RESERVED_DIR};
@@ -97,32 +97,7 @@ impl Inner {
         key: &str,
         limit: i64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let resp = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return match classify(&format!("reading {key}"), e) {
-                    StoreError::Gone => Ok(None),
-                    other => Err(other),
-                };
-            }
-        };
-        if resp.content_length().unwrap_or(0) > limit {
-            warn!(key, "ignoring an oversized object");
-            return Ok(None);
-        }
-        let bytes = resp
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Temporary(format!("reading {key}: {e}")))?;
-        Ok(Some(bytes.to_vec()))
+        Ok(self.get_tagged(key, limit).await?.body)
     }
 
     pub(crate) async fn put_small(
