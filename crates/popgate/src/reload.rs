@@ -162,6 +162,7 @@ impl Reloader {
             observer: self.metrics.clone(),
             limits: self.limits.clone(),
             tls: tls.clone(),
+            sessions: self.handle.current().sessions.clone(),
         });
         if let Some(b) = &self.backends {
             b.retarget(&self.handle.current());
