@@ -292,12 +292,11 @@ pub(crate) fn session_config(config: &Config) -> SessionConfig {
 /// And the fleet's live sessions for the admin endpoints.
 type Coordination = (Arc<dyn MailboxLocks>, Arc<dyn Limits>, Arc<FleetAdmin>);
 
-fn build_coordination(
-    config: &Config,
-    sessions: &Arc<SessionRegistry>,
-) -> Result<Coordination, ConfigError> {
+/// The abuse limits of a configuration: `server`'s caps and bounds and
+/// `[limits]`. A reload hands them to [`Limits::reconfigure`].
+pub(crate) fn limits_config(config: &Config) -> LimitsConfig {
     let s = &config.server;
-    let limits = LimitsConfig {
+    LimitsConfig {
         max_connections: s.max_connections,
         max_connections_per_ip: s.max_connections_per_ip,
         penalty_base: s.auth_penalty,
@@ -308,7 +307,14 @@ fn build_coordination(
         ipv6_prefix: config.limits.ipv6_prefix,
         known_good_for: config.limits.known_good_for,
         ..LimitsConfig::default()
-    };
+    }
+}
+
+fn build_coordination(
+    config: &Config,
+    sessions: &Arc<SessionRegistry>,
+) -> Result<Coordination, ConfigError> {
+    let limits = limits_config(config);
     #[cfg(feature = "redis")]
     if let Some(redis) = config.locks.redis_config()? {
         let locks = RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?;
