@@ -115,3 +115,63 @@ def test_a_changed_file_is_reloaded_without_a_signal(popgate):
     log = srv.log()
     assert "takes effect only after a restart" in log and "listeners" in log, log[-2000:]
     assert login(srv, ZOE, "zoepw").startswith(b"+OK")
+
+
+def reload_with(srv, **server) -> None:
+    srv.server.update(server)
+    srv.write_config()
+    mark = srv.log().count("configuration reloaded")
+    srv.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while srv.log().count("configuration reloaded") == mark:
+        assert srv.proc.poll() is None and time.monotonic() < deadline, srv.log()[-2000:]
+        time.sleep(0.02)
+
+
+def admitted_when_room(srv, timeout: float = 10):
+    """A new connection, once the server has counted closed ones out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = srv.connect()
+        if c.greeting.startswith(b"+OK"):
+            return c
+        c.close()
+        assert time.monotonic() < deadline, c.greeting
+        time.sleep(0.05)
+
+
+def test_sighup_applies_new_connection_caps_and_login_bounds(popgate):
+    too_many = b"-ERR [SYS/TEMP] Too many connections, try again later."
+    srv = metrics_server(popgate, server={"max_connections_per_ip": 2})
+    held = [srv.connect(), srv.connect()]
+    assert all(c.greeting.startswith(b"+OK") for c in held)
+    with srv.connect() as c:
+        assert c.greeting == too_many
+    assert scrape(srv)["popgate_connections_per_ip_max"] == 2
+
+    # Raised: one more gets in at once.
+    reload_with(srv, max_connections_per_ip=3)
+    held.append(srv.connect())
+    assert held[-1].greeting.startswith(b"+OK")
+    with srv.connect() as c:
+        assert c.greeting == too_many
+    assert scrape(srv)["popgate_connections_per_ip_max"] == 3
+    assert "takes effect only after a restart" not in srv.log()
+
+    # Lowered, with a smaller pre-login budget: the open connections stay,
+    # new ones wait until enough have ended.
+    reload_with(srv, max_connections_per_ip=1, max_login_commands=2)
+    assert held[0].cmd("CAPA").startswith(b"+OK"), "an open connection is not cut"
+    held[0].multi()
+    with srv.connect() as c:
+        assert c.greeting == too_many
+    for c in held:
+        c.close()
+    with admitted_when_room(srv) as c:
+        assert c.cmd("CAPA").startswith(b"+OK")
+        c.multi()
+        assert c.cmd("CAPA").startswith(b"+OK")
+        c.multi()
+        assert c.cmd("CAPA") == b"-ERR Too many commands before login, closing."
+    assert scrape(srv)["popgate_connections_per_ip_max"] == 1
+    assert "takes effect only after a restart" not in srv.log()

@@ -145,3 +145,31 @@ def test_bad_secret_files_name_the_key_and_path_before_listening(popgate, tmp_pa
     r = srv.check_config()
     err = r.stderr.decode()
     assert r.returncode == 2 and "tenants[1].auth.url_file" in err and "empty" in err, err
+
+
+def test_sentinel_and_cluster_url_lists_from_files(popgate, tmp_path):
+    """The node lists may carry passwords: one URL a line of a file."""
+    nodes = secret(tmp_path, "cluster", "# the seed nodes\nredis://:pw@127.0.0.1:7000\n\nredis://:pw@127.0.0.1:7001")
+    sentinels = secret(tmp_path, "sentinels", "redis://:spw@127.0.0.1:26379")
+    good = [
+        f'\n[locks]\nbackend = "redis"\ncluster_file = "{nodes}"\n',
+        f'\n[locks]\nbackend = "redis"\nsentinels_file = "{sentinels}"\nmaster_name = "m"\n',
+    ]
+    for toml in good:
+        r = popgate(extra_toml=toml, start=False).check_config()
+        assert r.returncode == 0, r.stderr.decode()
+    bad_urls = secret(tmp_path, "bad", "http://127.0.0.1:7000")
+    comments = secret(tmp_path, "comments", "# none yet")
+    cases = {
+        f'\n[locks]\nbackend = "redis"\ncluster_file = "{bad_urls}"\n': ("locks.cluster", "http"),
+        f'\n[locks]\nbackend = "redis"\ncluster_file = "{comments}"\n': ("locks.cluster_file", "no URL"),
+        f'\n[locks]\nbackend = "redis"\ncluster = ["redis://h:1"]\ncluster_file = "{nodes}"\n':
+            ("locks.cluster_file", "locks.cluster is set too"),
+        '\n[locks]\nbackend = "redis"\nsentinels_file = "/nonexistent/sentinels"\nmaster_name = "m"\n':
+            ("locks.sentinels_file", "/nonexistent/sentinels"),
+    }
+    for toml, (key, detail) in cases.items():
+        r = popgate(extra_toml=toml, start=False).check_config()
+        err = r.stderr.decode()
+        assert r.returncode == 2 and key in err and detail in err, err
+        assert "pw@" not in err, "never a password from the file"

@@ -238,8 +238,12 @@ impl Drop for Lease {
 
 #[async_trait::async_trait]
 impl Limits for RedisLimits {
-    fn config(&self) -> &LimitsConfig {
-        Limits::config(&self.local)
+    fn config(&self) -> Arc<LimitsConfig> {
+        self.local.current()
+    }
+
+    fn reconfigure(&self, config: LimitsConfig) {
+        self.local.reconfigure(config)
     }
 
     async fn connect(&self, ip: IpAddr) -> Result<ConnectionPermit, Rejected> {
@@ -363,8 +367,8 @@ impl Limits for RedisLimits {
 }
 
 impl RedisLimits {
-    fn local_config(&self) -> &LimitsConfig {
-        Limits::config(&self.local)
+    fn local_config(&self) -> Arc<LimitsConfig> {
+        self.local.current()
     }
 }
 

@@ -14,7 +14,7 @@ mod servers;
 
 use std::time::{Duration, Instant};
 
-use backend_redis::{RedisLimits, RedisLocks, RedisLocksConfig};
+use backend_redis::{RedisFleet, RedisLimits, RedisLocks, RedisLocksConfig};
 use popgate_lock::limits::{Limits, LimitsConfig};
 use popgate_lock::{LockError, MailboxLocks};
 use servers::{Cluster, SentinelSet, have_redis};
@@ -248,4 +248,37 @@ async fn limits_work_on_a_cluster() {
     );
     drop(one);
     drop(two);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_listings_and_kicks_work_on_a_cluster() {
+    if !can_run() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let mut c = RedisLocksConfig::cluster(cluster.urls());
+    c.key_prefix = "fleet".into();
+    let ttl = Duration::from_secs(30);
+    let a = RedisFleet::new(&RedisLocks::new(&c).unwrap(), "aaaa0001", ttl);
+    let b = RedisFleet::new(&RedisLocks::new(&c).unwrap(), "bbbb0002", ttl);
+    a.publish(&[("aaaa0001-000001".into(), "bob".into())])
+        .await
+        .expect("the scripts' keys share the {fleet} slot");
+    b.publish(&[]).await.unwrap();
+    let mut seen = a.listings().await.unwrap();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("aaaa0001".to_string(), vec!["bob".to_string()]),
+            ("bbbb0002".to_string(), vec![]),
+        ]
+    );
+    b.request_kick("aaaa0001", &["aaaa0001-000001".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        a.take_kicks().await.unwrap(),
+        vec!["aaaa0001-000001".to_string()]
+    );
 }

@@ -1,7 +1,8 @@
-//! A minimal HTTP/1.1 responder for `/metrics`, `/healthz`, `/readyz` and
-//! `/backends`.
+//! A minimal HTTP/1.1 responder for `/metrics`, `/healthz`, `/readyz`,
+//! `/backends`, and the admin endpoints under `/admin/` (see [`crate::admin`]).
 //!
-//! One request per connection (`Connection: close`), GET only, the request
+//! One request per connection (`Connection: close`), GET only (POST for
+//! `/admin/kick`, whose request has no body), the request
 //! head capped at [`MAX_REQUEST_HEAD`] and read under a timeout. Anything
 //! else gets 400, 404, 405 or 431.
 //!
@@ -20,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::admin::{self, Admin};
 use crate::{BackendMonitor, CONTENT_TYPE, Metrics, Readiness};
 
 /// The largest request head (request line and headers) accepted.
@@ -40,6 +42,7 @@ pub struct Exporter {
     metrics: Arc<Metrics>,
     readiness: Arc<dyn Readiness>,
     backends: Option<Arc<BackendMonitor>>,
+    admin: Option<Arc<dyn Admin>>,
     bearer_token: Option<String>,
 }
 
@@ -83,7 +86,7 @@ pub(crate) struct Response {
 }
 
 impl Response {
-    fn text(status: u16, body: impl Into<String>) -> Self {
+    pub(crate) fn text(status: u16, body: impl Into<String>) -> Self {
         Response {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -92,7 +95,7 @@ impl Response {
         }
     }
 
-    fn header(mut self, name: &'static str, value: &'static str) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: &'static str) -> Self {
         self.headers.push((name, value));
         self
     }
@@ -102,6 +105,7 @@ impl Response {
             200 => "OK",
             400 => "Bad Request",
             401 => "Unauthorized",
+            403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
@@ -134,8 +138,16 @@ impl Exporter {
             metrics,
             readiness,
             backends: None,
+            admin: None,
             bearer_token: None,
         }
+    }
+
+    /// Serves `/admin/sessions` and `/admin/kick` from `admin`; they want
+    /// the bearer token, and are refused (403) when none is set.
+    pub fn admin(mut self, admin: Arc<dyn Admin>) -> Self {
+        self.admin = Some(admin);
+        self
     }
 
     /// Serves the monitor's `/backends` page (behind the bearer token, as
@@ -224,7 +236,10 @@ impl Exporter {
         if !version.starts_with("HTTP/1.") || !target.starts_with('/') {
             return Response::text(400, "bad request\n");
         }
-        let path = target.split('?').next().unwrap_or(target);
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        if path.starts_with("/admin/") {
+            return self.respond_admin(method, path, query, lines).await;
+        }
         if !matches!(path, "/metrics" | "/healthz" | "/readyz" | "/backends") {
             return Response::text(404, "not found\n");
         }
@@ -267,6 +282,29 @@ impl Exporter {
                 Err(_) => Response::text(503, "not ready: timeout\n"),
             },
         }
+    }
+
+    async fn respond_admin<'a>(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: impl Iterator<Item = &'a str>,
+    ) -> Response {
+        let Some(admin) = &self.admin else {
+            return Response::text(404, "not found\n");
+        };
+        if self.bearer_token.is_none() {
+            return Response::text(
+                403,
+                "the admin endpoints are off: they need metrics.bearer_token\n",
+            );
+        }
+        if !self.authorized(headers) {
+            return Response::text(401, "unauthorized\n")
+                .header("WWW-Authenticate", "Bearer realm=\"popgate\"");
+        }
+        admin::respond(admin.as_ref(), method, path, query).await
     }
 
     /// Whether the headers carry the bearer token, when one is required.

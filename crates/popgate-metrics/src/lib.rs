@@ -6,6 +6,7 @@
 //! request per connection, bounded request head, timeouts): Prometheus and
 //! Kubernetes probes need nothing more, and it keeps the dependency tree lean.
 
+pub mod admin;
 mod backends;
 mod http;
 mod metrics;
@@ -13,6 +14,7 @@ mod metrics;
 mod process;
 mod readiness;
 
+pub use admin::{Admin, FleetSession, Listing};
 pub use backends::{BackendMonitor, BackendStatus};
 pub use http::{Exporter, MAX_REQUEST_HEAD};
 pub use metrics::{Metrics, NO_TENANT};

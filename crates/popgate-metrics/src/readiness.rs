@@ -193,6 +193,7 @@ mod tests {
             observer: Arc::new(popgate_server::observer::NoObserver),
             limits: Arc::new(popgate_lock::limits::MemoryLimits::new(Default::default())),
             tls: None,
+            sessions: Default::default(),
         };
         let metrics = crate::Metrics::new("test", ["acme"]);
         let monitor = crate::BackendMonitor::of(&shared)

@@ -2,6 +2,7 @@
 //! responses, and the send timeout.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -31,6 +32,8 @@ pub struct Conn {
     pub io: Box<dyn Io>,
     pub out: Vec<u8>,
     pub bytes_sent: u64,
+    /// `bytes_sent` again, readable while the session runs (`popgate who`).
+    live_sent: Arc<AtomicU64>,
     send_timeout: Duration,
     /// Turns true when the shutdown grace is over: a write waiting on a
     /// client that does not read gives up then, not at the send timeout.
@@ -50,12 +53,18 @@ impl Conn {
             io,
             out: Vec::with_capacity(4096),
             bytes_sent: 0,
+            live_sent: Arc::default(),
             send_timeout,
             shutdown: None,
             observer: None,
             tenant: None,
             held: 0,
         }
+    }
+
+    /// The bytes sent so far, as a counter others may read while it grows.
+    pub fn sent_counter(&self) -> Arc<AtomicU64> {
+        self.live_sent.clone()
     }
 
     /// Reports the bytes of every completed write to `observer`.
@@ -131,6 +140,7 @@ impl Conn {
             Ok(Ok(())) => {
                 let written = self.out.len() as u64;
                 self.bytes_sent += written;
+                self.live_sent.store(self.bytes_sent, Ordering::Relaxed);
                 self.report(written);
                 self.out.clear();
                 // Do not keep a large buffer around after a big RETR.

@@ -14,11 +14,13 @@ pub mod logsafe;
 pub mod observer;
 pub mod proxy;
 mod session;
+pub mod sessions;
 pub mod tenant;
 pub mod tls;
 
 pub use listener::{Listener, Server, SharedHandle};
 pub use observer::{SessionId, SessionObserver, SessionSummary};
+pub use sessions::{SessionFilter, SessionInfo, SessionRegistry};
 pub use tenant::{Tenant, Tenants};
 
 use limits::Limits;
@@ -95,4 +97,7 @@ pub struct Shared {
     pub limits: Arc<dyn Limits>,
     /// Certificates for `starttls` and `implicit` listeners.
     pub tls: Option<Arc<TlsProvider>>,
+    /// The live sessions of the process: one registry for its whole life,
+    /// kept by every reload.
+    pub sessions: Arc<SessionRegistry>,
 }

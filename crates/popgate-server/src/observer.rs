@@ -36,6 +36,22 @@ impl fmt::Display for SessionId {
     }
 }
 
+impl std::str::FromStr for SessionId {
+    type Err = ();
+
+    /// Reads back what `Display` writes.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (prefix, seq) = s.split_once('-').ok_or(())?;
+        if prefix.len() != 8 || seq.is_empty() || !seq.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(());
+        }
+        Ok(SessionId {
+            process: u32::from_str_radix(prefix, 16).map_err(drop)?,
+            seq: seq.parse().map_err(drop)?,
+        })
+    }
+}
+
 /// This process's random prefix of session ids. Should the system's random
 /// source fail, the pid and the clock stand in: unique enough for logs.
 pub fn process_prefix() -> u32 {
@@ -66,6 +82,8 @@ pub enum Outcome {
     Abuse,
     /// The mailbox lock was lost mid-session.
     LockLost,
+    /// An administrator ended the session (`popgate kick`).
+    Kicked,
     /// The server shut down.
     Shutdown,
     /// An I/O error on the connection.
@@ -74,13 +92,14 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, for metrics that want each series present from the start.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Quit,
         Outcome::UpdateFailed,
         Outcome::Dropped,
         Outcome::Timeout,
         Outcome::Abuse,
         Outcome::LockLost,
+        Outcome::Kicked,
         Outcome::Shutdown,
         Outcome::Error,
     ];
@@ -93,6 +112,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Abuse => "abuse",
             Outcome::LockLost => "lock_lost",
+            Outcome::Kicked => "kicked",
             Outcome::Shutdown => "shutdown",
             Outcome::Error => "error",
         }
@@ -243,5 +263,17 @@ mod tests {
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         );
         assert!(seq.len() >= 6 && seq.bytes().all(|c| c.is_ascii_digit()));
+        assert_eq!(text.parse::<SessionId>(), Ok(a));
+        assert_eq!("000000ab-1234567".parse::<SessionId>(), Ok(small));
+        for bad in [
+            "",
+            "8f3a1c2e",
+            "8f3a1c2e-",
+            "8f3a1c2-000001",
+            "8f3a1c2e-+1",
+            "zz3a1c2e-000001",
+        ] {
+            assert!(bad.parse::<SessionId>().is_err(), "{bad}");
+        }
     }
 }

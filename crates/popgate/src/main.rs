@@ -1,6 +1,8 @@
 //! popgate: a multi-tenant POP3 gateway. This binary reads the
 //! configuration, wires the concrete backends behind the seams, and serves.
 
+mod admin;
+mod admin_cli;
 mod config;
 #[cfg(feature = "postgres")]
 mod pg;
@@ -83,6 +85,37 @@ enum Cmd {
         #[arg(long, short, default_value = "ARGON2ID")]
         scheme: String,
     },
+    /// List the live sessions of the whole fleet (of one replica with in-memory locks):
+    /// replica, host, tenant, login, client, since when, bytes sent. Asks a replica's
+    /// metrics port (`metrics.address`), with `metrics.bearer_token`. Exits 0, 1 when the
+    /// replica cannot be reached, 3 when it refuses the token, 4 when some replicas could
+    /// not be listed.
+    Who {
+        #[command(flatten)]
+        target: admin_cli::Target,
+        /// Only the sessions of this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only the sessions of this login (user@domain).
+        #[arg(long)]
+        user: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the live sessions of a login or a tenant on whichever replica holds them: the
+    /// client gets `-ERR [SYS/TEMP]`, nothing is deleted, the mailbox lock is freed.
+    /// Exit statuses as for `who`.
+    Kick {
+        #[command(flatten)]
+        target: admin_cli::Target,
+        /// The tenant whose sessions end (with --user: that login's in this tenant).
+        #[arg(long, required_unless_present = "user")]
+        tenant: Option<String>,
+        /// The login whose sessions end (user@domain).
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Print a shell completion script: `popgate completions bash > /etc/bash_completion.d/popgate`.
     Completions {
         #[arg(value_enum)]
@@ -140,6 +173,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Who {
+            target,
+            tenant,
+            user,
+            json,
+        } => admin_cli::who(&target, tenant, user, json),
+        Cmd::Kick {
+            target,
+            tenant,
+            user,
+        } => admin_cli::kick(&target, tenant, user),
         Cmd::Healthcheck { url } => match healthcheck(&url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -240,45 +284,15 @@ fn pw(scheme: &str) -> ExitCode {
     }
 }
 
-/// GETs `http://host:port/path` with a 3 s budget; Ok on a 200.
+/// GETs `http://host:port/path`; Ok on a 200.
 fn healthcheck(url: &str) -> Result<(), String> {
-    use std::io::{Read, Write};
-    use std::net::{TcpStream, ToSocketAddrs};
-    use std::time::Duration;
     let rest = url
         .strip_prefix("http://")
         .ok_or("only http:// URLs are supported")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(|e| format!("{authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{authority}: no address"))?;
-    let timeout = Duration::from_secs(3);
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).map_err(|e| e.to_string())?;
-    let status_line = String::from_utf8_lossy(&head[..n]);
-    let status = status_line.split_whitespace().nth(1).unwrap_or("");
-    if status == "200" {
-        Ok(())
-    } else {
-        Err(format!(
-            "{url} answered {:?}",
-            status_line.lines().next().unwrap_or("")
-        ))
+    let path = rest.find('/').map_or("/", |i| &rest[i..]);
+    match admin_cli::request(url, "GET", path, None)? {
+        (200, _) => Ok(()),
+        (status, body) => Err(format!("{url} answered {status}: {}", body.trim())),
     }
 }
 
@@ -311,7 +325,7 @@ mod tests {
         }
         let mut found = Vec::new();
         walk(&Cli::command(), &mut found);
-        let mut names = vec!["serve", "check-config", "deliver"];
+        let mut names = vec!["serve", "check-config", "deliver", "who", "kick"];
         // `migrate` and `user ...` exist with PostgreSQL only.
         if cfg!(feature = "postgres") {
             names.extend(["migrate", "add", "list", "delete"]);

@@ -9,10 +9,14 @@
 //!   {result="error"}`; the running configuration stays.
 //! - New connections get the new configuration; a session keeps the one it
 //!   started with (tenant, directory, store) until it ends.
+//! - The abuse limits (`[limits]`, the connection caps, the login penalty,
+//!   `login_timeout`, `max_login_commands`) apply at once to new
+//!   connections and login attempts ([`Limits::reconfigure`]); what is
+//!   counted stays (a lowered cap turns new connections away until enough
+//!   open ones have ended, it ends none). `popgate_connections_max` follows.
 //! - What a running process cannot change (listener addresses and their
-//!   settings, `[metrics]`, `[locks]`, `[limits]`, the connection caps and
-//!   the password-hashing pool) is logged as needing a restart; the rest of
-//!   the reload goes ahead.
+//!   settings, `[metrics]`, `[locks]` and the password-hashing pool) is
+//!   logged as needing a restart; the rest of the reload goes ahead.
 //! - SIGHUP never ends the process, with or without TLS.
 
 use std::path::PathBuf;
@@ -148,6 +152,14 @@ impl Reloader {
                 "changed in the configuration, but takes effect only after a restart"
             );
         }
+        // Nothing fails from here on: the whole reload applies.
+        let limits = wiring::limits_config(&config);
+        if limits.max_connections > self.limits.config().max_connections {
+            crate::rlimit::raise_for(limits.max_connections);
+        }
+        self.metrics
+            .set_connection_caps(limits.max_connections, limits.max_connections_per_ip);
+        self.limits.reconfigure(limits);
         self.metrics
             .add_tenants(config.tenants.iter().map(|t| t.name.clone()));
         for t in &config.tenants {
@@ -162,6 +174,7 @@ impl Reloader {
             observer: self.metrics.clone(),
             limits: self.limits.clone(),
             tls: tls.clone(),
+            sessions: self.handle.current().sessions.clone(),
         });
         if let Some(b) = &self.backends {
             b.retarget(&self.handle.current());
@@ -182,23 +195,6 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("listeners", same(&old.listeners, &new.listeners)),
         ("metrics", same(&old.metrics, &new.metrics)),
         ("locks", same(&old.locks, &new.locks)),
-        ("limits", same(&old.limits, &new.limits)),
-        (
-            "server.max_connections",
-            o.max_connections == n.max_connections,
-        ),
-        (
-            "server.max_connections_per_ip",
-            o.max_connections_per_ip == n.max_connections_per_ip,
-        ),
-        (
-            "server.auth_penalty",
-            o.auth_penalty == n.auth_penalty && o.auth_penalty_max == n.auth_penalty_max,
-        ),
-        (
-            "server.login_timeout",
-            o.login_timeout == n.login_timeout && o.max_login_commands == n.max_login_commands,
-        ),
         (
             "server.password_hashing",
             same(&o.password_hashing, &n.password_hashing),

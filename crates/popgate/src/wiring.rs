@@ -14,13 +14,15 @@ use popgate_lock::{MailboxLocks, MemoryLocks};
 use popgate_metrics::{BackendMonitor, Exporter, Metrics, ServeState, ServerReadiness};
 use popgate_server::tls::TlsProvider;
 use popgate_server::{
-    Listener, ListenerConfig, Server, SessionConfig, Shared, Tenant, Tenants, TlsMode,
+    Listener, ListenerConfig, Server, SessionConfig, SessionRegistry, Shared, Tenant, Tenants,
+    TlsMode,
 };
 use popgate_store::MailStore;
 #[cfg(feature = "maildir")]
 use store_maildir::{MaildirConfig, MaildirStore};
 use tracing_subscriber::EnvFilter;
 
+use crate::admin::FleetAdmin;
 use crate::config::{
     self, AuthSection, Config, ConfigError, ExpireSetting, LogFormat, StoreSection, TlsSetting,
 };
@@ -287,11 +289,14 @@ pub(crate) fn session_config(config: &Config) -> SessionConfig {
 /// answer [SYS/TEMP] and /readyz fails until it is back).
 /// Mailbox locks and abuse limits: in this process, or fleet-wide in Redis.
 /// The fleet coordination a server needs: mailbox locks and abuse limits.
-type Coordination = (Arc<dyn MailboxLocks>, Arc<dyn Limits>);
+/// And the fleet's live sessions for the admin endpoints.
+type Coordination = (Arc<dyn MailboxLocks>, Arc<dyn Limits>, Arc<FleetAdmin>);
 
-fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
+/// The abuse limits of a configuration: `server`'s caps and bounds and
+/// `[limits]`. A reload hands them to [`Limits::reconfigure`].
+pub(crate) fn limits_config(config: &Config) -> LimitsConfig {
     let s = &config.server;
-    let limits = LimitsConfig {
+    LimitsConfig {
         max_connections: s.max_connections,
         max_connections_per_ip: s.max_connections_per_ip,
         penalty_base: s.auth_penalty,
@@ -302,18 +307,27 @@ fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
         ipv6_prefix: config.limits.ipv6_prefix,
         known_good_for: config.limits.known_good_for,
         ..LimitsConfig::default()
-    };
+    }
+}
+
+fn build_coordination(
+    config: &Config,
+    sessions: &Arc<SessionRegistry>,
+) -> Result<Coordination, ConfigError> {
+    let limits = limits_config(config);
     #[cfg(feature = "redis")]
     if let Some(redis) = config.locks.redis_config()? {
         let locks = RedisLocks::new(&redis).map_err(|e| ConfigError::new("locks", e))?;
         let limits = RedisLimits::new(&locks, limits);
-        return Ok((Arc::new(locks), limits));
+        let admin = FleetAdmin::redis(sessions.clone(), &locks, redis.ttl);
+        return Ok((Arc::new(locks), limits, Arc::new(admin)));
     }
     // Without the feature, `backend = "redis"` was refused by validation.
     config.locks.validate()?;
     Ok((
         Arc::new(MemoryLocks::new()),
         Arc::new(MemoryLimits::new(limits)),
+        Arc::new(FleetAdmin::local(sessions.clone())),
     ))
 }
 
@@ -407,7 +421,8 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
             },
         });
     }
-    let (locks, limits) = build_coordination(&config)?;
+    let sessions = SessionRegistry::new();
+    let (locks, limits, admin) = build_coordination(&config, &sessions)?;
     let server = Server::new(Shared {
         config: session_config(&config),
         tenants,
@@ -415,6 +430,7 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
         observer: metrics.clone(),
         limits: limits.clone(),
         tls: tls.clone(),
+        sessions,
     });
     let mut monitor = None;
     if let (Some(tcp), Some(m)) = (metrics_tcp, &config.metrics) {
@@ -430,6 +446,7 @@ pub async fn serve(file: Option<PathBuf>) -> Result<(), Error> {
         tokio::spawn(
             Exporter::new(metrics.clone(), readiness)
                 .backends(backends)
+                .admin(admin)
                 .bearer_token(m.bearer_token.clone())
                 .serve(tcp),
         );

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ::redis::aio::ConnectionManagerConfig;
 use ::redis::{ErrorKind, RedisError, RedisResult};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use popgate_lock::LockError;
@@ -25,6 +26,10 @@ pub(super) struct Connection {
     /// first connection); the others wait for its result.
     connecting: tokio::sync::Mutex<()>,
     op_timeout: Duration,
+    /// Bumped when a call succeeds after calls failed at the connection
+    /// level: Redis is back, perhaps restarted empty, and every held lock
+    /// is checked again at once.
+    reconnected: watch::Sender<u64>,
 }
 
 /// The current connection (`None`: to be made by the next call) and how it
@@ -59,6 +64,7 @@ impl Connection {
             }),
             connecting: tokio::sync::Mutex::new(()),
             op_timeout,
+            reconnected: watch::Sender::new(0),
         })
     }
 
@@ -83,9 +89,26 @@ impl Connection {
     }
 
     fn note_ok(&self) {
-        let mut m = self.managed();
-        m.last_ok = Instant::now();
-        m.failing_since = None;
+        let was_failing = {
+            let mut m = self.managed();
+            m.last_ok = Instant::now();
+            m.failing_since.take().is_some()
+        };
+        if was_failing {
+            tracing::info!("redis lock connection re-established; checking every held lock");
+            self.reconnected.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Makes every held lock re-verify now (Redis may have lost its keys).
+    pub(super) fn recheck(&self) {
+        self.reconnected.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever the connection works again after failing, or
+    /// [`Connection::recheck`] is called.
+    pub(super) fn reconnects(&self) -> watch::Receiver<u64> {
+        self.reconnected.subscribe()
     }
 
     /// A call failed at the connection level. The connection reconnects by

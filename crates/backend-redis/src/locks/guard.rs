@@ -87,13 +87,31 @@ impl GuardShared {
     }
 }
 
+impl Drop for GuardShared {
+    fn drop(&mut self) {
+        self.locks
+            .held
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The renewal task: runs until the lock is lost or the guard stops it.
 async fn keep(shared: Arc<GuardShared>) {
     let locks = shared.locks.clone();
     let mut next = Instant::now() + locks.renew_every;
+    let mut reconnects = locks.conn.reconnects();
     loop {
         let deadline = shared.deadline();
-        tokio::time::sleep_until(next.min(deadline)).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next.min(deadline)) => {}
+            // Redis is back after an outage and may have lost every key:
+            // check now rather than at the next renewal, so a second
+            // holder that got the mailbox from the emptied Redis overlaps
+            // this one for a round trip, not for up to ttl/3.
+            Ok(()) = reconnects.changed() => {
+                tracing::debug!(mailbox = %shared.mailbox, fence = shared.fence, "redis is back: re-verifying the lock");
+            }
+        }
         if Instant::now() >= shared.deadline() {
             shared.mark_lost("no successful renewal within the ttl margin");
             return;
@@ -139,6 +157,10 @@ impl RedisGuard {
             lost_tx,
             last_ok: Mutex::new(sent),
         });
+        shared
+            .locks
+            .held
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let keeper = tokio::spawn(keep(shared.clone()));
         RedisGuard {
             shared,

@@ -59,6 +59,12 @@
 //! Every Redis call is bounded by `min(ttl/5, 2s)`; the client reconnects by
 //! itself (redis's `ConnectionManager`, rebuilt by us if it stays broken;
 //! behind Sentinel, looked up again through the sentinels).
+//! While any lock is held a heartbeat refreshes a marker key of this
+//! process (`{prefix}:{instance}:alive`) every [`HEARTBEAT`]; the first
+//! call that succeeds after failed ones, and a marker found missing, make
+//! every held lock re-verify at once: a Redis that restarted empty has handed out no lock
+//! for more than a heartbeat and a round trip before its old holders
+//! notice theirs are gone (instead of up to `ttl/3`, the next renewal).
 //! Redis unreachable at login is [`LockError::Unavailable`]: never a session
 //! without a lock.
 //!
@@ -69,8 +75,11 @@
 //!   failover.
 //! - Redis 5 or later (scripts that call `TIME` and then write need
 //!   effects replication, the default since 5.0), or Valkey.
-//! - A failover that loses the last writes can hand the mailbox to a second
-//!   holder before the first one's renewal notices (at most `ttl/3` later).
+//! - A failover or restart that loses the last writes can hand the mailbox
+//!   to a second holder before the first one notices (within a heartbeat
+//!   and a reconnect when its connection broke; at the next renewal, at
+//!   most `ttl/3` later, when it did not, as after a Sentinel failover
+//!   whose old master stays reachable).
 //!   The fence still grows (the clock floor), so a store that checks fences
 //!   refuses the older holder's commit once the newer one has committed.
 //!   Redis's key expiry follows its wall clock: a forward clock step larger
@@ -85,8 +94,8 @@ mod guard;
 mod scripts;
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ::redis::RedisResult;
@@ -100,13 +109,18 @@ use connection::Connection;
 pub(crate) use endpoint::Conn;
 pub use endpoint::{Endpoint, SentinelEndpoint};
 use guard::RedisGuard;
-use scripts::ACQUIRE;
+use scripts::{ACQUIRE, HEARTBEAT_MARK};
 
 /// How long a mailbox's fence key lives after its last acquisition.
 pub const FENCE_IDLE_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The shortest ttl accepted: renewals and timeouts are fractions of it.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// While locks are held, the connection is exercised this often, so a
+/// Redis that restarted (and may have lost every lock) is noticed within
+/// it and every held lock is re-verified at once.
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// Pause between attempts while waiting for a mailbox in use, and before
 /// retrying a call that failed at the connection level.
@@ -130,6 +144,8 @@ struct Inner {
     prefix: String,
     instance: String,
     seq: AtomicU64,
+    /// Guards alive (their renewal task or release still running).
+    held: AtomicUsize,
 }
 
 impl RedisLocks {
@@ -145,7 +161,7 @@ impl RedisLocks {
         getrandom::fill(&mut id).map_err(|e| format!("no randomness for the instance id: {e}"))?;
         let instance: String = id.iter().map(|b| format!("{b:02x}")).collect();
         tracing::info!(redis = %config.endpoint.describe(), instance = %instance, ttl_ms = config.ttl.as_millis() as u64, "redis mailbox locks");
-        Ok(RedisLocks {
+        let locks = RedisLocks {
             inner: Arc::new(Inner {
                 conn,
                 ttl: config.ttl,
@@ -156,8 +172,11 @@ impl RedisLocks {
                 prefix: config.key_prefix.clone(),
                 instance,
                 seq: AtomicU64::new(0),
+                held: AtomicUsize::new(0),
             }),
-        })
+        };
+        tokio::spawn(heartbeat(Arc::downgrade(&locks.inner)));
+        Ok(locks)
     }
 
     /// Runs one Redis call with the locks' timeouts, retries and reconnects
@@ -234,6 +253,51 @@ impl RedisLocks {
             fence_n,
             sent,
         ))))
+    }
+}
+
+/// While any lock is held, a heartbeat every [`HEARTBEAT`] that refreshes
+/// a marker key of this process: a connection that broke (Redis
+/// restarted) is found out and remade within it, and the reconnect makes
+/// every guard re-verify its lock (see `guard::keep`); a marker found
+/// missing (Redis lost its data without this connection breaking, as a
+/// failover to a replica that missed the last writes) does the same.
+async fn heartbeat(inner: Weak<Inner>) {
+    let mut marked = false;
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.held.load(Ordering::Relaxed) == 0 {
+            marked = false;
+            continue;
+        }
+        let key = format!("{}:{{{}}}:alive", inner.prefix, inner.instance);
+        let expiry = inner.ttl.as_millis() as u64;
+        // A failure is the guards' business (their renewals report it).
+        let found: Result<i64, _> = inner
+            .conn
+            .run("heartbeat", |mut conn| {
+                let key = key.clone();
+                async move {
+                    HEARTBEAT_MARK
+                        .key(key)
+                        .arg(expiry)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
+            .await;
+        if let Ok(found) = found {
+            if found == 0 && marked {
+                tracing::info!(
+                    "redis lost this process's heartbeat marker; checking every held lock"
+                );
+                inner.conn.recheck();
+            }
+            marked = true;
+        }
     }
 }
 

@@ -59,3 +59,18 @@ return 0
 ",
     )
 });
+
+/// The heartbeat's marker: 1 if it was there (refreshed), 0 if Redis lost
+/// it (restarted empty, failed over without it, flushed) or it expired,
+/// and then sets it again. KEYS: marker. ARGV: expiry ms.
+pub(super) static HEARTBEAT_MARK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 1 then
+  return 1
+end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return 0
+",
+    )
+});

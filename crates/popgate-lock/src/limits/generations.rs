@@ -39,6 +39,13 @@ impl<K: Copy + Eq + Hash> Generations<K> {
         }
     }
 
+    /// New bounds: the entry bound applies from the next rotation, the
+    /// lifetime at once.
+    pub(super) fn retune(&mut self, bound: usize, life: Duration) {
+        self.per_generation = (bound / 2).max(1);
+        self.life = life;
+    }
+
     pub(super) fn len(&self) -> usize {
         self.current.len() + self.older.len()
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::time::Instant;
 
@@ -15,7 +15,7 @@ use super::{
 
 /// Limits counted in this process only.
 pub struct MemoryLimits {
-    config: LimitsConfig,
+    config: RwLock<Arc<LimitsConfig>>,
     conns: Mutex<Conns>,
     records: Mutex<Records>,
 }
@@ -73,10 +73,30 @@ impl MemoryLimits {
             known_good: Generations::new(config.max_known_good, config.known_good_for),
         };
         Arc::new(MemoryLimits {
-            config,
+            config: RwLock::new(Arc::new(config)),
             conns: Mutex::default(),
             records: Mutex::new(records),
         })
+    }
+
+    /// The configuration in force now.
+    pub fn current(&self) -> Arc<LimitsConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the configuration; see [`Limits::reconfigure`].
+    pub fn reconfigure(&self, config: LimitsConfig) {
+        {
+            let mut r = self.records();
+            r.failures
+                .retune(config.max_failure_records, config.penalty_window);
+            r.known_good
+                .retune(config.max_known_good, config.known_good_for);
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
     /// Counts a connection in against the process-wide cap, and against the
@@ -86,13 +106,14 @@ impl MemoryLimits {
         ip: IpAddr,
         per_net: bool,
     ) -> Result<ConnectionPermit, Rejected> {
-        let net = self.config.net(ip);
+        let config = self.current();
+        let net = config.net(ip);
         let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if c.total >= self.config.max_connections {
+        if c.total >= config.max_connections {
             return Err(Rejected::Global);
         }
         let n = c.per_net.get(&net).copied().unwrap_or(0);
-        if per_net && n >= self.config.max_connections_per_ip {
+        if per_net && n >= config.max_connections_per_ip {
             return Err(Rejected::PerIp);
         }
         c.per_net.insert(net, n + 1);
@@ -124,7 +145,8 @@ impl MemoryLimits {
 
     /// Counts an attempt in, in this process.
     pub fn local_attempt(&self, ip: IpAddr, account: Option<&str>) -> Attempt {
-        let net = self.config.net(ip);
+        let config = self.current();
+        let net = config.net(ip);
         let account = account.map(AccountId::of);
         let now = Instant::now();
         let mut r = self.records();
@@ -140,7 +162,7 @@ impl MemoryLimits {
         }
         drop(r);
         Attempt {
-            penalty: self.config.attempt_penalty(prior),
+            penalty: config.attempt_penalty(prior),
             net,
             account,
             remote: false,
@@ -173,8 +195,12 @@ impl MemoryLimits {
 
 #[async_trait::async_trait]
 impl Limits for Arc<MemoryLimits> {
-    fn config(&self) -> &LimitsConfig {
-        &self.config
+    fn config(&self) -> Arc<LimitsConfig> {
+        self.current()
+    }
+
+    fn reconfigure(&self, config: LimitsConfig) {
+        MemoryLimits::reconfigure(self, config)
     }
 
     async fn connect(&self, ip: IpAddr) -> Result<ConnectionPermit, Rejected> {

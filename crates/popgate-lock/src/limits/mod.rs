@@ -70,6 +70,7 @@ mod memory;
 
 use std::any::Any;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use ids::{AccountId, ClientNet, PairId, canonical_ip};
@@ -225,7 +226,15 @@ impl Rejected {
 /// The limits a front end consults.
 #[async_trait::async_trait]
 pub trait Limits: Send + Sync {
-    fn config(&self) -> &LimitsConfig;
+    /// The configuration in force now.
+    fn config(&self) -> Arc<LimitsConfig>;
+
+    /// Replaces the configuration (a reload): connections and login
+    /// attempts counted from now on use it; what is counted stays (the
+    /// open connections, the failures and known-good marks, which lapse
+    /// by the new lifetimes; records of a client prefix whose length
+    /// changed are no longer found, and expire).
+    fn reconfigure(&self, config: LimitsConfig);
 
     /// Counts a connection from `ip` in, unless a cap is reached.
     async fn connect(&self, ip: IpAddr) -> Result<ConnectionPermit, Rejected>;

@@ -147,3 +147,45 @@ async fn records_expire_after_the_window() {
     }
     assert_eq!(peek(&l, "192.0.2.1", Some("bob@a")).await, S(8));
 }
+
+#[tokio::test(start_paused = true)]
+async fn reconfigure_applies_to_what_comes_next_and_keeps_what_is_counted() {
+    let l = limits(10, 1);
+    let held = l.connect(ip("192.0.2.1")).await.unwrap();
+    assert!(matches!(
+        l.connect(ip("192.0.2.1")).await,
+        Err(Rejected::PerIp)
+    ));
+    assert_eq!(fail(&l, "192.0.2.9", Some("bob@x")).await, Duration::ZERO);
+    assert_eq!(peek(&l, "192.0.2.9", Some("bob@x")).await, S(2));
+
+    l.reconfigure(LimitsConfig {
+        max_connections: 10,
+        max_connections_per_ip: 2,
+        penalty_base: S(5),
+        penalty_max: S(60),
+        ..Default::default()
+    });
+    assert_eq!(l.config().max_connections_per_ip, 2);
+    // The open connection is still counted: one more, not two.
+    let second = l.connect(ip("192.0.2.1")).await.unwrap();
+    assert!(matches!(
+        l.connect(ip("192.0.2.1")).await,
+        Err(Rejected::PerIp)
+    ));
+    // The failure is kept and priced by the new penalty.
+    assert_eq!(peek(&l, "192.0.2.9", Some("bob@x")).await, S(5));
+
+    // Lowered below what is open: nothing is cut, nothing new gets in.
+    l.reconfigure(LimitsConfig {
+        max_connections: 1,
+        ..Default::default()
+    });
+    assert!(matches!(
+        l.connect(ip("198.51.100.1")).await,
+        Err(Rejected::Global)
+    ));
+    drop((held, second));
+    assert_eq!(l.open_connections(), 0);
+    assert!(l.connect(ip("198.51.100.1")).await.is_ok());
+}

@@ -230,3 +230,113 @@ async fn backends_page_needs_the_token_and_a_monitor() {
     let r = get(&e, "GET /backends HTTP/1.1\r\nAuthorization: Bearer s3cret").await;
     assert_eq!(r.status, 404, "no monitor configured");
 }
+
+/// Lists one session; records the filters it was asked to kick.
+#[derive(Default)]
+struct FakeAdmin(Mutex<Vec<popgate_server::SessionFilter>>);
+
+#[async_trait]
+impl Admin for FakeAdmin {
+    async fn sessions(&self, filter: &popgate_server::SessionFilter) -> crate::Listing {
+        let bob = crate::FleetSession {
+            replica: "0000abcd".into(),
+            host: "pod-1".into(),
+            id: "0000abcd-000001".into(),
+            tenant: "acme".into(),
+            user: "bob@acme.example".into(),
+            client: "192.0.2.1:4000".into(),
+            since: 1,
+            bytes_sent: 2,
+        };
+        crate::Listing {
+            sessions: [bob]
+                .into_iter()
+                .filter(|s| filter.matches(&s.tenant, &s.user))
+                .collect(),
+            replicas: vec!["0000abcd".into()],
+            errors: vec![],
+        }
+    }
+    async fn kick(&self, filter: &popgate_server::SessionFilter) -> crate::Listing {
+        self.0.lock().unwrap().push(filter.clone());
+        self.sessions(filter).await
+    }
+}
+
+#[tokio::test]
+async fn admin_endpoints_always_want_the_token() {
+    let admin = Arc::new(FakeAdmin::default());
+    // No admin wired: not there.
+    let (e, _) = exporter(Some("s3cret"));
+    assert_eq!(get(&e, "GET /admin/sessions HTTP/1.1").await.status, 404);
+    // No token configured: refused, and the answer says what is missing.
+    let (e, _) = exporter(None);
+    let e = e.admin(admin.clone());
+    let r = get(&e, "GET /admin/sessions HTTP/1.1").await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("metrics.bearer_token"), "{}", r.body);
+    let r = get(&e, "POST /admin/kick?user=bob%40acme.example HTTP/1.1").await;
+    assert_eq!(r.status, 403);
+    assert!(admin.0.lock().unwrap().is_empty(), "nothing kicked");
+
+    let (e, _) = exporter(Some("s3cret"));
+    let e = e.admin(admin.clone());
+    let auth = "\r\nAuthorization: Bearer s3cret";
+    assert_eq!(get(&e, "GET /admin/sessions HTTP/1.1").await.status, 401);
+    let r = get(
+        &e,
+        "GET /admin/sessions HTTP/1.1\r\nAuthorization: Bearer nope",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = get(
+        &e,
+        &format!("GET /admin/sessions?tenant=acme HTTP/1.1{auth}"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type, "application/json");
+    let listing: crate::Listing = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(listing.sessions.len(), 1);
+    assert_eq!(listing.sessions[0].user, "bob@acme.example");
+    let r = get(
+        &e,
+        &format!("GET /admin/sessions?tenant=globex HTTP/1.1{auth}"),
+    )
+    .await;
+    let listing: crate::Listing = serde_json::from_str(&r.body).unwrap();
+    assert!(listing.sessions.is_empty());
+    // Methods, a kick without a filter, unknown parameters and paths.
+    let r = get(&e, &format!("POST /admin/sessions HTTP/1.1{auth}")).await;
+    assert_eq!((r.status, r.headers.clone()), (405, vec![("Allow", "GET")]));
+    let r = get(&e, &format!("GET /admin/kick?user=bob HTTP/1.1{auth}")).await;
+    assert_eq!(
+        (r.status, r.headers.clone()),
+        (405, vec![("Allow", "POST")])
+    );
+    assert_eq!(
+        get(&e, &format!("POST /admin/kick HTTP/1.1{auth}"))
+            .await
+            .status,
+        400
+    );
+    let r = get(&e, &format!("GET /admin/sessions?who=x HTTP/1.1{auth}")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        get(&e, &format!("GET /admin/x HTTP/1.1{auth}"))
+            .await
+            .status,
+        404
+    );
+    assert!(admin.0.lock().unwrap().is_empty(), "nothing kicked yet");
+    let r = get(
+        &e,
+        &format!("POST /admin/kick?user=bob%40acme.example HTTP/1.1{auth}"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let asked = admin.0.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].user.as_deref(), Some("bob@acme.example"));
+    assert_eq!(asked[0].tenant, None);
+}

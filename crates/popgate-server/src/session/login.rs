@@ -492,6 +492,13 @@ impl Session {
         let mb = Mailbox::new(tenant, tenant_session, mailbox, lock, maildrop, login_delay);
         let (count, octets) = mb.stat();
         self.logged_in = true;
+        self.registration = Some(self.shared.sessions.register(
+            self.id,
+            &mb.tenant.name,
+            self.user.as_deref().unwrap_or_default(),
+            self.client,
+            self.conn.sent_counter(),
+        ));
         // Tenant, user and client are the span's.
         tracing::info!(
             mechanism,

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use crate::conn::{Conn, ConnError, Io};
 use crate::limits::ConnectionPermit;
 use crate::observer::{Outcome, SessionId, SessionObserver, SessionSummary};
+use crate::sessions::Registration;
 use crate::{ListenerConfig, Shared, TlsMode};
 
 use login::Sasl;
@@ -122,6 +123,8 @@ pub(crate) struct Session {
     user: Option<String>,
     /// Whether a login completed (the session reached TRANSACTION).
     logged_in: bool,
+    /// The session's entry in the live-session registry, from login on.
+    registration: Option<Registration>,
     /// Turns true when the server's shutdown grace is over.
     shutdown: watch::Receiver<bool>,
     /// Counts this connection against the caps until the session ends.
@@ -178,6 +181,7 @@ impl Session {
             tenant: None,
             user: None,
             logged_in: false,
+            registration: None,
             shutdown,
             _permit: permit,
         }
@@ -219,6 +223,7 @@ impl Session {
         if let Some(mb) = self.take_mailbox() {
             mb.release().await;
         }
+        self.registration = None;
         self.conn.report_held();
         let summary = SessionSummary {
             id: self.id,
@@ -299,6 +304,7 @@ impl Session {
                 timeout = login_left;
             }
             let lost = lock_lost(&mut self.state);
+            let kicked = kicked(&mut self.registration);
             let read = tokio::time::timeout(timeout, self.conn.read(&mut buf));
             let shutdown_rx = &mut self.shutdown;
             let shutdown = async move {
@@ -324,6 +330,7 @@ impl Session {
                     self.conn.close().await;
                     return Outcome::LockLost;
                 }
+                () = kicked => return self.end_kicked().await,
                 () = shutdown => {
                     response::err(&mut self.conn.out, Some(Code::SysTemp), "Server shutting down; no messages were deleted.");
                     self.conn.close().await;
@@ -355,6 +362,23 @@ impl Session {
             flow = self.handle_line(line) => Some(flow),
             () = expired => None,
         }
+    }
+
+    /// Ends a session an administrator kicked: as a lost lock ends one
+    /// (nothing deleted), but the lock is freed before the client hears of
+    /// it, so its next login finds the mailbox free.
+    async fn end_kicked(&mut self) -> Outcome {
+        if let Some(mb) = self.take_mailbox() {
+            mb.release().await;
+        }
+        tracing::info!("session kicked by an administrator");
+        response::err(
+            &mut self.conn.out,
+            Some(Code::SysTemp),
+            "Session ended by the administrator; no messages were deleted.",
+        );
+        self.conn.close().await;
+        Outcome::Kicked
     }
 
     /// Ends a session whose login took longer than the login timeout.
@@ -535,6 +559,14 @@ async fn lock_lost(state: &mut State) {
             }
         }
         _ => std::future::pending().await,
+    }
+}
+
+/// Resolves when an administrator kicks the session; never before login.
+async fn kicked(registration: &mut Option<Registration>) {
+    match registration {
+        Some(r) => r.kicked().await,
+        None => std::future::pending().await,
     }
 }
 

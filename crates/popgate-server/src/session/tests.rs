@@ -79,6 +79,8 @@ const CLIENT: &str = "192.0.2.1:40000";
 struct Client {
     io: DuplexStream,
     buf: Vec<u8>,
+    /// The live-session registry the session registers in.
+    sessions: Arc<crate::SessionRegistry>,
     _session: JoinHandle<()>,
 }
 
@@ -112,6 +114,7 @@ impl Client {
         locks: Arc<dyn popgate_lock::MailboxLocks>,
     ) -> Client {
         let tenant = Tenant::new("acme", vec!["acme.example".into()], directory, store);
+        let sessions = crate::SessionRegistry::new();
         let shared = Arc::new(Shared {
             config: SessionConfig::default(),
             tenants: Tenants::new(vec![tenant]).unwrap(),
@@ -119,6 +122,7 @@ impl Client {
             observer: Arc::new(NoObserver),
             limits: Arc::new(limits.clone()),
             tls: None,
+            sessions: sessions.clone(),
         });
         let listener = Arc::new(ListenerConfig {
             tls: TlsMode::None,
@@ -148,6 +152,7 @@ impl Client {
         Client {
             io,
             buf: Vec::new(),
+            sessions,
             _session: session,
         }
     }
@@ -558,6 +563,52 @@ async fn a_lock_lost_mid_session_ends_it_and_deletes_nothing() {
         !expunged.load(std::sync::atomic::Ordering::SeqCst),
         "nothing may be expunged"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kicked_session_frees_its_lock_before_it_answers_and_deletes_nothing() {
+    let limits = MemoryLimits::new(LimitsConfig::default());
+    let expunged = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let locks = popgate_lock::MemoryLocks::new();
+    let mut c = Client::start_with(
+        &limits,
+        Arc::new(Faulty {
+            expunged: expunged.clone(),
+        }),
+        Arc::new(locks.clone()),
+        Duration::ZERO,
+    );
+    assert!(c.line().await.unwrap().starts_with("+OK"));
+    assert!(c.sessions.is_empty(), "not listed before login");
+    assert!(c.cmd("USER bob").await.starts_with("+OK"));
+    assert!(c.cmd("PASS secret").await.starts_with("+OK"));
+    assert!(c.cmd("DELE 1").await.starts_with("+OK"));
+    let listed = c.sessions.list(&crate::SessionFilter::default());
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tenant, "acme");
+    assert_eq!(listed[0].user, "bob@acme.example");
+    assert_eq!(listed[0].client, CLIENT.parse().unwrap());
+    assert!(listed[0].bytes_sent > 0, "the greeting and answers count");
+    assert_eq!(locks.held(), 1);
+    assert_eq!(c.sessions.kick(&[listed[0].id]).len(), 1);
+    assert_eq!(
+        c.line().await.as_deref(),
+        Some("-ERR [SYS/TEMP] Session ended by the administrator; no messages were deleted.")
+    );
+    assert_eq!(locks.held(), 0, "the lock is free when the client hears");
+    assert_eq!(c.line().await, None, "the session ends");
+    assert!(
+        !expunged.load(std::sync::atomic::Ordering::SeqCst),
+        "nothing may be expunged"
+    );
+    // Gone from the registry once the session task has finished.
+    for _ in 0..100 {
+        if c.sessions.is_empty() {
+            break;
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+    assert!(c.sessions.is_empty());
 }
 
 /// Records the mailboxes it opens.

@@ -37,6 +37,10 @@ pub struct LocksSection {
     /// sentinels and the master).
     #[serde(default)]
     pub sentinels: Vec<String>,
+    /// `sentinels` read from this file, one URL a line (they may carry
+    /// passwords): one of the two.
+    #[serde(default)]
+    pub sentinels_file: Option<PathBuf>,
     /// Redis Sentinel: the name the sentinels monitor the master by.
     #[serde(default)]
     pub master_name: Option<String>,
@@ -56,6 +60,9 @@ pub struct LocksSection {
     /// `rediss://` URLs, password in each); the others are discovered.
     #[serde(default)]
     pub cluster: Vec<String>,
+    /// `cluster` read from this file, one URL a line: one of the two.
+    #[serde(default)]
+    pub cluster_file: Option<PathBuf>,
 }
 
 impl Default for LocksSection {
@@ -69,12 +76,14 @@ impl Default for LocksSection {
             wait: Duration::ZERO,
             tls_ca_file: None,
             sentinels: Vec::new(),
+            sentinels_file: None,
             master_name: None,
             master_username: None,
             master_password: None,
             master_password_file: None,
             master_db: 0,
             cluster: Vec::new(),
+            cluster_file: None,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! trimmed; exactly one of `foo` and `foo_file` may be set. Errors name the
 //! key and the path, never the content.
 //!
-//! The secrets: `locks.url`, `locks.master_password` (Sentinel),
+//! The secrets: `locks.url`, `locks.master_password` (Sentinel), the URL
+//! lists `locks.sentinels` and `locks.cluster` (one URL a line of the file;
+//! blank lines and `#` comments skipped),
 //! `metrics.bearer_token`, a PostgreSQL store's or directory's `url`, an SQL
 //! directory's `url` (read by `SqlSection::sql_config`), an S3 store's
 //! `access_key_id` and `secret_access_key`, an LDAP directory's
@@ -24,6 +26,12 @@ pub(super) fn read_all(config: &mut Config) -> Result<(), ConfigError> {
         &mut locks.master_password,
         &mut locks.master_password_file,
     )?;
+    resolve_list(
+        "locks.sentinels",
+        &mut locks.sentinels,
+        &mut locks.sentinels_file,
+    )?;
+    resolve_list("locks.cluster", &mut locks.cluster, &mut locks.cluster_file)?;
     if let Some(m) = &mut config.metrics {
         resolve(
             "metrics.bearer_token",
@@ -88,6 +96,39 @@ pub(super) fn resolve(
         ));
     }
     *value = Some(read(&file_key, &path)?);
+    Ok(())
+}
+
+/// `key` (a list of URLs) or `key_file`, one URL a line; blank lines and
+/// lines starting with `#` are skipped.
+pub(super) fn resolve_list(
+    key: &str,
+    value: &mut Vec<String>,
+    file: &mut Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    let Some(path) = file.take() else {
+        return Ok(());
+    };
+    let file_key = format!("{key}_file");
+    if !value.is_empty() {
+        return Err(ConfigError::new(
+            file_key,
+            format!("{key} is set too: give one of them"),
+        ));
+    }
+    let text = read(&file_key, &path)?;
+    *value = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if value.is_empty() {
+        return Err(ConfigError::new(
+            file_key,
+            format!("{}: no URL in the file", path.display()),
+        ));
+    }
     Ok(())
 }
 
@@ -164,5 +205,43 @@ mod tests {
         let (mut value, mut file) = (None, None);
         resolve("locks.url", &mut value, &mut file).unwrap();
         assert_eq!(value, None);
+    }
+
+    #[test]
+    fn url_lists_come_one_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sentinels");
+        std::fs::write(
+            &path,
+            "# the sentinels
+redis://:pw@10.0.0.1:26379
+
+  redis://:pw@10.0.0.2:26379  
+",
+        )
+        .unwrap();
+        let (mut value, mut file) = (Vec::new(), Some(path.clone()));
+        resolve_list("locks.sentinels", &mut value, &mut file).unwrap();
+        assert_eq!(
+            value,
+            ["redis://:pw@10.0.0.1:26379", "redis://:pw@10.0.0.2:26379"]
+        );
+        assert_eq!(file, None);
+        let (mut value, mut file) = (vec!["redis://x:1".to_string()], Some(path));
+        let e = resolve_list("locks.cluster", &mut value, &mut file).unwrap_err();
+        assert_eq!(e.key, "locks.cluster_file");
+        assert!(e.message.contains("locks.cluster is set too"), "{e}");
+        let comments = dir.path().join("comments");
+        std::fs::write(
+            &comments,
+            "# nothing
+
+",
+        )
+        .unwrap();
+        let (mut value, mut file) = (Vec::new(), Some(comments));
+        let e = resolve_list("locks.cluster", &mut value, &mut file).unwrap_err();
+        assert!(e.message.contains("no URL"), "{e}");
+        assert!(!e.message.contains("nothing"), "never the content: {e}");
     }
 }
