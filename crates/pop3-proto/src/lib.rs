@@ -12,6 +12,8 @@ pub mod capa;
 pub mod command;
 pub mod crlf;
 pub mod encode;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod line;
 pub mod response;
 pub mod sasl;

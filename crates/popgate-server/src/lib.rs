@@ -8,6 +8,8 @@ use std::time::Duration;
 use popgate_lock::MailboxLocks;
 
 mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub use popgate_lock::limits;
 mod listener;
 pub mod logsafe;

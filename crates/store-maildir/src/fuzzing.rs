@@ -17,7 +17,11 @@ pub fn uidlist(data: &[u8]) {
     let _ = list.add("fuzz.M1P1.host");
 }
 
-/// Parses a `popgate-fence`.
-pub fn fence(data: &[u8]) -> Option<u64> {
-    crate::fence::parse_fence(data)
+/// Parses a `popgate-fence`: a token or none, and a token reads back from
+/// what popgate would write for it.
+pub fn fence(data: &[u8]) {
+    if let Some(token) = crate::fence::parse_fence(data) {
+        let written = format!("{token}\n");
+        assert_eq!(crate::fence::parse_fence(written.as_bytes()), Some(token));
+    }
 }

@@ -1,10 +1,6 @@
 //! Whatever bytes a customer writes into `dovecot-uidlist`: the parser
 //! never panics, and what it accepts is written back and read again to
-//! the same list (`cargo +nightly fuzz run uidlist` in crates/store-maildir).
+//! the same list (`scripts/fuzz uidlist`).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    store_maildir::fuzzing::uidlist(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| store_maildir::fuzzing::uidlist(data));
