@@ -57,6 +57,7 @@ impl Harness {
             observer: Arc::new(NoObserver),
             limits: Arc::new(limits),
             tls: None,
+            sessions: popgate_server::SessionRegistry::new(),
         };
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
