@@ -116,7 +116,7 @@ class Client(threading.Thread):
         sent = time.monotonic()
         r = c.cmd(command)
         if r.startswith(b"+OK"):
-            s.last_ok_sent = sent
+            s.last_ok_sent, s.last_ok_read = sent, time.monotonic()
             return r
         self.ledger.count("commands_refused")
         return None
@@ -142,7 +142,7 @@ class Client(threading.Thread):
             if rng.random() < 0.05:
                 c.send(f"RETR {n}\r\n")
                 c.sock.recv(rng.randint(1, 4096))  # the status line and a bit of the body, then gone
-                led.fault("client-vanish-mid-retr")
+                led.fault("client-vanish-mid-retr", logged=False)
                 return
             if self.ok(c, s, f"RETR {n}") is None:
                 continue
@@ -151,9 +151,16 @@ class Client(threading.Thread):
                 s.listed.add(mid)
                 retrieved[n] = mid
                 self.learn(s.mailbox, numbers[n], mid)
+        # Some clients take their time (a phone on a slow link): their
+        # sessions are still open when a fault comes.
+        slow = rng.random() < 0.2
+        if slow:
+            self.stop.wait(rng.uniform(0.2, 3.0))
         for n, mid in retrieved.items():
-            if rng.random() < 0.6 and self.ok(c, s, f"DELE {n}") is not None:
+            if rng.random() < 0.5 and self.ok(c, s, f"DELE {n}") is not None:
                 s.deleted.add(mid)
+        if slow:
+            self.stop.wait(rng.uniform(0.2, 3.0))
         end = rng.random()
         if end < 0.1:
             led.count("dropped_mid_session")
@@ -167,6 +174,7 @@ class Client(threading.Thread):
             return
         if r.startswith(b"+OK"):
             s.quit, s.quit_ok, s.last_ok_sent = "ok", time.monotonic(), sent
+            s.last_ok_read = s.quit_ok
         else:
             s.quit = "err"
             led.count("quit_refused")

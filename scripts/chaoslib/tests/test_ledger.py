@@ -75,10 +75,10 @@ def test_overlapping_holders_are_counted_and_sequential_ones_are_not():
     led.session(session(A, 1, 1.1, last=2.0, quit="ok", quit_ok=2.05))
     led.session(session(A, 2.1, 2.2, last=3.0))  # after the first's last +OK
     led.session(session(B, 1, 1.1, last=5.0))
-    assert led.two_holders() == (0, 0.0)
+    assert led.two_holders() == (0, 0.0, 0)
     led.session(session(B, 4.0, 4.5, last=4.6))  # got the mailbox while the first still answered
-    pairs, longest = led.two_holders()
-    assert pairs == 1 and abs(longest - 0.5) < 1e-9
+    pairs, longest, possible = led.two_holders()
+    assert pairs == 1 and abs(longest - 0.5) < 1e-9 and possible == 0
     assert failed(led.audit({})) == ["two_holders"]
 
 
@@ -91,3 +91,14 @@ def test_bodies_are_checked_against_the_delivery_and_the_mailbox():
     assert led.check_body(A, "a1", wire_body(data) + b"x\r\n", wire_body) is None
     assert led.check_body(A, None, b"junk\r\n", wire_body) is None
     assert (led.counts["wrong_mailbox"], led.counts["corrupted"], led.counts["messages_checked"]) == (1, 2, 4)
+
+
+def test_an_answer_that_only_arrived_late_is_a_possible_overlap_not_a_certain_one():
+    led = ledger_with()
+    first = session(A, 1, 1.1, last=2.0)
+    first.last_ok_read = 4.0  # sent before the second's PASS, read after (a stopped replica resumed)
+    led.session(first)
+    led.session(session(A, 3.0, 3.1, last=3.5))
+    assert led.two_holders() == (0, 0.0, 1)
+    figures = led.audit({})
+    assert figures["two_holders_possible"] == 1 and failed(figures) == []
