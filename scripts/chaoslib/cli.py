@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from .faults import KINDS, Faults
+from .faults import Faults, kinds
 from .ledger import Ledger, failed
 from .services import Stack
 from .workload import Client, Deliveries, audit_contents
@@ -32,6 +32,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds of every fault kind (default: 2, +1 per 2 minutes)")
     p.add_argument("--clients", type=int, default=10, help="client threads (default 10)")
     p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--sentinel", action="store_true",
+                   help="locks on a Redis Sentinel set (master, replica, three sentinels); the Redis fault is a "
+                        "failover instead of a restart")
     p.add_argument("--ttl", default="2s", help="the Redis lock ttl (a stopped replica stays stopped past it)")
     p.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     p.add_argument("--sabotage", choices=("remove-file", "memory-locks"),
@@ -77,14 +80,14 @@ def report(figures: dict, seed: int) -> str:
     return "\n".join(lines)
 
 
-def coverage_gaps(figures: dict, rounds: int) -> list[str]:
+def coverage_gaps(figures: dict, rounds: int, sentinel: bool) -> list[str]:
     """What a run must have done to prove anything."""
     gaps = []
     if figures["committed_quits"] == 0 or figures["deleted_committed"] == 0:
         gaps.append("no QUIT committed a delete")
     if figures["messages_checked"] == 0:
         gaps.append("no message was checked")
-    for kind in (*KINDS, "client-vanish-mid-retr"):
+    for kind in (*kinds(sentinel), "client-vanish-mid-retr"):
         if rounds and not figures["faults"].get(kind):
             gaps.append(f"no {kind} fault happened")
     return gaps
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
     workdir = Path(tempfile.mkdtemp(prefix="popgate-chaos-"))
     os.chmod(workdir, 0o755)  # the postgres user reaches its data directory below
     stack = Stack(args.bin, workdir, replicas=args.replicas, ttl=args.ttl,
-                  memory_locks=args.sabotage == "memory-locks")
+                  memory_locks=args.sabotage == "memory-locks", sentinel=args.sentinel)
     ledger = Ledger()
     errors: list[str] = []
     try:
@@ -112,8 +115,8 @@ def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
         for t in (*threads, faults):
             t.start()
         time.sleep(args.seconds)
+        faults.join()  # a fault that came late still comes under load
         stop.set()
-        faults.join()
         for t in threads:
             t.join(60)
         if faults.error:
@@ -138,7 +141,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[str]]:
     figures["problems"] = ledger.problems
     if args.keep:
         figures["workdir"] = str(workdir)
-    return figures, errors + coverage_gaps(figures, args.rounds)
+    return figures, errors + coverage_gaps(figures, args.rounds, args.sentinel)
 
 
 def main(argv=None) -> None:

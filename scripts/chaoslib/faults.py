@@ -14,6 +14,11 @@ from .workload import remove_a_file
 KINDS = ("replica-kill", "replica-stop", "redis-restart", "pg-terminate", "pg-restart", "s3-restart")
 
 
+def kinds(sentinel: bool) -> tuple[str, ...]:
+    """The fault kinds as the ledger names them."""
+    return tuple("redis-failover" if sentinel and k == "redis-restart" else k for k in KINDS)
+
+
 class Faults(threading.Thread):
     def __init__(self, stack: Stack, ledger: Ledger, stop: threading.Event, seed: int, seconds: float,
                  rounds: int, pause: float, sabotage: str | None = None):
@@ -33,10 +38,13 @@ class Faults(threading.Thread):
         self.error: Exception | None = None
 
     def run(self) -> None:
+        """Fault i at about (i + 1) * gap into the run, or at once when the
+        ones before took longer; the run's load lasts until the plan is done."""
+        start = time.monotonic()
         try:
-            for kind in self.plan:
-                if self.stop.wait(self.gap * self.rng.uniform(0.5, 1.0)):
-                    return
+            for i, kind in enumerate(self.plan):
+                due = start + (i + self.rng.uniform(0.5, 1.0)) * self.gap
+                self.stop.wait(max(0.0, due - time.monotonic()))
                 getattr(self, kind.replace("-", "_"))()
         except Exception as e:  # noqa: BLE001  (reported by the run: a fault that cannot be injected fails it)
             self.error = e
@@ -56,10 +64,9 @@ class Faults(threading.Thread):
         rep.resume()
 
     def redis_restart(self) -> None:
-        self.stack.redis.stop()
-        self.ledger.fault("redis-restart")
-        time.sleep(1.0)
-        self.stack.redis.start()
+        """Redis restarted empty, or with Sentinel a failover."""
+        self.ledger.fault(self.stack.redis.fault)
+        self.stack.redis.inject(down=1.0)
 
     def pg_terminate(self) -> None:
         for _ in range(3):

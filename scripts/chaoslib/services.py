@@ -46,6 +46,8 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, w
 class Redis:
     """redis-server without persistence: a restart comes back empty."""
 
+    fault = "redis-restart"
+
     def __init__(self, workdir: Path):
         self.port = free_port()
         self.dir = workdir / "redis"
@@ -68,6 +70,49 @@ class Redis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+    def locks_toml(self) -> str:
+        return f'url = "{self.url}"\n'
+
+    def inject(self, down: float) -> None:
+        """The fault: killed, and back empty after `down` s."""
+        self.stop()
+        time.sleep(down)
+        self.start()
+
+
+class Sentinels:
+    """A master, a replica and three sentinels (tests/test_redis_failover.py's
+    set). The fault kills the master; once the sentinels have promoted the
+    replica, the old master comes back as the new one's replica."""
+
+    fault = "redis-failover"
+
+    def __init__(self, workdir: Path):
+        from test_redis_failover import MASTER, SentinelSet  # tests/: imports pytest, needed only here
+
+        self.master_name = MASTER
+        self.set = SentinelSet(workdir / "sentinels")
+        self.set.root.mkdir()
+
+    def start(self) -> None:
+        self.set.start()
+
+    def stop(self) -> None:
+        self.set.stop()
+
+    def locks_toml(self) -> str:
+        urls = ", ".join(f'"redis://{HOST}:{p}"' for p in self.set.sentinel_ports)
+        return f'sentinels = [{urls}]\nmaster_name = "{self.master_name}"\n'
+
+    def inject(self, down: float) -> None:
+        old = self.set.current_master()
+        name = "master" if old == self.set.master_port else "replica"
+        self.set.kill(name)
+        self.set.wait("a failover", lambda: self.set.current_master() != old, timeout=30)
+        new = self.set.current_master()
+        self.set._spawn(name, ["redis-server", "--bind", HOST, "--save", "", "--appendonly", "no", "--port", str(old),
+                               "--dir", str(self.set.root / name), "--replicaof", HOST, str(new)], old)
 
 
 def pg_bin(name: str) -> str:
@@ -203,12 +248,12 @@ class Stack:
     """Everything of one run, under `workdir`. `users` per tenant."""
 
     def __init__(self, bin_path: str, workdir: Path, replicas: int = 3, users: int = 4, ttl: str = "2s",
-                 memory_locks: bool = False):
+                 memory_locks: bool = False, sentinel: bool = False):
         self.bin = bin_path
         self.workdir = workdir
         self.ttl = ttl
         self.memory_locks = memory_locks
-        self.redis = Redis(workdir)
+        self.redis = Sentinels(workdir) if sentinel else Redis(workdir)
         self.pg = Postgres(workdir)
         self.s3 = S3Server(workdir / "s3")
         self.mailboxes: dict[str, str] = {}  # login -> password
@@ -228,7 +273,7 @@ class Stack:
     def config(self, memory_locks: bool | None = None) -> str:
         memory = self.memory_locks if memory_locks is None else memory_locks
         locks = ('[locks]\nbackend = "memory"\n' if memory else
-                 f'[locks]\nbackend = "redis"\nurl = "{self.redis.url}"\nttl = "{self.ttl}"\nkey_prefix = "chaos"\n')
+                 f'[locks]\nbackend = "redis"\n{self.redis.locks_toml()}ttl = "{self.ttl}"\nkey_prefix = "chaos"\n')
         out = (
             '[server]\nhostname = "chaos.test"\nauth_failure_delay = "10ms"\nauth_penalty = "10ms"\n'
             'auth_penalty_max = "50ms"\nmax_connections_per_ip = 10000\nshutdown_grace = "1s"\n'
