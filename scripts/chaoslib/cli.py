@@ -148,8 +148,10 @@ def main(argv=None) -> None:
     args = parse(argv)
     figures, gaps = run(args)
     print(report(figures, args.seed))
-    for line in figures["problems"]:
+    for line in figures["problems"][:12]:
         print("  ! " + line)
+    if len(figures["problems"]) > 12:
+        print(f"  ! ... and {len(figures['problems']) - 12} more (in --json's figures)")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     bad = failed(figures)
