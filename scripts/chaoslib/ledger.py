@@ -70,6 +70,7 @@ class Ledger:
         self.counts: dict[str, int] = {}
         self.faults: dict[str, int] = {}
         self.t0 = time.monotonic()
+        self.wall0 = time.time()  # to find a moment in the servers' logs
         self.fault_log: list[tuple[float, str]] = []  # (when, kind) of every fault but the clients'
         self.problems: list[str] = []  # a line for each nonzero failure, for the report
 
@@ -87,6 +88,11 @@ class Ledger:
             self.faults[kind] = self.faults.get(kind, 0) + 1
             if logged:
                 self.fault_log.append((time.monotonic(), kind))
+
+    def at(self, t: float) -> str:
+        """A monotonic time as the UTC clock of the logs."""
+        wall = self.wall0 + (t - self.t0)
+        return time.strftime("%H:%M:%S", time.gmtime(wall)) + f".{int(wall * 1000) % 1000:03d}"
 
     def last_fault(self, t: float) -> str:
         """The fault that came last before `t`, for a problem's line."""
@@ -141,9 +147,9 @@ class Ledger:
                         # a command that a still answered +OK.
                         pairs += 1
                         longest = max(longest, a.last_ok_sent - b.pass_ok)
-                        self.problem("two_holders", f"{b.mailbox}: a login got +OK at t={b.pass_ok - self.t0:.2f} s, "
-                                     f"another session's command sent at t={a.last_ok_sent - self.t0:.2f} s was "
-                                     f"answered +OK ({self.last_fault(b.pass_ok)})")
+                        self.problem("two_holders", f"{b.mailbox}: a login got +OK at {self.at(b.pass_ok)}, "
+                                     f"another session's command sent at {self.at(a.last_ok_sent)} was "
+                                     f"answered +OK (quit: {a.quit}; {self.last_fault(b.pass_ok)})")
                     elif b.pass_sent < a.last_ok_read:
                         possible += 1
         return pairs, longest, possible
