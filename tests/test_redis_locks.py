@@ -284,6 +284,34 @@ def test_a_paused_holder_loses_the_mailbox_and_deletes_nothing(fleet, shared_red
         assert c.cmd("QUIT").startswith(b"+OK")
 
 
+def test_a_resumed_holder_answers_nothing_while_another_holds_the_mailbox(fleet, shared_redis):
+    """A process stopped past its ttl comes back with commands waiting in its
+    sockets: it must not answer them as the holder (found by scripts/chaos,
+    which saw a resumed replica answer +OK for up to 2 s while another
+    session held the mailbox), whichever of its tasks runs first."""
+    a, b = fleet(2, shared_redis, ttl="1s")
+    for i in (1, 2):
+        a.drop(BOB, message(i))
+    stales = [a.session(BOB)]
+    for user in (DAVE, EVE):
+        stales.append(a.session(user))
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.5)  # past the ttl: the locks expire in Redis
+        newer = [login_until_ok(b, user, timeout=10) for user in (BOB, DAVE, EVE)]
+        for c in stales:
+            c.send("STAT\r\nRETR 1\r\n")
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    for c in stales:
+        r = c.line()
+        assert r.startswith(b"-ERR [SYS/TEMP]"), f"a stale holder answered {r!r}"
+        c.rest_until_eof()
+    for c in newer:
+        assert c.cmd("STAT").startswith(b"+OK")
+        c.ok("QUIT")
+
+
 def test_the_store_refuses_a_fence_older_than_one_committed(fleet, shared_redis):
     """The last line of defence, for a lock lost between the check and the
     commit: the Maildir keeps the newest committed fence and refuses older."""

@@ -45,6 +45,15 @@ pub trait LockGuard: Send + Sync {
     /// (expired, taken over, or the lock service unreachable for too long).
     fn lost(&self) -> watch::Receiver<bool>;
 
+    /// Whether the lock can no longer be trusted without asking its service:
+    /// its lease ran out since the last renewal (a process stopped past the
+    /// ttl comes back here, with commands waiting, before its renewal runs).
+    /// Cheap and local; the session asks before every command. Once `true`,
+    /// `lost()` reports it too.
+    fn expired(&self) -> bool {
+        false
+    }
+
     /// Confirms, just before a commit, that the lock is still held.
     async fn verify(&self) -> Result<(), LockError>;
 

@@ -180,6 +180,14 @@ impl LockGuard for RedisGuard {
         self.shared.lost_tx.subscribe()
     }
 
+    fn expired(&self) -> bool {
+        let s = &self.shared;
+        if !s.is_lost() && Instant::now() >= s.deadline() {
+            s.mark_lost("no successful renewal within the ttl margin");
+        }
+        s.is_lost()
+    }
+
     async fn verify(&self) -> Result<(), LockError> {
         let s = &self.shared;
         if s.is_lost() {

@@ -261,7 +261,12 @@ impl Session {
         loop {
             while let Some(line) = self.reader.next_line() {
                 partial_since = None;
-                let flow = if matches!(self.state, State::Transaction(_)) {
+                let flow = if let State::Transaction(mb) = &self.state {
+                    // A process stopped past the ttl reads its clients' lines
+                    // before its renewal task runs: no answer as the holder.
+                    if mb.lock_expired() {
+                        return self.end_lock_lost().await;
+                    }
                     self.handle_line(line).await
                 } else {
                     match self.handle_line_before_login(line, login_deadline).await {
@@ -322,14 +327,7 @@ impl Session {
                         return Outcome::Timeout;
                     }
                 },
-                () = lost => {
-                    if let Some(tenant) = &self.tenant {
-                        self.shared.observer.lock_lost(tenant);
-                    }
-                    response::err(&mut self.conn.out, Some(Code::SysTemp), "Mailbox lock lost; no messages were deleted.");
-                    self.conn.close().await;
-                    return Outcome::LockLost;
-                }
+                () = lost => return self.end_lock_lost().await,
                 () = kicked => return self.end_kicked().await,
                 () = shutdown => {
                     response::err(&mut self.conn.out, Some(Code::SysTemp), "Server shutting down; no messages were deleted.");
@@ -339,6 +337,20 @@ impl Session {
             };
             self.reader.push(&buf[..n]);
         }
+    }
+
+    /// Ends a session whose mailbox lock is lost.
+    async fn end_lock_lost(&mut self) -> Outcome {
+        if let Some(tenant) = &self.tenant {
+            self.shared.observer.lock_lost(tenant);
+        }
+        response::err(
+            &mut self.conn.out,
+            Some(Code::SysTemp),
+            "Mailbox lock lost; no messages were deleted.",
+        );
+        self.conn.close().await;
+        Outcome::LockLost
     }
 
     /// Handles a line before login, unless the login deadline passes first

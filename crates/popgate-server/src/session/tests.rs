@@ -492,13 +492,15 @@ async fn a_store_that_fails_mid_retr_closes_the_session_and_deletes_nothing() {
     );
 }
 
-/// Locks whose guard reports a loss when the test says so.
+/// Locks whose guard reports a loss, or an expiry, when the test says so.
 struct Losing {
     lost: watch::Sender<bool>,
+    expired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct LosingGuard {
     lost: watch::Receiver<bool>,
+    expired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait::async_trait]
@@ -512,6 +514,7 @@ impl popgate_lock::MailboxLocks for Losing {
     ) -> Result<Box<dyn popgate_lock::LockGuard>, popgate_lock::LockError> {
         Ok(Box::new(LosingGuard {
             lost: self.lost.subscribe(),
+            expired: self.expired.clone(),
         }))
     }
 }
@@ -523,6 +526,9 @@ impl popgate_lock::LockGuard for LosingGuard {
     }
     fn lost(&self) -> watch::Receiver<bool> {
         self.lost.clone()
+    }
+    fn expired(&self) -> bool {
+        self.expired.load(std::sync::atomic::Ordering::SeqCst)
     }
     async fn verify(&self) -> Result<(), popgate_lock::LockError> {
         if *self.lost.borrow() {
@@ -539,7 +545,10 @@ async fn a_lock_lost_mid_session_ends_it_and_deletes_nothing() {
     let limits = MemoryLimits::new(LimitsConfig::default());
     let expunged = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (lost, _) = watch::channel(false);
-    let locks = Arc::new(Losing { lost });
+    let locks = Arc::new(Losing {
+        lost,
+        expired: Default::default(),
+    });
     let mut c = Client::start_with(
         &limits,
         Arc::new(Faulty {
@@ -609,6 +618,34 @@ async fn a_kicked_session_frees_its_lock_before_it_answers_and_deletes_nothing()
         sleep(Duration::from_millis(10)).await;
     }
     assert!(c.sessions.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_after_the_lease_ran_out_is_not_answered_as_the_holder() {
+    // A process stopped past the ttl reads the client's line before its
+    // renewal task has run: the guard says its lease is out, nothing else did.
+    let limits = MemoryLimits::new(LimitsConfig::default());
+    let (lost, _) = watch::channel(false);
+    let locks = Arc::new(Losing {
+        lost,
+        expired: Default::default(),
+    });
+    let store = Arc::new(Store {
+        delay: Duration::ZERO,
+    });
+    let mut c = Client::start_with(&limits, store, locks.clone(), Duration::ZERO);
+    assert!(c.line().await.unwrap().starts_with("+OK"));
+    assert!(c.cmd("USER bob").await.starts_with("+OK"));
+    assert!(c.cmd("PASS secret").await.starts_with("+OK"));
+    assert!(c.cmd("STAT").await.starts_with("+OK"));
+    locks
+        .expired
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        c.cmd("STAT").await,
+        "-ERR [SYS/TEMP] Mailbox lock lost; no messages were deleted."
+    );
+    assert_eq!(c.line().await, None, "the session ends");
 }
 
 /// Records the mailboxes it opens.

@@ -82,6 +82,11 @@ impl Mailbox {
         }
     }
 
+    /// Whether the lock ran out before this command (see `LockGuard::expired`).
+    pub(super) fn lock_expired(&self) -> bool {
+        self.lock.expired()
+    }
+
     /// Gives up the mailbox without committing anything.
     pub(super) async fn release(self) {
         self.lock.release().await;
