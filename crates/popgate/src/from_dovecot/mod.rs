@@ -10,6 +10,7 @@ use std::process::ExitCode;
 mod conf;
 mod map;
 mod toml;
+mod users;
 
 /// The command's arguments.
 pub struct Args {
