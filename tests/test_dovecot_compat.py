@@ -102,3 +102,58 @@ def test_deletion_by_one_is_seen_by_the_other(server):
     dovecot_session(str(server.maildir(A)), ["DELE 1"])
     after, _ = popgate_listing(server, A)
     assert [(u, s) for _, u, s in after] == [(u, s) for _, u, s in expected[1:]]
+
+
+def test_control_dir_uidlist_is_shared_with_dovecot(popgate, tmp_path):
+    """mail_location's CONTROL=: the dovecot-uidlist lives outside the
+    Maildir. popgate reads and writes it there, so both servers keep giving
+    the same UIDLs, whichever opens the mailbox first."""
+    import os
+
+    from dovecot_pop3 import _allow_traversal, _chown_tree, _unprivileged_ids
+
+    root = tmp_path / "pg0"
+    control = root / "control"
+    location = f"maildir:{root}/acme/%Ld/%Ln/Maildir:CONTROL={control}/%d/%n:INDEX={root}/index/%d/%n:LAYOUT=fs"
+    srv = popgate(tenants={"acme": {"store": {"kind": "maildir", "path": location}}}, start=False)
+    control.mkdir()
+    srv.start()
+
+    def to_dovecot(*paths):
+        if os.geteuid() == 0:
+            uid, gid = _unprivileged_ids("nobody", "nogroup")
+            for p in paths:
+                p.mkdir(parents=True, exist_ok=True)
+                _allow_traversal(str(p))
+                _chown_tree(str(p), uid, gid)
+
+    def dovecot(user):
+        local, domain = user.split("@")
+        settings = {"mail_location": f"maildir:{srv.maildir(user)}:CONTROL={control}/{domain}/{local}:LAYOUT=fs"}
+        return dovecot_listing(str(srv.maildir(user)), extra_settings=settings)
+
+    # A: popgate first.
+    fill(srv, A)
+    pg_a, bodies_a = popgate_listing(srv, A)
+    assert len(pg_a) == 8
+    # Where Dovecot keeps INBOX's uidlist with LAYOUT=fs (.INBOX/ without).
+    assert (control / "acme.example" / "compat1" / "INBOX" / "dovecot-uidlist").is_file()
+    assert not (srv.maildir(A) / "dovecot-uidlist").exists()
+    to_dovecot(srv.maildir(A), control / "acme.example" / "compat1")
+    assert dovecot(A) == pg_a
+
+    # B: Dovecot first.
+    fill(srv, B)
+    to_dovecot(srv.maildir(B), control / "acme.example" / "compat2")
+    dc_b = dovecot(B)
+    assert not (srv.maildir(B) / "dovecot-uidlist").exists()
+    pg_b, _ = popgate_listing(srv, B)
+    assert pg_b == dc_b
+
+    # New mail: the old UIDLs stay, and both agree on the new ones.
+    for user, first in ((A, pg_a), (B, pg_b)):
+        more(srv, user)
+        after, _ = popgate_listing(srv, user)
+        assert after[: len(first)] == first
+        assert len(after) == len(first) + 2
+        assert dovecot(user) == after

@@ -24,7 +24,7 @@
 //! The pool's connections must have the schema on their `search_path`
 //! (the binary builds the pool from the `auth` section's settings).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ use tracing::{info, warn};
 
 use popgate_auth::hashing::Hashing;
 use popgate_auth::nets::{AllowNets, InvalidNet};
-use popgate_auth::scheme::{self, CostLimits, SchemeError};
+use popgate_auth::scheme::{self, SchemeError};
 use popgate_auth::{AuthError, Directory, Login, UserInfo};
 
 /// How often the dummy hash for unknown users is re-sampled.
@@ -269,7 +269,9 @@ impl PgDirectory {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| AuthError(format!("PostgreSQL directory: {e}")))?;
-        let stored = most_common_class(&sample, self.hashing.limits()).map(Arc::<str>::from);
+        let stored =
+            scheme::most_common_class(sample.iter().map(String::as_str), self.hashing.limits())
+                .map(Arc::<str>::from);
         let mut d = self.dummy.lock().unwrap_or_else(PoisonError::into_inner);
         d.stored = stored;
         d.refreshed = Some(Instant::now());
@@ -295,23 +297,6 @@ impl PgDirectory {
         .await
         .map_err(|e| AuthError(format!("PostgreSQL directory: {e}")))
     }
-}
-
-/// One stored string of the most common cost class in `sample` (on a tie,
-/// the class seen first), among those within `limits`.
-fn most_common_class(sample: &[String], limits: &CostLimits) -> Option<String> {
-    let mut classes: HashMap<String, (usize, usize)> = HashMap::new();
-    for (i, stored) in sample.iter().enumerate() {
-        if let Ok(class) = scheme::cost_class(stored)
-            && scheme::check_cost(stored, limits).is_ok()
-        {
-            classes.entry(class).or_insert((0, i)).0 += 1;
-        }
-    }
-    classes
-        .into_values()
-        .max_by_key(|&(count, first)| (count, std::cmp::Reverse(first)))
-        .map(|(_, first)| sample[first].clone())
 }
 
 /// Whether the user's `allow_nets` (if any) admits `client`; logs a refusal.
@@ -427,34 +412,6 @@ impl Directory for PgDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dummy_is_of_the_most_common_class() {
-        let sample: Vec<String> = [
-            "{PLAIN}x",
-            "{SHA512-CRYPT}$6$a$b",
-            "{BLF-CRYPT}$2y$04$5D.aL.fV85YiD13oXmGByuH.V3eCTJWidNypC2058qMqJQ3PXvYDu",
-            "{SHA512-CRYPT}$6$c$d",
-            "{MD5}unknown",
-        ]
-        .map(String::from)
-        .to_vec();
-        let limits = CostLimits::DEFAULT;
-        assert_eq!(
-            most_common_class(&sample, &limits).as_deref(),
-            Some("{SHA512-CRYPT}$6$a$b")
-        );
-        assert_eq!(most_common_class(&[], &limits), None);
-        // Hashes above the caps are never the dummy.
-        let limits = CostLimits {
-            sha_crypt_max_rounds: 4000,
-            ..limits
-        };
-        assert_eq!(
-            most_common_class(&sample, &limits).as_deref(),
-            Some("{PLAIN}x")
-        );
-    }
 
     #[test]
     fn logins_are_checked() {

@@ -52,6 +52,10 @@ pub struct UserAttributes {
     /// `active`, `enabled`, `yes` or `1` (any case); a missing attribute
     /// disables the user. The user still exists for delivery.
     pub enabled: Option<String>,
+    /// Dovecot's `user` field (`pass_attrs = mailRoutingAddress=user`): the
+    /// mailbox this login opens, for an alias. Confined to the login's
+    /// tenant by the front end, like the SQL `user` column.
+    pub user: Option<String>,
 }
 
 impl LdapConfig {
@@ -124,6 +128,7 @@ impl LdapConfig {
             ("allow_nets_attribute", &a.allow_nets),
             ("login_delay_attribute", &a.login_delay),
             ("enabled_attribute", &a.enabled),
+            ("user_attribute", &a.user),
         ] {
             let valid = |n: &str| {
                 !n.is_empty()

@@ -6,11 +6,11 @@
 //! login's parts are escaped before they go into the filter (RFC 4515), so
 //! a login such as `*)(uid=*` matches only itself. Then either:
 //! - the password attribute (`userPassword`) is read and checked in the
-//!   hashing pool: `{SSHA}`, `{SHA}`, `{SSHA256}`, `{SSHA512}`, `{SMD5}`,
-//!   `{MD5}`, `{ARGON2}` ([`popgate_auth::digest_schemes`]) and every scheme
-//!   of [`popgate_auth::scheme`] (`{CRYPT}` `$id$` strings, `{ARGON2ID}`,
-//!   `{BLF-CRYPT}`, ...); a multi-valued attribute matches when one value
-//!   does; or
+//!   hashing pool with [`popgate_auth::scheme`], the one implementation
+//!   of schemes every directory shares: `{SSHA}`, `{SHA}`, `{SSHA256}`,
+//!   `{SSHA512}`, `{SMD5}`, `{MD5}`, `{ARGON2}`, `{CRYPT}` `$id$` strings,
+//!   `{ARGON2ID}`, `{BLF-CRYPT}`, ...; a multi-valued attribute matches
+//!   when one value does; or
 //! - with `auth_bind`, the server is asked to bind as the entry's DN with
 //!   the password (Dovecot's `auth_bind = yes`), on a pool of connections
 //!   kept for user binds. An empty password is refused before anything is
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use ldap3::{Scope, SearchEntry};
 use popgate_auth::hashing::Hashing;
-use popgate_auth::{AuthError, Directory, Login, UserInfo, digest_schemes};
+use popgate_auth::{AuthError, Directory, Login, UserInfo, scheme};
 use tracing::warn;
 
 mod config;
@@ -133,12 +133,12 @@ impl LdapDirectory {
             .hashing
             .run(move || {
                 if stored.is_empty() {
-                    let _ = digest_schemes::verify_within(&dummy, &password, &limits);
+                    let _ = scheme::verify_within(&dummy, &password, &limits);
                     return false;
                 }
                 let mut matched = false;
                 for value in &stored {
-                    match digest_schemes::verify_within(value, &password, &limits) {
+                    match scheme::verify_within(value, &password, &limits) {
                         Ok(true) => matched = true,
                         Ok(false) => {}
                         Err(error) => {

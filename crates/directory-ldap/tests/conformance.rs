@@ -47,6 +47,7 @@ fn config(url: String) -> LdapConfig {
             allow_nets: Some("popgateAllowNets".into()),
             login_delay: Some("popgateLoginDelay".into()),
             enabled: Some("popgateEnabled".into()),
+            user: None,
         },
         ..LdapConfig::new(url, PEOPLE)
     }

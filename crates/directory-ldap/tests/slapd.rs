@@ -7,7 +7,7 @@ use std::time::Duration;
 use directory_ldap::{LdapConfig, LdapDirectory};
 use popgate_auth::hashing::Hashing;
 use popgate_auth::scheme::{self, HashParams, Scheme};
-use popgate_auth::{Directory, Login, digest_schemes};
+use popgate_auth::{Directory, Login};
 use support::{BASE, PEOPLE, READER, READER_PW, Slapd, user};
 
 fn reader(url: String) -> LdapConfig {
@@ -38,7 +38,7 @@ fn users() -> String {
     };
     let argon = fast(Scheme::Argon2id, "argon-pw");
     let argon = format!("{{ARGON2}}{}", argon.strip_prefix("{ARGON2ID}").unwrap());
-    let ssha = digest_schemes::ssha(b"ssha-pw").unwrap();
+    let ssha = scheme::hash(Scheme::Ssha, b"ssha-pw").unwrap();
     [
         user("ssha", "ssha@example.org", &ssha),
         user("sha512", "sha512@example.org", &crypt(Scheme::Sha512Crypt)),
@@ -46,6 +46,13 @@ fn users() -> String {
         user("argon", "argon@example.org", &argon),
         user("twin1", "twin@example.org", &ssha),
         user("twin2", "twin@example.org", &ssha),
+        // Legacy hashes as `doveadm pw` makes them: {CRYPT} with MD5-crypt,
+        // {SSHA512}, and Dovecot's {PLAIN-MD5} (hex).
+        user("md5crypt", "md5crypt@example.org", "{CRYPT}$1$wXKxLija$iHN1JiihdYCQ.pMTnG8WT0"),
+        user("ssha512", "ssha512@example.org", "{SSHA512}UEaMqoMaxp4O0nl0dYbjvGOJ9uktyLfzrtPyfQtuJVmqVHHnRvwMJbM+o25AzEPWcmkCMn01UPY+ZDCyVGWYQHkxTeQ="),
+        user("plainmd5", "plainmd5@example.org", "{PLAIN-MD5}993f3f9ac3a160087272fe66d322a51b"),
+        // An alias whose `description` names the mailbox it opens.
+        user("alias", "alias@example.org", &ssha).replace("\n\n", "\ndescription: ssha@example.org\n\n"),
     ]
     .concat()
 }
@@ -66,6 +73,9 @@ async fn reads_and_checks_the_password_attribute() {
         ("sha512", "crypt-pw"),
         ("bcrypt", "crypt-pw"),
         ("argon", "argon-pw"),
+        ("md5crypt", "md5-pw"),
+        ("ssha512", "ssha512-pw"),
+        ("plainmd5", "plainmd5-pw"),
     ] {
         assert!(ok(&dir, local, password).await, "{local} logs in");
         assert!(!ok(&dir, local, "wrong").await, "{local}: wrong password");
@@ -236,4 +246,25 @@ async fn ldaps_and_starttls_with_a_private_ca() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("connect"), "{e}");
+}
+
+#[tokio::test]
+async fn the_user_attribute_names_the_mailbox() {
+    let slapd = Slapd::start(&users());
+    let mut config = reader(slapd.url());
+    config.attributes.user = Some("description".into());
+    let dir = directory(config);
+    let info = |local: &'static str| {
+        let dir = &dir;
+        async move {
+            dir.verify(Login::new(local, "example.org"), b"ssha-pw")
+                .await
+                .unwrap()
+        }
+    };
+    let alias = info("alias").await.expect("the alias logs in");
+    assert_eq!(alias.mailbox.as_deref(), Some("ssha@example.org"));
+    // Without the attribute: the login's own mailbox.
+    let own = info("ssha").await.expect("ssha logs in");
+    assert_eq!(own.mailbox, None);
 }

@@ -66,7 +66,7 @@ carol:$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQS
 dave@acme.example:{PLAIN}davepw::::::nopassword
 erin@acme.example:{PLAIN}erinpw::::::nologin proxy=y host=10.0.0.1
 frank@acme.example:{PLAIN}frankpw::::::allow_nets=10.0.0.0/8
-grace@acme.example:{SSHA512}c2VjcmV0c2VjcmV0c2VjcmV0
+grace@acme.example:{PBKDF2}$1$c2FsdHNhbHQ$1000$c2VjcmV0c2VjcmV0c2VjcmV0
 heidi@acme.example:
 alice@acme.example:{PLAIN}second-alice
 this line has no colon
@@ -90,7 +90,7 @@ async fn parses_dovecot_file() {
         assert!(logs.contains(line), "{line}: {logs}");
     }
     assert!(
-        logs.contains("SSHA512") && logs.contains("grace@acme.example"),
+        logs.contains("PBKDF2") && logs.contains("grace@acme.example"),
         "{logs}"
     );
     assert!(

@@ -12,7 +12,6 @@ use async_trait::async_trait;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
-pub mod digest_schemes;
 pub mod hashing;
 pub mod memory;
 pub mod nets;

@@ -2,9 +2,14 @@
 //!
 //! Supported: `ARGON2ID` and `ARGON2I` (PHC strings, as libsodium writes
 //! them), `BLF-CRYPT` (bcrypt `$2y$`/`$2b$`/`$2a$`), `SHA512-CRYPT` (`$6$`),
-//! `SHA256-CRYPT` (`$5$`), `PLAIN` (aliases `CLEARTEXT`, `CLEAR`) and
+//! `SHA256-CRYPT` (`$5$`), `MD5-CRYPT` (`$1$`, and Dovecot's old `MD5`),
+//! the digest schemes of old installations and LDAP (`PLAIN-MD5`,
+//! `LDAP-MD5`, `SMD5`, `SHA`, `SSHA`, `SHA256`, `SSHA256`, `SHA512`,
+//! `SSHA512`; see [`digest`]), `PLAIN` (aliases `CLEARTEXT`, `CLEAR`) and
 //! `CRYPT`, which is also what a string without a `{SCHEME}` prefix means:
-//! the algorithm is then picked from the data's `$id$`.
+//! the algorithm is then picked from the data's `$id$`. OpenLDAP's
+//! `{ARGON2}` is `CRYPT` too. A digest scheme takes Dovecot's `.hex` and
+//! `.b64` suffixes (`{SHA256.HEX}...`).
 //!
 //! Errors never contain the stored hash or the password.
 
@@ -13,6 +18,12 @@ use std::str::FromStr;
 
 use argon2::password_hash::{self, PasswordHasher, PasswordVerifier};
 use subtle::ConstantTimeEq;
+
+mod cost;
+pub mod digest;
+
+pub use cost::{CostLimits, check_cost, cost_class, most_common_class};
+use digest::{Algo, DigestScheme, Encoding};
 
 /// A Dovecot password scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -27,6 +38,28 @@ pub enum Scheme {
     Sha512Crypt,
     /// `SHA256-CRYPT`: `$5$[rounds=N$]salt$hash`.
     Sha256Crypt,
+    /// `MD5-CRYPT`: `$1$salt$hash`. Weak; for old installations.
+    Md5Crypt,
+    /// `MD5`: Dovecot's old name; MD5-crypt for `$1$` data, else PLAIN-MD5.
+    Md5,
+    /// `PLAIN-MD5`: the MD5 of the password, hex.
+    PlainMd5,
+    /// `LDAP-MD5`: the MD5 of the password, base64.
+    LdapMd5,
+    /// `SMD5`: salted MD5, base64.
+    Smd5,
+    /// `SHA` (also `SHA1`): the SHA-1 of the password, base64.
+    Sha,
+    /// `SSHA`: salted SHA-1, base64.
+    Ssha,
+    /// `SHA256`: base64.
+    Sha256,
+    /// `SSHA256`: salted SHA-256, base64.
+    Ssha256,
+    /// `SHA512`: base64.
+    Sha512,
+    /// `SSHA512`: salted SHA-512, base64.
+    Ssha512,
     /// `PLAIN` (also `CLEARTEXT`, `CLEAR`): the password itself.
     Plain,
     /// `CRYPT`, or no prefix: a `$id$` crypt string of one of the above.
@@ -35,12 +68,23 @@ pub enum Scheme {
 
 impl Scheme {
     /// Every scheme, for `--help` texts and tests.
-    pub const ALL: [Scheme; 7] = [
+    pub const ALL: [Scheme; 18] = [
         Scheme::Argon2id,
         Scheme::Argon2i,
         Scheme::BlfCrypt,
         Scheme::Sha512Crypt,
         Scheme::Sha256Crypt,
+        Scheme::Md5Crypt,
+        Scheme::Md5,
+        Scheme::PlainMd5,
+        Scheme::LdapMd5,
+        Scheme::Smd5,
+        Scheme::Sha,
+        Scheme::Ssha,
+        Scheme::Sha256,
+        Scheme::Ssha256,
+        Scheme::Sha512,
+        Scheme::Ssha512,
         Scheme::Plain,
         Scheme::Crypt,
     ];
@@ -53,9 +97,54 @@ impl Scheme {
             Scheme::BlfCrypt => "BLF-CRYPT",
             Scheme::Sha512Crypt => "SHA512-CRYPT",
             Scheme::Sha256Crypt => "SHA256-CRYPT",
+            Scheme::Md5Crypt => "MD5-CRYPT",
+            Scheme::Md5 => "MD5",
+            Scheme::PlainMd5 => "PLAIN-MD5",
+            Scheme::LdapMd5 => "LDAP-MD5",
+            Scheme::Smd5 => "SMD5",
+            Scheme::Sha => "SHA",
+            Scheme::Ssha => "SSHA",
+            Scheme::Sha256 => "SHA256",
+            Scheme::Ssha256 => "SSHA256",
+            Scheme::Sha512 => "SHA512",
+            Scheme::Ssha512 => "SSHA512",
             Scheme::Plain => "PLAIN",
             Scheme::Crypt => "CRYPT",
         }
+    }
+
+    /// Whether two hashes of one password differ (a random salt).
+    pub const fn salted(self) -> bool {
+        !matches!(
+            self,
+            Scheme::Plain
+                | Scheme::PlainMd5
+                | Scheme::LdapMd5
+                | Scheme::Sha
+                | Scheme::Sha256
+                | Scheme::Sha512
+        )
+    }
+
+    /// The digest scheme behind a digest variant (`MD5` as PLAIN-MD5).
+    const fn digest(self) -> Option<DigestScheme> {
+        let (algo, salted, encoding) = match self {
+            Scheme::Md5 | Scheme::PlainMd5 => (Algo::Md5, false, Encoding::Hex),
+            Scheme::LdapMd5 => (Algo::Md5, false, Encoding::Base64),
+            Scheme::Smd5 => (Algo::Md5, true, Encoding::Base64),
+            Scheme::Sha => (Algo::Sha1, false, Encoding::Base64),
+            Scheme::Ssha => (Algo::Sha1, true, Encoding::Base64),
+            Scheme::Sha256 => (Algo::Sha256, false, Encoding::Base64),
+            Scheme::Ssha256 => (Algo::Sha256, true, Encoding::Base64),
+            Scheme::Sha512 => (Algo::Sha512, false, Encoding::Base64),
+            Scheme::Ssha512 => (Algo::Sha512, true, Encoding::Base64),
+            _ => return None,
+        };
+        Some(DigestScheme {
+            algo,
+            salted,
+            encoding,
+        })
     }
 }
 
@@ -70,15 +159,14 @@ impl FromStr for Scheme {
 
     /// Parses a scheme name, case-insensitively.
     fn from_str(s: &str) -> Result<Self, SchemeError> {
-        Ok(match s.to_ascii_uppercase().as_str() {
-            "ARGON2ID" => Scheme::Argon2id,
-            "ARGON2I" => Scheme::Argon2i,
-            "BLF-CRYPT" => Scheme::BlfCrypt,
-            "SHA512-CRYPT" => Scheme::Sha512Crypt,
-            "SHA256-CRYPT" => Scheme::Sha256Crypt,
+        let upper = s.to_ascii_uppercase();
+        Ok(match upper.as_str() {
             "PLAIN" | "CLEARTEXT" | "CLEAR" => Scheme::Plain,
-            "CRYPT" => Scheme::Crypt,
-            _ => return Err(SchemeError::UnknownScheme(shorten(s))),
+            "SHA1" => Scheme::Sha,
+            name => match Scheme::ALL.iter().find(|s| s.name() == name) {
+                Some(&s) => s,
+                None => return Err(SchemeError::UnknownScheme(shorten(s))),
+            },
         })
     }
 }
@@ -92,7 +180,7 @@ pub enum SchemeError {
     UnknownScheme(String),
     /// `CRYPT` (or no prefix) data that is not a supported `$id$` string.
     #[error(
-        "unsupported crypt hash {0} (supported: $2y$/$2b$/$2a$, $5$, $6$, $argon2id$, $argon2i$)"
+        "unsupported crypt hash {0} (supported: $2y$/$2b$/$2a$, $5$, $6$, $1$, $argon2id$, $argon2i$)"
     )]
     UnsupportedCrypt(String),
     /// The data does not parse as the scheme says it should.
@@ -146,53 +234,40 @@ fn unhashable(scheme: Scheme, reason: impl fmt::Display) -> SchemeError {
 }
 
 /// Splits `{SCHEME}data` into its scheme and data. Without a `{...}`
-/// prefix the scheme is `CRYPT`, as in Dovecot's passwd-file.
+/// prefix the scheme is `CRYPT`, as in Dovecot's passwd-file; OpenLDAP's
+/// `{ARGON2}` is `CRYPT` too. A `.hex`/`.b64` suffix is taken on a digest
+/// scheme only (see [`parse_encoded`]).
 pub fn parse(stored: &str) -> Result<(Scheme, &str), SchemeError> {
-    if let Some(rest) = stored.strip_prefix('{')
-        && let Some((name, data)) = rest.split_once('}')
-    {
-        return Ok((name.parse()?, data));
-    }
-    Ok((Scheme::Crypt, stored))
+    parse_encoded(stored).map(|(scheme, _, data)| (scheme, data))
 }
 
-/// The most a stored hash may cost to verify. A login whose stored hash
-/// is above one of these is refused without hashing: a passwd-file line or
-/// a database row with `m=4194304` would otherwise make one login allocate
-/// 4 GiB, and `$2y$31$` keep a core busy for days.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CostLimits {
-    /// Argon2 memory cost (`m`), KiB.
-    pub argon2_max_memory_kib: u32,
-    /// Argon2 iterations (`t`).
-    pub argon2_max_time: u32,
-    /// Argon2 lanes (`p`).
-    pub argon2_max_lanes: u32,
-    /// bcrypt cost (log2 of the rounds).
-    pub bcrypt_max_cost: u32,
-    /// SHA-crypt `rounds=` (5000 when the hash does not say).
-    pub sha_crypt_max_rounds: u32,
-}
-
-impl CostLimits {
-    /// Admits Dovecot's defaults (ARGON2ID m=64 MiB t=3 p=1, ARGON2I 32 MiB
-    /// t=4, BLF-CRYPT 5, SHA-crypt 5000 rounds) and common installs (PHP's
-    /// argon2id m=64 MiB t=4, argon2-cffi's p=4, bcrypt 10 to 13, passlib's
-    /// 656,000 SHA-crypt rounds). At 64 MiB per hash, the memory that
-    /// hashing can take is 64 MiB times the hashing slots.
-    pub const DEFAULT: CostLimits = CostLimits {
-        argon2_max_memory_kib: 64 * 1024,
-        argon2_max_time: 8,
-        argon2_max_lanes: 8,
-        bcrypt_max_cost: 14,
-        sha_crypt_max_rounds: 1_000_000,
+/// [`parse`], with the encoding a `.hex`/`.b64`/`.base64` suffix forces
+/// on a digest scheme (`{SSHA256.HEX}...`, as Dovecot writes them).
+pub fn parse_encoded(stored: &str) -> Result<(Scheme, Option<Encoding>, &str), SchemeError> {
+    let Some((name, data)) = stored
+        .strip_prefix('{')
+        .and_then(|rest| rest.split_once('}'))
+    else {
+        return Ok((Scheme::Crypt, None, stored));
     };
-}
-
-impl Default for CostLimits {
-    fn default() -> Self {
-        CostLimits::DEFAULT
+    if name.eq_ignore_ascii_case("ARGON2") {
+        return Ok((Scheme::Crypt, None, data));
     }
+    let (base, encoding) = match name.rsplit_once('.') {
+        Some((base, suffix)) => match Encoding::from_suffix(suffix) {
+            Some(e) => (base, Some(e)),
+            None => return Err(SchemeError::UnknownScheme(shorten(name))),
+        },
+        None => (name, None),
+    };
+    let scheme: Scheme = base.parse()?;
+    if encoding.is_some() && scheme.digest().is_none() {
+        return Err(malformed(
+            scheme,
+            "a .hex or .b64 suffix is for the digest schemes only",
+        ));
+    }
+    Ok((scheme, encoding, data))
 }
 
 /// Checks `password` against a stored `{SCHEME}data` string: `Ok(true)` on
@@ -212,21 +287,28 @@ pub fn verify_within(
     limits: &CostLimits,
 ) -> Result<bool, SchemeError> {
     check_cost(stored, limits)?;
-    let (scheme, data) = parse(stored)?;
-    verify_data(scheme, data, password)
+    let (scheme, encoding, data) = parse_encoded(stored)?;
+    verify_data(scheme, encoding, data, password)
 }
 
 /// The scheme a stored string is verified with: `CRYPT` resolved by its
-/// `$id$`.
+/// `$id$`, `MD5` with `$1$` data as `MD5-CRYPT`.
 fn resolve(stored: &str) -> Result<(Scheme, &str), SchemeError> {
     let (scheme, data) = parse(stored)?;
-    if scheme != Scheme::Crypt {
-        return Ok((scheme, data));
+    Ok((resolve_data(scheme, data)?, data))
+}
+
+fn resolve_data(scheme: Scheme, data: &str) -> Result<Scheme, SchemeError> {
+    match scheme {
+        Scheme::Crypt => {}
+        Scheme::Md5 if data.starts_with("$1$") => return Ok(Scheme::Md5Crypt),
+        other => return Ok(other),
     }
-    let scheme = match crypt_id(data) {
+    Ok(match crypt_id(data) {
         Some("2y" | "2b" | "2a") => Scheme::BlfCrypt,
         Some("6") => Scheme::Sha512Crypt,
         Some("5") => Scheme::Sha256Crypt,
+        Some("1") => Scheme::Md5Crypt,
         Some("argon2id") => Scheme::Argon2id,
         Some("argon2i") => Scheme::Argon2i,
         Some(id) => return Err(SchemeError::UnsupportedCrypt(format!("${id}$"))),
@@ -235,100 +317,16 @@ fn resolve(stored: &str) -> Result<(Scheme, &str), SchemeError> {
                 "without a $id$ prefix".into(),
             ));
         }
-    };
-    Ok((scheme, data))
+    })
 }
 
-/// Checks a stored string's cost parameters against `limits`, without
-/// hashing anything: [`SchemeError::AboveCap`] names the parameter and the
-/// cap. Data whose parameters cannot be read is `Malformed`.
-pub fn check_cost(stored: &str, limits: &CostLimits) -> Result<(), SchemeError> {
-    let (scheme, data) = resolve(stored)?;
-    let above = |found: String, key: &str, cap: String| SchemeError::AboveCap {
-        scheme,
-        found,
-        cap: format!("{key} = {cap}"),
-    };
-    match scheme {
-        Scheme::Plain | Scheme::Crypt => Ok(()),
-        Scheme::Argon2id | Scheme::Argon2i => {
-            let hash = argon2::PasswordHash::new(data).map_err(|e| malformed(scheme, e))?;
-            let params = argon2::Params::try_from(&hash).map_err(|e| malformed(scheme, e))?;
-            let (m, t, p) = (params.m_cost(), params.t_cost(), params.p_cost());
-            if m > limits.argon2_max_memory_kib {
-                return Err(above(
-                    format!("m={m} KiB"),
-                    "argon2_max_memory",
-                    format!("{} KiB", limits.argon2_max_memory_kib),
-                ));
-            }
-            if t > limits.argon2_max_time {
-                return Err(above(
-                    format!("t={t}"),
-                    "argon2_max_time",
-                    limits.argon2_max_time.to_string(),
-                ));
-            }
-            if p > limits.argon2_max_lanes {
-                return Err(above(
-                    format!("p={p}"),
-                    "argon2_max_lanes",
-                    limits.argon2_max_lanes.to_string(),
-                ));
-            }
-            Ok(())
-        }
-        Scheme::BlfCrypt => {
-            // `$2y$NN$...`: the cost is two decimal digits.
-            let cost = data
-                .get(4..7)
-                .and_then(|c| c.strip_suffix('$'))
-                .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|c| c.parse::<u32>().ok())
-                .ok_or_else(|| malformed(scheme, "no cost after $2y$"))?;
-            if cost > limits.bcrypt_max_cost {
-                return Err(above(
-                    format!("cost {cost}"),
-                    "bcrypt_max_cost",
-                    limits.bcrypt_max_cost.to_string(),
-                ));
-            }
-            Ok(())
-        }
-        Scheme::Sha512Crypt | Scheme::Sha256Crypt => {
-            let rest = data
-                .strip_prefix('$')
-                .and_then(|d| d.split_once('$'))
-                .map_or("", |(_, rest)| rest);
-            let rounds = match rest.strip_prefix("rounds=") {
-                None => 5000,
-                Some(r) => {
-                    let digits = r.split('$').next().unwrap_or_default();
-                    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                        return Err(malformed(scheme, "rounds= is not a number"));
-                    }
-                    digits.parse::<u64>().unwrap_or(u64::MAX)
-                }
-            };
-            if rounds > u64::from(limits.sha_crypt_max_rounds) {
-                let shown = if rounds == u64::MAX {
-                    "rounds=(more than 20 digits)".to_owned()
-                } else {
-                    format!("rounds={rounds}")
-                };
-                return Err(above(
-                    shown,
-                    "sha_crypt_max_rounds",
-                    limits.sha_crypt_max_rounds.to_string(),
-                ));
-            }
-            Ok(())
-        }
-    }
-}
-
-fn verify_data(scheme: Scheme, data: &str, password: &[u8]) -> Result<bool, SchemeError> {
-    match scheme {
+fn verify_data(
+    scheme: Scheme,
+    encoding: Option<Encoding>,
+    data: &str,
+    password: &[u8],
+) -> Result<bool, SchemeError> {
+    match resolve_data(scheme, data)? {
         Scheme::Plain => Ok(data.as_bytes().ct_eq(password).into()),
         Scheme::Argon2id => verify_argon2(scheme, "argon2id", data, password),
         Scheme::Argon2i => verify_argon2(scheme, "argon2i", data, password),
@@ -341,17 +339,16 @@ fn verify_data(scheme: Scheme, data: &str, password: &[u8]) -> Result<bool, Sche
         }
         Scheme::Sha512Crypt => verify_sha_crypt(scheme, "6", data, password),
         Scheme::Sha256Crypt => verify_sha_crypt(scheme, "5", data, password),
-        Scheme::Crypt => match crypt_id(data) {
-            Some("2y" | "2b" | "2a") => verify_data(Scheme::BlfCrypt, data, password),
-            Some("6") => verify_data(Scheme::Sha512Crypt, data, password),
-            Some("5") => verify_data(Scheme::Sha256Crypt, data, password),
-            Some("argon2id") => verify_data(Scheme::Argon2id, data, password),
-            Some("argon2i") => verify_data(Scheme::Argon2i, data, password),
-            Some(id) => Err(SchemeError::UnsupportedCrypt(format!("${id}$"))),
-            None => Err(SchemeError::UnsupportedCrypt(
-                "without a $id$ prefix".into(),
-            )),
-        },
+        Scheme::Md5Crypt => digest::verify_md5_crypt(data, password)
+            .ok_or_else(|| malformed(scheme, "expected $1$salt$hash")),
+        Scheme::Crypt => Err(SchemeError::UnsupportedCrypt("$?$".into())),
+        resolved => {
+            let Some(d) = resolved.digest() else {
+                return Err(malformed(scheme, "not a digest scheme"));
+            };
+            let raw = digest::decode(d, encoding, data).map_err(|e| malformed(scheme, e))?;
+            Ok(digest::verify(d, &raw, password))
+        }
     }
 }
 
@@ -455,7 +452,10 @@ pub fn hash(scheme: Scheme, password: &[u8]) -> Result<String, SchemeError> {
 
 /// [`hash`] with explicit cost parameters.
 ///
-/// `CRYPT` produces a `$2y$` bcrypt string, as `doveadm pw -s CRYPT` does.
+/// `CRYPT` produces a `$2y$` bcrypt string, as `doveadm pw -s CRYPT` does;
+/// `MD5` an MD5-crypt string, as `doveadm pw -s MD5` does. The salted
+/// digest schemes take an 8-byte salt. MD5-CRYPT and the digest schemes
+/// are weak (one fast hash); they are here for old installations' tools.
 /// `PLAIN` refuses passwords that a passwd-file line cannot hold (not
 /// UTF-8, or containing `:`, CR or LF); `BLF-CRYPT` refuses passwords of 72
 /// bytes or more, which bcrypt would silently truncate.
@@ -489,6 +489,24 @@ pub fn hash_with(
                 .hash_password_with_salt(password, &salt)
                 .map_err(|e| unhashable(scheme, e))?
                 .to_string()
+        }
+        Scheme::Md5Crypt | Scheme::Md5 => {
+            digest::md5_crypt(password, &digest::md5_crypt_salt_from(random()?))
+        }
+        Scheme::PlainMd5
+        | Scheme::LdapMd5
+        | Scheme::Smd5
+        | Scheme::Sha
+        | Scheme::Ssha
+        | Scheme::Sha256
+        | Scheme::Ssha256
+        | Scheme::Sha512
+        | Scheme::Ssha512 => {
+            let Some(d) = scheme.digest() else {
+                return Err(unhashable(scheme, "not a digest scheme"));
+            };
+            let salt: [u8; 8] = random()?;
+            d.encoding.encode(&digest::make(d, password, &salt))
         }
         Scheme::BlfCrypt | Scheme::Crypt => {
             bcrypt::non_truncating_hash_with_salt(password, params.bcrypt_cost, random()?)
@@ -525,98 +543,9 @@ fn random<const N: usize>() -> Result<[u8; N], SchemeError> {
     Ok(bytes)
 }
 
-/// What a stored string costs to verify, as a comparable key: the scheme
-/// and its parameters without salt and hash (`ARGON2ID$argon2id$v=19$m=
-/// 65536,t=3,p=1`, `BLF-CRYPT$10`, `SHA512-CRYPT$6`, `PLAIN`). Fails, without
-/// hashing anything, for an unknown scheme or unsupported crypt `$id$`;
-/// malformed data may still only show when verified.
-pub fn cost_class(stored: &str) -> Result<String, SchemeError> {
-    let (scheme, data) = resolve(stored)?;
-    let params = match scheme {
-        Scheme::Plain => Some(""),
-        Scheme::BlfCrypt => data.get(3..6),
-        _ => data.rsplitn(3, '$').nth(2),
-    };
-    let params = params.ok_or_else(|| malformed(scheme, "too short"))?;
-    Ok(format!("{scheme}{params}"))
-}
-
-/// One stored string of the most common cost class among `stored` (on a
-/// tie, the class seen first), skipping strings that cannot be checked or
-/// are above `limits`: the dummy a directory checks for unknown users.
-pub fn most_common_class<'a>(
-    stored: impl IntoIterator<Item = &'a str>,
-    limits: &CostLimits,
-) -> Option<String> {
-    // class -> (count, first index, that string)
-    let mut classes: std::collections::HashMap<String, (usize, usize, &str)> =
-        std::collections::HashMap::new();
-    for (i, s) in stored.into_iter().enumerate() {
-        if let Ok(class) = cost_class(s)
-            && check_cost(s, limits).is_ok()
-        {
-            classes.entry(class).or_insert((0, i, s)).0 += 1;
-        }
-    }
-    classes
-        .into_values()
-        .max_by_key(|&(count, first, _)| (count, std::cmp::Reverse(first)))
-        .map(|(_, _, s)| s.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn most_common_class_is_the_dummy() {
-        let sample = [
-            "{PLAIN}x",
-            "{SHA512-CRYPT}$6$a$b",
-            "{BLF-CRYPT}$2y$04$5D.aL.fV85YiD13oXmGByuH.V3eCTJWidNypC2058qMqJQ3PXvYDu",
-            "{SHA512-CRYPT}$6$c$d",
-            "{MD5}unknown",
-        ];
-        let limits = CostLimits::DEFAULT;
-        assert_eq!(
-            most_common_class(sample, &limits).as_deref(),
-            Some("{SHA512-CRYPT}$6$a$b")
-        );
-        assert_eq!(most_common_class([], &limits), None);
-        let limits = CostLimits {
-            sha_crypt_max_rounds: 4000,
-            ..limits
-        };
-        assert_eq!(
-            most_common_class(sample, &limits).as_deref(),
-            Some("{PLAIN}x")
-        );
-    }
-
-    #[test]
-    fn cost_classes() {
-        let c = |s| cost_class(s).unwrap();
-        assert_eq!(
-            c("{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA"),
-            "ARGON2ID$argon2id$v=19$m=65536,t=3,p=1"
-        );
-        assert_eq!(
-            c("$2b$04$2Llj07fKeSouZE8uewNLvOkQblSUiHEOE8u1OL7Lz5AtKAGwq034i"),
-            "BLF-CRYPT$04"
-        );
-        assert_eq!(
-            c("{BLF-CRYPT}$2y$04$5D.aL.fV85YiD13oXmGByuH.V3eCTJWidNypC2058qMqJQ3PXvYDu"),
-            "BLF-CRYPT$04"
-        );
-        assert_eq!(c("{SHA512-CRYPT}$6$salt$hash"), "SHA512-CRYPT$6");
-        assert_eq!(c("$6$rounds=1000$salt$hash"), "SHA512-CRYPT$6$rounds=1000");
-        assert_eq!(c("{plain}x"), "PLAIN");
-        let e = |s| cost_class(s).unwrap_err().to_string();
-        assert_eq!(e("{MD5}x"), "unknown password scheme \"MD5\"");
-        assert!(e("$1$salt$hash").contains("$1$"));
-        assert!(e("secret").contains("without a $id$"));
-        assert!(!e("{SHA512-CRYPT}x").contains('x'));
-    }
 
     #[test]
     fn crypt_ids() {

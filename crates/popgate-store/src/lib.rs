@@ -18,9 +18,11 @@ use tokio::io::AsyncRead;
 pub mod conformance;
 mod memory;
 mod read;
+mod template;
 
 pub use memory::{MemoryDrop, MemoryStore};
 pub use read::{CountingReader, pop3_size, pop3_size_blocking};
+pub use template::{template_names_domain, template_names_user, validate_template};
 
 /// A byte stream of one stored message, as stored (line endings untouched).
 pub type MessageStream = Pin<Box<dyn AsyncRead + Send>>;
@@ -60,28 +62,10 @@ impl MailboxId {
     }
 
     /// Expands a Dovecot-style template: `%n` local part, `%d` domain,
-    /// `%u` whole login, `%%` a literal percent sign.
+    /// `%u` whole login, `%%` a literal percent sign, with Dovecot's `L`/`U`
+    /// and width modifiers (`%Ln`, `%1Ln`; see [`validate_template`]).
     pub fn expand(&self, template: &str) -> String {
-        let mut out = String::with_capacity(template.len() + 16);
-        let mut chars = template.chars();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('n') => out.push_str(&self.local),
-                Some('d') => out.push_str(&self.domain),
-                Some('u') => out.push_str(&self.login()),
-                Some('%') => out.push('%'),
-                Some(other) => {
-                    out.push('%');
-                    out.push(other);
-                }
-                None => out.push('%'),
-            }
-        }
-        out
+        template::expand(self, template)
     }
 }
 
@@ -89,24 +73,6 @@ impl fmt::Display for MailboxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.tenant, self.login())
     }
-}
-
-/// Checks a template for unknown `%` variables. Returns the offending
-/// sequence, for a config error that names it.
-pub fn validate_template(template: &str) -> Result<(), String> {
-    let mut chars = template.chars();
-    while let Some(c) = chars.next() {
-        if c == '%' {
-            match chars.next() {
-                Some('n' | 'd' | 'u' | '%') => {}
-                Some(other) => {
-                    return Err(format!("unknown variable %{other} (use %n, %d, %u or %%)"));
-                }
-                None => return Err("template ends with a lone %".into()),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One message of a maildrop snapshot.

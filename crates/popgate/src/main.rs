@@ -4,6 +4,8 @@
 mod admin;
 mod admin_cli;
 mod config;
+#[cfg(feature = "maildir")]
+mod from_dovecot;
 #[cfg(feature = "postgres")]
 mod pg;
 mod reload;
@@ -81,7 +83,9 @@ enum Cmd {
     },
     /// Hash a password (read from standard input) for a passwd-file.
     Pw {
-        /// ARGON2ID, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT or PLAIN.
+        /// ARGON2ID, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT or PLAIN; for the tools of old
+        /// installations also MD5-CRYPT, SSHA, SSHA256, SSHA512, SMD5, PLAIN-MD5, LDAP-MD5, SHA,
+        /// SHA256, SHA512 (weak: one fast hash; popgate warns).
         #[arg(long, short, default_value = "ARGON2ID")]
         scheme: String,
     },
@@ -115,6 +119,23 @@ enum Cmd {
         /// The login whose sessions end (user@domain).
         #[arg(long)]
         user: Option<String>,
+    },
+    #[cfg(feature = "maildir")]
+    /// Print the popgate.toml equivalent to a Dovecot configuration; what does not map is listed
+    /// in comments and on standard error (exit 3 when users or mail did not map).
+    FromDovecot {
+        /// Dovecot's configuration directory (dovecot.conf, and relative !include and args paths).
+        #[arg(long, value_name = "DIR", default_value = "/etc/dovecot")]
+        config_dir: PathBuf,
+        /// Read `doveconf -n` output from FILE ("-": standard input) instead of dovecot.conf.
+        #[arg(long, value_name = "FILE")]
+        doveconf_output: Option<PathBuf>,
+        /// A mail domain of the tenant (repeatable); default: the domains of passwd-file logins.
+        #[arg(long = "domain", value_name = "DOMAIN")]
+        domains: Vec<String>,
+        /// The tenant's name.
+        #[arg(long, default_value = "dovecot")]
+        tenant: String,
     },
     /// Print a shell completion script: `popgate completions bash > /etc/bash_completion.d/popgate`.
     Completions {
@@ -150,6 +171,18 @@ fn main() -> ExitCode {
         #[cfg(feature = "postgres")]
         Cmd::User { command } => run(|| command.run()),
         Cmd::Pw { scheme } => pw(&scheme),
+        #[cfg(feature = "maildir")]
+        Cmd::FromDovecot {
+            config_dir,
+            doveconf_output,
+            domains,
+            tenant,
+        } => from_dovecot::run(from_dovecot::Args {
+            config_dir,
+            doveconf_output,
+            domains,
+            tenant,
+        }),
         Cmd::Completions { shell } => {
             // Into memory first: clap_complete panics on a failed write.
             let mut script = Vec::new();
@@ -254,13 +287,28 @@ fn deliver(config: Option<PathBuf>, user: String) -> ExitCode {
 }
 
 fn pw(scheme: &str) -> ExitCode {
-    let scheme = match scheme.parse::<popgate_auth::scheme::Scheme>() {
+    use popgate_auth::scheme::Scheme;
+    let scheme = match scheme.parse::<Scheme>() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("popgate: {e}");
             return ExitCode::from(2);
         }
     };
+    if !matches!(
+        scheme,
+        Scheme::Argon2id
+            | Scheme::Argon2i
+            | Scheme::BlfCrypt
+            | Scheme::Sha512Crypt
+            | Scheme::Sha256Crypt
+            | Scheme::Crypt
+            | Scheme::Plain
+    ) {
+        eprintln!(
+            "popgate: warning: {scheme} is a fast hash that a stolen database gives up quickly; use it only where an old tool needs it"
+        );
+    }
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprint!("Password (echoed): ");

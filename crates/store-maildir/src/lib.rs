@@ -27,6 +27,7 @@ mod dotlock;
 mod fence;
 mod filename;
 mod location;
+mod mail_location;
 mod maildir;
 mod safe_fs;
 mod store;
@@ -40,6 +41,7 @@ pub mod fuzzing;
 #[cfg(test)]
 mod test_util;
 
+pub use mail_location::{MailLocation, parse_mail_location};
 pub use store::{DEFAULT_LOCK_TIMEOUT, MaildirDrop, MaildirStore};
 
 /// Dovecot's default `pop3_uidl_format`.
@@ -49,7 +51,9 @@ pub const DEFAULT_UIDL_FORMAT: &str = "%08Xu%08Xv";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaildirConfig {
     /// Where a mailbox's Maildir is: `%n` local part, `%d` domain, `%u`
-    /// login, e.g. `/var/mail/%d/%n/Maildir`.
+    /// login, e.g. `/var/mail/%d/%n/Maildir`; or a Dovecot `mail_location`
+    /// (`maildir:/var/mail/%d/%n/Maildir:CONTROL=...`, see
+    /// [`parse_mail_location`]).
     pub path_template: String,
     /// Dovecot's `pop3_uidl_format` (see [`validate_uidl_format`]).
     pub uidl_format: String,

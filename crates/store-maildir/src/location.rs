@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use popgate_store::MailboxId;
 
-use crate::safe_fs::DirFd;
+use crate::safe_fs::{DirFd, Perms};
 
 /// A path template split at its fixed prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +121,20 @@ impl Location {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => mkdir_0700(&dir, name)?,
                 other => other?,
             };
+        }
+        Ok(dir)
+    }
+}
+
+impl Location {
+    /// Opens the directory, creating what is missing below the fixed
+    /// prefix with `perms` (a Maildir's owner and mode): for a `CONTROL=`
+    /// directory, which Dovecot, running as the mail user, must be able to
+    /// write as well. The prefix itself must exist.
+    pub fn open_or_create_as(&self, follow: bool, perms: &Perms) -> io::Result<DirFd> {
+        let mut dir = DirFd::open_path(&self.prefix)?;
+        for name in &self.below {
+            dir = dir.create_dir(name, perms, follow)?;
         }
         Ok(dir)
     }

@@ -84,14 +84,22 @@ pub fn io_error(context: &str, e: &io::Error) -> StoreError {
 #[derive(Clone, Debug)]
 pub struct Maildir {
     location: Arc<Location>,
+    /// `CONTROL=`: the directory of `dovecot-uidlist`, when not the Maildir.
+    control: Option<Arc<Location>>,
     follow_symlinks: bool,
     lock_timeout: Duration,
 }
 
 impl Maildir {
-    pub fn new(location: Location, follow_symlinks: bool, lock_timeout: Duration) -> Self {
+    pub fn new(
+        location: Location,
+        control: Option<Location>,
+        follow_symlinks: bool,
+        lock_timeout: Duration,
+    ) -> Self {
         Maildir {
             location: Arc::new(location),
+            control: control.map(Arc::new),
             follow_symlinks,
             lock_timeout,
         }
@@ -146,8 +154,16 @@ impl Maildir {
         let cur = sub("cur")?;
         let new = sub("new")?;
         let tmp = if create { sub("tmp")? } else { None };
+        // The control directory is created when missing (as Dovecot does),
+        // with the Maildir's owner and mode: the uidlist is written there
+        // at the first sync, by popgate or by Dovecot.
+        let control = match &self.control {
+            Some(c) => Some(c.open_or_create_as(self.follow_symlinks, &perms)?),
+            None => None,
+        };
         Ok(Open {
             root,
+            control,
             cur,
             new,
             tmp,
@@ -163,6 +179,8 @@ impl Maildir {
 #[derive(Debug)]
 pub struct Open {
     pub(crate) root: DirFd,
+    /// `CONTROL=`'s directory, holding `dovecot-uidlist` and its lock.
+    control: Option<DirFd>,
     cur: Option<DirFd>,
     new: Option<DirFd>,
     tmp: Option<DirFd>,
@@ -190,9 +208,14 @@ impl Open {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no tmp/"))
     }
 
+    /// The directory of `dovecot-uidlist`: `CONTROL=`'s, else the Maildir.
+    pub(crate) fn uidlist_dir(&self) -> &DirFd {
+        self.control.as_ref().unwrap_or(&self.root)
+    }
+
     pub(crate) fn lock_uidlist(&self) -> Result<Option<DotLock<'_>>, StoreError> {
         DotLock::acquire(
-            &self.root,
+            self.uidlist_dir(),
             uidlist::FILE_NAME,
             &self.perms,
             self.lock_timeout,

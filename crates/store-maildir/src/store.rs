@@ -27,6 +27,8 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct MaildirStore {
     template: Arc<Template>,
+    /// `CONTROL=`: where `dovecot-uidlist` is, when not in the Maildir.
+    control: Option<Arc<Template>>,
     uidl_format: Arc<UidlFormat>,
     lock_timeout: Duration,
     follow_symlinks: bool,
@@ -35,12 +37,13 @@ pub struct MaildirStore {
 impl MaildirStore {
     /// Checks the configuration and builds the store.
     pub fn new(config: MaildirConfig) -> Result<Self, String> {
-        popgate_store::validate_template(&config.path_template)
+        let location = crate::parse_mail_location(&config.path_template)
             .map_err(|e| format!("path_template: {e}"))?;
         let uidl_format =
             UidlFormat::parse(&config.uidl_format).map_err(|e| format!("uidl_format: {e}"))?;
         Ok(MaildirStore {
-            template: Arc::new(Template::new(&config.path_template)),
+            template: Arc::new(Template::new(&location.path)),
+            control: location.control.map(|c| Arc::new(Template::new(&c))),
             uidl_format: Arc::new(uidl_format),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             follow_symlinks: false,
@@ -96,6 +99,7 @@ impl MaildirStore {
     fn maildir(&self, mailbox: &MailboxId) -> Maildir {
         Maildir::new(
             self.template.locate(mailbox),
+            self.control.as_ref().map(|c| c.locate(mailbox)),
             self.follow_symlinks,
             self.lock_timeout,
         )

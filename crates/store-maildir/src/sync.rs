@@ -24,9 +24,9 @@ impl Open {
     /// A uidlist that is not a regular file, or larger than
     /// [`UIDLIST_MAX`], is an error (temporary), never read to its end.
     pub fn read_uidlist(&self) -> io::Result<Option<Uidlist>> {
-        let path = self.root.path().join(uidlist::FILE_NAME);
+        let path = self.uidlist_dir().path().join(uidlist::FILE_NAME);
         Ok(self
-            .root
+            .uidlist_dir()
             .read_capped(uidlist::FILE_NAME, UIDLIST_MAX)?
             .and_then(|data| Uidlist::parse(&data, &path.to_string_lossy())))
     }
@@ -43,12 +43,12 @@ impl Open {
         list.guid.get_or_insert_with(uidlist::new_guid);
         let tmp = format!("{}.tmp", uidlist::FILE_NAME);
         let data = list.serialize();
-        let mut f = self.root.create_temp(&tmp, &self.perms)?;
+        let mut f = self.uidlist_dir().create_temp(&tmp, &self.perms)?;
         let written = (|| {
             f.write_all(&data)?;
             // Dovecot trusts its index while the uidlist's size and mtime
             // are unchanged: make sure a rewrite never looks the same.
-            if let Ok(old) = self.root.stat_at(uidlist::FILE_NAME) {
+            if let Ok(old) = self.uidlist_dir().stat_at(uidlist::FILE_NAME) {
                 let new = f.metadata()?;
                 let old_mtime = u64::try_from(old.st_mtime).ok().and_then(|secs| {
                     let nanos = u32::try_from(old.st_mtime_nsec).unwrap_or(0) % 1_000_000_000;
@@ -63,10 +63,11 @@ impl Open {
                 }
             }
             f.sync_data()?;
-            self.root.rename(&tmp, &self.root, uidlist::FILE_NAME)
+            self.uidlist_dir()
+                .rename(&tmp, self.uidlist_dir(), uidlist::FILE_NAME)
         })();
         if written.is_err() {
-            let _ = self.root.unlink(&tmp);
+            let _ = self.uidlist_dir().unlink(&tmp);
         }
         written
     }

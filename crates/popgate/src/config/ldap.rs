@@ -41,6 +41,9 @@ pub struct LdapSection {
     pub login_delay_attribute: Option<String>,
     #[serde(default)]
     pub enabled_attribute: Option<String>,
+    /// Dovecot's `user` field: the mailbox an alias login opens.
+    #[serde(default)]
+    pub user_attribute: Option<String>,
 }
 
 fn default_user_filter() -> String {
@@ -92,6 +95,7 @@ impl LdapSection {
                 allow_nets: self.allow_nets_attribute.clone(),
                 login_delay: self.login_delay_attribute.clone(),
                 enabled: self.enabled_attribute.clone(),
+                user: self.user_attribute.clone(),
             },
         };
         directory_ldap::LdapDirectory::new(config, hashing)

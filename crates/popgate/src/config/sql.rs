@@ -196,7 +196,7 @@ mod tests {
             "{e}"
         );
         let e = bad(format!(
-            r#"{{"url": "mysql://db/x", "password_query": "{Q}", "default_scheme": "MD5"}}"#
+            r#"{{"url": "mysql://db/x", "password_query": "{Q}", "default_scheme": "NTLM"}}"#
         ));
         assert!(
             e.starts_with("tenants[1].auth.default_scheme: unknown password scheme"),

@@ -106,6 +106,15 @@ fn static_prefix(template: &str) -> PathBuf {
     }
 }
 
+/// The Maildir path template of a `path` that may be a `mail_location`.
+fn maildir_path(path: &str) -> String {
+    #[cfg(feature = "maildir")]
+    if let Ok(location) = store_maildir::parse_mail_location(path) {
+        return location.path;
+    }
+    path.to_owned()
+}
+
 /// Checks every tenant: names, domains, certificates, directory and store.
 pub(super) fn validate(
     config: &Config,
@@ -239,20 +248,34 @@ pub(super) fn validate(
             StoreSection::Maildir {
                 path, uidl_format, ..
             } => {
-                popgate_store::validate_template(path)
+                let location = store_maildir::parse_mail_location(path)
                     .map_err(|e| ConfigError::new(key("store.path"), e))?;
-                if !path.contains("%n") && !path.contains("%u") {
-                    return Err(ConfigError::new(
-                        key("store.path"),
-                        "must contain %n or %u, or every user shares one Maildir",
-                    ));
-                }
-                let root = static_prefix(path);
-                if !root.is_dir() {
-                    return Err(ConfigError::new(
-                        key("store.path"),
-                        format!("{} does not exist or is not a directory", root.display()),
-                    ));
+                for (what, template) in std::iter::once(("", &location.path))
+                    .chain(location.control.as_ref().map(|c| ("CONTROL=", c)))
+                {
+                    if !popgate_store::template_names_user(template) {
+                        return Err(ConfigError::new(
+                            key("store.path"),
+                            format!(
+                                "{what}must contain %n or %u (untruncated), or every user shares one {}",
+                                if what.is_empty() {
+                                    "Maildir"
+                                } else {
+                                    "uidlist"
+                                }
+                            ),
+                        ));
+                    }
+                    let root = static_prefix(template);
+                    if !root.is_dir() {
+                        return Err(ConfigError::new(
+                            key("store.path"),
+                            format!(
+                                "{what}{} does not exist or is not a directory",
+                                root.display()
+                            ),
+                        ));
+                    }
                 }
                 store_maildir::validate_uidl_format(uidl_format)
                     .map_err(|e| ConfigError::new(key("store.uidl_format"), e))?;
@@ -270,7 +293,10 @@ fn check_shared_mailboxes(config: &Config) -> Result<(), ConfigError> {
     let mut seen: std::collections::HashMap<String, (usize, bool)> = Default::default();
     for (i, t) in config.tenants.iter().enumerate() {
         let (place, template) = match &t.store {
-            StoreSection::Maildir { path, .. } => (format!("maildir {path}"), path.as_str()),
+            StoreSection::Maildir { path, .. } => {
+                let path = maildir_path(path);
+                (format!("maildir {path}"), path)
+            }
             #[cfg(not(feature = "s3"))]
             StoreSection::S3(_) => continue,
             #[cfg(feature = "s3")]
@@ -281,13 +307,12 @@ fn check_shared_mailboxes(config: &Config) -> Result<(), ConfigError> {
                     s3.bucket,
                     s3.prefix
                 ),
-                s3.prefix.as_str(),
+                s3.prefix.clone(),
             ),
             // Rows are keyed by tenant: tenants never share a mailbox.
             StoreSection::Postgres(_) => continue,
         };
-        let by_domain =
-            (template.contains("%d") || template.contains("%u")) && !t.domains.is_empty();
+        let by_domain = popgate_store::template_names_domain(&template) && !t.domains.is_empty();
         if let Some(&(j, other_by_domain)) = seen.get(&place)
             && !(by_domain && other_by_domain)
         {
