@@ -315,7 +315,8 @@ impl Limits for RedisLimits {
                     pair: n(v[2]),
                     known_good: v[3] == 1,
                 };
-                attempt.counted_remotely(self.local_config(), prior);
+                let since = self.local.started_since(&attempt);
+                attempt.counted_remotely(self.local_config(), prior, since);
             }
             Ok(v) => {
                 tracing::warn!(reply = ?v, "unexpected reply counting a login attempt in redis; counting in this process");
@@ -328,7 +329,7 @@ impl Limits for RedisLimits {
     }
 
     async fn settle(&self, attempt: &Attempt) -> Duration {
-        // The fleet's counts less what this process took back: the
+        // This process's failures and the fleet's other counts: the
         // attempts ahead here are waited for, those on other replicas
         // count as failures.
         self.local.local_settle(attempt).await

@@ -245,6 +245,7 @@ impl MemoryLimits {
             prior,
             local_prior: prior,
             local_ahead: ahead,
+            remote_other: Prior::default(),
             upfront: self.config.attempt_penalty(prior.less(ahead)),
             ticket: Some(Ticket {
                 limits: self.clone(),
@@ -252,6 +253,15 @@ impl MemoryLimits {
                 keys,
             }),
         }
+    }
+
+    /// How many attempts this process counted in after `attempt`.
+    pub fn started_since(&self, attempt: &Attempt) -> u32 {
+        let Some(ticket) = &attempt.ticket else {
+            return 0;
+        };
+        let next = self.records().next_ticket;
+        u32::try_from(next.saturating_sub(ticket.id + 1)).unwrap_or(u32::MAX)
     }
 
     /// Waits for the attempts ahead of `attempt` in this process (see

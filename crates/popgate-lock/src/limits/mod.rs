@@ -186,6 +186,16 @@ pub struct Prior {
 }
 
 impl Prior {
+    /// Each count plus the other's; `known_good` stays.
+    fn plus(self, other: Prior) -> Prior {
+        Prior {
+            net: self.net.saturating_add(other.net),
+            account: self.account.saturating_add(other.account),
+            pair: self.pair.saturating_add(other.pair),
+            known_good: self.known_good,
+        }
+    }
+
     /// Each count less the other's (at least 0); `known_good` stays.
     fn less(self, other: Prior) -> Prior {
         Prior {
@@ -220,8 +230,11 @@ pub struct Attempt {
     local_prior: Prior,
     /// ... and how many of them were attempts in flight here.
     local_ahead: Prior,
+    /// What a fleet-wide backend counted besides this process's attempts:
+    /// other instances' failures and attempts in flight.
+    remote_other: Prior,
     /// The penalty of the failures recorded before it (not of attempts in
-    /// flight).
+    /// flight here).
     upfront: Duration,
     /// Its place among this process's attempts in flight.
     ticket: Option<memory::Ticket>,
@@ -248,27 +261,40 @@ impl Attempt {
     }
 
     /// Sets the counts a fleet-wide backend returned, and the penalties
-    /// that follow from them. Attempts in flight on other instances cannot
-    /// be told from failures there: they count as failures.
-    pub fn counted_remotely(&mut self, config: &LimitsConfig, prior: Prior) {
+    /// that follow from them. `started_since` is how many attempts this
+    /// process counted in after this one before the backend answered (they
+    /// may have reached it first). Attempts in flight on other instances
+    /// cannot be told from failures there: they count as failures.
+    pub fn counted_remotely(&mut self, config: &LimitsConfig, prior: Prior, started_since: u32) {
+        let reordered = Prior {
+            net: started_since,
+            account: started_since,
+            pair: started_since,
+            known_good: false,
+        };
         self.prior = prior;
+        self.remote_other = prior.less(self.local_prior).less(reordered);
         self.penalty = config.attempt_penalty(prior);
-        self.upfront = config.attempt_penalty(prior.less(self.local_ahead));
+        let mut before = self
+            .local_prior
+            .less(self.local_ahead)
+            .plus(self.remote_other);
+        before.known_good = prior.known_good;
+        self.upfront = config.attempt_penalty(before);
         self.remote = true;
     }
 
-    /// The penalty once the attempts ahead of it here have ended: the
-    /// backend's counts less what this process has taken back since
-    /// (`local_now` are this process's failures now), never more than
-    /// [`Attempt::penalty`]. Returns what is left of it.
+    /// The penalty once the attempts ahead of it here have ended: this
+    /// process's failures now (`local_now`) and what the fleet counted
+    /// besides, never more than [`Attempt::penalty`]. Returns what is left
+    /// of it.
     fn settled(
         &self,
         config: &LimitsConfig,
         local_now: Prior,
         now: tokio::time::Instant,
     ) -> Duration {
-        let back = self.local_prior.less(local_now);
-        let mut effective = self.prior.less(back);
+        let mut effective = local_now.plus(self.remote_other);
         effective.known_good = self.prior.known_good || local_now.known_good;
         let penalty = config.attempt_penalty(effective).min(self.penalty);
         (self.started + penalty).saturating_duration_since(now)
