@@ -11,8 +11,13 @@ import ssl
 import struct
 import threading
 import time
+import uuid
+
+import pytest
 
 from popclient import AUTH_FAILED, TIMEOUT, Pop3
+from test_metrics import metrics_server, scrape
+from test_redis_locks import locks_toml, shared_redis  # noqa: F401  (a fixture)
 
 TOO_LONG = b"-ERR Disconnected: login took too long."
 BUDGET = b"-ERR Too many commands before login, closing."
@@ -331,6 +336,57 @@ def test_parallel_attempts_each_pay(popgate):
     # Each was counted in before any was checked: 0, 1, 2, 4 s.
     assert took[0] < 0.9, took
     assert took[1] >= 0.9 and took[2] >= 1.9 and took[3] >= 3.9, took
+
+
+PENALTIES = "popgate_login_penalty_delay_seconds_count"
+
+
+@pytest.mark.parametrize("limits", ["process", "redis"])
+def test_parallel_logins_from_one_address_that_succeed_pay_no_penalty(popgate, request, limits):
+    # A NAT'd office (or a load balancer without PROXY): 32 people log in at
+    # once from one address. A penalty would be 5 s and up, and counted.
+    extra = ""
+    if limits == "redis":
+        extra = locks_toml(request.getfixturevalue("shared_redis"), f"pgtest-{uuid.uuid4().hex[:12]}")
+    srv = metrics_server(
+        popgate,
+        server={"auth_penalty": "5s", "auth_penalty_max": "15s", "max_connections_per_ip": 64},
+        start=False,
+    )
+    srv.extra_toml += extra
+    srv.write_config()
+    n = 32
+    users = [(f"office{i}@acme.example", f"pw{i}") for i in range(n + 1)]
+    path = srv.passwd["acme"]
+    path.write_text(path.read_text() + "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users))
+    srv.start()
+    conns = [srv.connect() for _ in range(n)]
+    for c, (user, _) in zip(conns, users[:n]):
+        assert c.cmd(f"USER {user}").startswith(b"+OK")
+    answers = [b""] * n
+    go = threading.Barrier(n)
+
+    def login(i: int) -> None:
+        go.wait()
+        answers[i] = conns[i].cmd(f"PASS {users[i][1]}")
+
+    threads = [threading.Thread(target=login, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT + 30)
+    for c in conns:
+        c.close()
+    assert all(a.startswith(b"+OK Logged in") for a in answers), answers
+    assert scrape(srv).get(PENALTIES) == 0, "a successful login was made to wait"
+    # The penalty is still there for failures, and counted: one wrong
+    # password, then the next login from the address (by someone who has
+    # not logged in from here before) pays for it.
+    with srv.connect() as c:
+        assert c.login(users[0][0], "wrong") == AUTH_FAILED
+    with srv.connect() as c:
+        c.login_ok(*users[n])
+    assert scrape(srv).get(PENALTIES) == 1
 
 
 def test_a_known_good_user_is_not_slowed_by_an_attacker_elsewhere(popgate):

@@ -313,13 +313,14 @@ impl Limits for RedisLimits {
         match counted {
             Ok(v) if v.len() == 4 => {
                 let n = |x: i64| u32::try_from(x.max(0)).unwrap_or(u32::MAX);
-                attempt.penalty = self.local_config().attempt_penalty(Prior {
+                let prior = Prior {
                     net: n(v[0]),
                     account: n(v[1]),
                     pair: n(v[2]),
                     known_good: v[3] == 1,
-                });
-                attempt.remote = true;
+                };
+                let since = self.local.started_since(&attempt);
+                attempt.counted_remotely(&self.local_config(), prior, since);
             }
             Ok(v) => {
                 tracing::warn!(reply = ?v, "unexpected reply counting a login attempt in redis; counting in this process");
@@ -331,8 +332,15 @@ impl Limits for RedisLimits {
         attempt
     }
 
-    async fn finish(&self, attempt: Attempt, verdict: Verdict) {
-        self.local.local_finish(&attempt, verdict);
+    async fn settle(&self, attempt: &Attempt) -> Duration {
+        // This process's failures and the fleet's other counts: the
+        // attempts ahead here are waited for, those on other replicas
+        // count as failures.
+        self.local.local_settle(attempt).await
+    }
+
+    async fn finish(&self, mut attempt: Attempt, verdict: Verdict) {
+        self.local.local_finish(&mut attempt, verdict);
         // A failure keeps its pre-counts: nothing to write.
         if !attempt.remote || verdict == Verdict::Failure {
             return;

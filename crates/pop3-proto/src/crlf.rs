@@ -77,7 +77,7 @@ impl CrlfNormaliser {
 
 #[inline]
 pub(crate) fn find_lf(haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', haystack)
 }
 
 #[cfg(test)]

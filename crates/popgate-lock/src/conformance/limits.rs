@@ -59,6 +59,7 @@ pub async fn run_limits(backend: &dyn LimitsBackend) {
     penalties_double_up_to_the_ceiling(&a, &b).await;
     success_takes_back_only_its_own_counts(&a, &b).await;
     parallel_and_abandoned_attempts_each_pay(&a, &b).await;
+    attempts_in_flight_that_succeed_cost_nothing(&a).await;
     a_known_good_pair_pays_only_its_own_failures(&a, &b).await;
     unchecked_attempts_are_taken_back(&a, &b).await;
     names_that_are_no_login_count_on_the_prefix(&a, &b).await;
@@ -244,6 +245,36 @@ async fn parallel_and_abandoned_attempts_each_pay(a: &Arc<dyn Limits>, b: &Arc<d
     drop(held);
     assert_eq!(peek(a, "10.5.0.5", None).await, S(15));
     assert_eq!(peek(b, "10.5.2.5", Some("victim-5@kit")).await, S(15));
+}
+
+async fn attempts_in_flight_that_succeed_cost_nothing(a: &Arc<dyn Limits>) {
+    let office = "10.13.0.1";
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(attempt(a, office, Some(&format!("user{i}-13@kit"))).await);
+    }
+    assert_eq!(held[3].penalty, S(8), "attempts in flight are counted in");
+    assert!(
+        held.iter().all(|h| h.upfront().is_zero()),
+        "nothing has failed yet: no wait before the check"
+    );
+    for h in held {
+        assert_eq!(
+            a.settle(&h).await,
+            Duration::ZERO,
+            "logins ahead that succeeded cost nothing"
+        );
+        a.finish(h, Verdict::Success).await;
+    }
+    let first = attempt(a, office, Some("x-13@kit")).await;
+    let second = attempt(a, office, Some("y-13@kit")).await;
+    a.finish(first, Verdict::Failure).await;
+    let wait = a.settle(&second).await;
+    assert!(
+        wait > S(1) && wait <= S(2),
+        "a failure ahead is paid for: {wait:?}"
+    );
+    a.finish(second, Verdict::Success).await;
 }
 
 async fn a_known_good_pair_pays_only_its_own_failures(a: &Arc<dyn Limits>, b: &Arc<dyn Limits>) {

@@ -1,10 +1,12 @@
 //! [`MemoryLimits`]: the limits counted in this process, and the local half
 //! of a fleet-wide [`Limits`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::generations::{Count, Generations};
@@ -18,6 +20,8 @@ pub struct MemoryLimits {
     config: RwLock<Arc<LimitsConfig>>,
     conns: Mutex<Conns>,
     records: Mutex<Records>,
+    /// Woken whenever an attempt in flight ends.
+    ended: Notify,
 }
 
 #[derive(Default)]
@@ -56,6 +60,81 @@ enum Key {
 struct Records {
     failures: Generations<Key>,
     known_good: Generations<PairId>,
+    /// The tickets of the attempts in flight, per key they are counted on:
+    /// at most three entries per attempt in flight, gone when it ends.
+    in_flight: HashMap<Key, BTreeSet<u64>>,
+    next_ticket: u64,
+}
+
+impl Records {
+    /// The failures recorded on `key`: its count less the attempts in flight.
+    fn failures(&self, key: &Key, now: Instant) -> u32 {
+        let open = self.in_flight.get(key).map_or(0, BTreeSet::len);
+        let open = u32::try_from(open).unwrap_or(u32::MAX);
+        self.failures.get(key, now).saturating_sub(open)
+    }
+
+    /// Whether an attempt counted on `key` before `ticket` is still in flight.
+    fn ahead_in_flight(&self, key: &Key, ticket: u64) -> bool {
+        self.in_flight
+            .get(key)
+            .is_some_and(|t| t.range(..ticket).next().is_some())
+    }
+}
+
+/// An attempt's place among those in flight; dropping it (the attempt
+/// ended, or was abandoned) takes it out and wakes those that wait.
+pub(super) struct Ticket {
+    limits: Arc<MemoryLimits>,
+    id: u64,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut r = self.limits.records();
+        for key in self.keys.iter() {
+            if let Some(t) = r.in_flight.get_mut(&key) {
+                t.remove(&self.id);
+                if t.is_empty() {
+                    r.in_flight.remove(&key);
+                }
+            }
+        }
+        drop(r);
+        self.limits.ended.notify_waiters();
+    }
+}
+
+/// The keys an attempt is counted on: the prefix, and for a login the
+/// account and the pair.
+#[derive(Clone, Copy)]
+struct Keys {
+    net: ClientNet,
+    account: Option<(AccountId, PairId)>,
+}
+
+impl Keys {
+    fn of(net: ClientNet, account: Option<AccountId>) -> Self {
+        Keys {
+            net,
+            account: account.map(|a| (a, a.pair(&net))),
+        }
+    }
+
+    fn iter(self) -> impl Iterator<Item = Key> {
+        std::iter::once(Key::Net(self.net)).chain(
+            self.account
+                .into_iter()
+                .flat_map(|(a, p)| [Key::Account(a), Key::Pair(p)]),
+        )
+    }
 }
 
 // What the bounds in the module documentation assume: a record (with
@@ -71,11 +150,14 @@ impl MemoryLimits {
         let records = Records {
             failures: Generations::new(config.max_failure_records, config.penalty_window),
             known_good: Generations::new(config.max_known_good, config.known_good_for),
+            in_flight: HashMap::new(),
+            next_ticket: 0,
         };
         Arc::new(MemoryLimits {
             config: RwLock::new(Arc::new(config)),
             conns: Mutex::default(),
             records: Mutex::new(records),
+            ended: Notify::new(),
         })
     }
 
@@ -139,26 +221,41 @@ impl MemoryLimits {
         self.records().known_good.len()
     }
 
+    /// Keys with attempts in flight now.
+    #[cfg(test)]
+    pub(super) fn in_flight_keys(&self) -> usize {
+        self.records().in_flight.len()
+    }
+
     fn records(&self) -> std::sync::MutexGuard<'_, Records> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts an attempt in, in this process.
-    pub fn local_attempt(&self, ip: IpAddr, account: Option<&str>) -> Attempt {
+    pub fn local_attempt(self: &Arc<Self>, ip: IpAddr, account: Option<&str>) -> Attempt {
         let config = self.current();
         let net = config.net(ip);
         let account = account.map(AccountId::of);
+        let keys = Keys::of(net, account);
         let now = Instant::now();
         let mut r = self.records();
-        let mut prior = Prior {
-            net: r.failures.bump(Key::Net(net), now),
-            ..Prior::default()
-        };
-        if let Some(a) = account {
-            let pair = a.pair(&net);
-            prior.account = r.failures.bump(Key::Account(a), now);
-            prior.pair = r.failures.bump(Key::Pair(pair), now);
-            prior.known_good = r.known_good.get(&pair, now) > 0;
+        let id = r.next_ticket;
+        r.next_ticket += 1;
+        let mut prior = Prior::default();
+        let mut ahead = Prior::default();
+        for key in keys.iter() {
+            let n = r.failures.bump(key, now);
+            let t = r.in_flight.entry(key).or_default();
+            let open = u32::try_from(t.len()).unwrap_or(u32::MAX);
+            t.insert(id);
+            match key {
+                Key::Net(_) => (prior.net, ahead.net) = (n, open),
+                Key::Account(_) => (prior.account, ahead.account) = (n, open),
+                Key::Pair(p) => {
+                    (prior.pair, ahead.pair) = (n, open);
+                    prior.known_good = r.known_good.get(&p, now) > 0;
+                }
+            }
         }
         drop(r);
         Attempt {
@@ -166,11 +263,84 @@ impl MemoryLimits {
             net,
             account,
             remote: false,
+            started: now,
+            prior,
+            local_prior: prior,
+            local_ahead: ahead,
+            remote_other: Prior::default(),
+            upfront: config.attempt_penalty(prior.less(ahead)),
+            ticket: Some(Ticket {
+                limits: self.clone(),
+                id,
+                keys,
+            }),
         }
     }
 
-    /// Records how an attempt ended, in this process.
-    pub fn local_finish(&self, attempt: &Attempt, verdict: Verdict) {
+    /// How many attempts this process counted in after `attempt`.
+    pub fn started_since(&self, attempt: &Attempt) -> u32 {
+        let Some(ticket) = &attempt.ticket else {
+            return 0;
+        };
+        let next = self.records().next_ticket;
+        u32::try_from(next.saturating_sub(ticket.id + 1)).unwrap_or(u32::MAX)
+    }
+
+    /// Waits for the attempts ahead of `attempt` in this process (see
+    /// [`Limits::settle`]); what is left of its penalty then.
+    pub async fn local_settle(&self, attempt: &Attempt) -> Duration {
+        let deadline = attempt.started + attempt.penalty;
+        let Some(ticket) = &attempt.ticket else {
+            return deadline.saturating_duration_since(Instant::now());
+        };
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let now = Instant::now();
+            if let Some(local_now) = self.failures_once_ahead_ended(ticket, now) {
+                return attempt.settled(&self.current(), local_now, now);
+            }
+            if now >= deadline {
+                return Duration::ZERO;
+            }
+            tokio::select! {
+                () = &mut ended => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// The failures recorded on the ticket's keys, once no attempt counted
+    /// before it on any of them is in flight.
+    fn failures_once_ahead_ended(&self, ticket: &Ticket, now: Instant) -> Option<Prior> {
+        let r = self.records();
+        if ticket.keys.iter().any(|k| r.ahead_in_flight(&k, ticket.id)) {
+            return None;
+        }
+        let mut f = Prior::default();
+        for key in ticket.keys.iter() {
+            let n = r.failures(&key, now);
+            match key {
+                Key::Net(_) => f.net = n,
+                Key::Account(_) => f.account = n,
+                Key::Pair(p) => {
+                    f.pair = n;
+                    f.known_good = r.known_good.get(&p, now) > 0;
+                }
+            }
+        }
+        Some(f)
+    }
+
+    /// Records how an attempt ended, in this process, and takes it out of
+    /// the attempts in flight.
+    pub fn local_finish(&self, attempt: &mut Attempt, verdict: Verdict) {
+        self.record_end(attempt, verdict);
+        drop(attempt.ticket.take());
+    }
+
+    fn record_end(&self, attempt: &Attempt, verdict: Verdict) {
         if verdict == Verdict::Failure {
             return;
         }
@@ -211,7 +381,11 @@ impl Limits for Arc<MemoryLimits> {
         self.local_attempt(ip, account)
     }
 
-    async fn finish(&self, attempt: Attempt, verdict: Verdict) {
-        self.local_finish(&attempt, verdict)
+    async fn settle(&self, attempt: &Attempt) -> Duration {
+        self.local_settle(attempt).await
+    }
+
+    async fn finish(&self, mut attempt: Attempt, verdict: Verdict) {
+        self.local_finish(&mut attempt, verdict)
     }
 }

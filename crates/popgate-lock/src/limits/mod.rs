@@ -16,11 +16,27 @@
 //! [`Limits::attempt`] counts an attempt *before* it is checked, in one
 //! atomic step: it increments the client prefix's counter, the account's
 //! counter and the (account, prefix) pair's counter, and returns the penalty
-//! computed from the values they had before. So N parallel attempts from
-//! one prefix or against one account see 0, 1, ..., N-1 earlier attempts and
-//! each pays its own, growing, delay: parallel connections do not outrun the
-//! penalty. An attempt whose connection goes away before it is finished
-//! stays counted, as a failure.
+//! computed from the values they had before ([`Attempt::penalty`]). So N
+//! parallel attempts from one prefix or against one account see 0, 1, ...,
+//! N-1 earlier attempts, and that is the most each may have to wait. An
+//! attempt whose connection goes away before it is finished stays counted,
+//! as a failure.
+//!
+//! Only failures are penalised, though: a NAT'd office, or a load balancer
+//! without PROXY, is one address with many logins in flight at once.
+//! [`Limits::settle`] waits until the attempts counted ahead of this one
+//! (in this process) have ended, or its penalty has passed, and returns
+//! what is left of the penalty of the failures among and before them. N
+//! parallel logins that all succeed pay nothing; N parallel guesses that all
+//! fail pay 0, base, 2 × base, ... as before, because each waits for the
+//! failures ahead of it. The front end checks the credentials of an
+//! attempt with no recorded failures before it ([`Attempt::upfront`] zero)
+//! at once and holds the answer back by `settle` (the time of the answer
+//! does not depend on whether the check succeeded, so it tells an attacker
+//! nothing sooner); with recorded failures it sits `settle` out before the
+//! check, so that guesses under penalty cost no hashing. A fleet-wide
+//! backend cannot tell attempts in flight on other instances from failures
+//! there: those count as failures.
 //!
 //! [`Limits::finish`] then says how it went:
 //!
@@ -170,18 +186,59 @@ pub struct Prior {
     pub known_good: bool,
 }
 
-/// A login attempt counted in by [`Limits::attempt`]: sleep `penalty`, check
-/// the credentials, then hand it to [`Limits::finish`]. Dropped unfinished
+impl Prior {
+    /// Each count plus the other's; `known_good` stays.
+    fn plus(self, other: Prior) -> Prior {
+        Prior {
+            net: self.net.saturating_add(other.net),
+            account: self.account.saturating_add(other.account),
+            pair: self.pair.saturating_add(other.pair),
+            known_good: self.known_good,
+        }
+    }
+
+    /// Each count less the other's (at least 0); `known_good` stays.
+    fn less(self, other: Prior) -> Prior {
+        Prior {
+            net: self.net.saturating_sub(other.net),
+            account: self.account.saturating_sub(other.account),
+            pair: self.pair.saturating_sub(other.pair),
+            known_good: self.known_good,
+        }
+    }
+}
+
+/// A login attempt counted in by [`Limits::attempt`]. If [`Attempt::upfront`]
+/// is not zero (recorded failures), sit out [`Limits::settle`] before
+/// checking the credentials; otherwise check them at once and sit it out
+/// before answering. Then hand it to [`Limits::finish`]. Dropped unfinished
 /// (the client went away, the login timed out), it counts as a failure.
 #[derive(Debug)]
 pub struct Attempt {
-    /// How long to wait before checking the credentials.
+    /// The most it waits: the penalty of everything counted before it,
+    /// failures and attempts in flight alike.
     pub penalty: Duration,
     net: ClientNet,
     account: Option<AccountId>,
     /// Counted by a fleet-wide backend as well as in this process (set by
     /// that backend's `attempt`, read by its `finish`).
     pub remote: bool,
+    /// When it was counted in.
+    started: tokio::time::Instant,
+    /// The counts before it, as the backend that counted it has them.
+    prior: Prior,
+    /// This process's counts before it ...
+    local_prior: Prior,
+    /// ... and how many of them were attempts in flight here.
+    local_ahead: Prior,
+    /// What a fleet-wide backend counted besides this process's attempts:
+    /// other instances' failures and attempts in flight.
+    remote_other: Prior,
+    /// The penalty of the failures recorded before it (not of attempts in
+    /// flight here).
+    upfront: Duration,
+    /// Its place among this process's attempts in flight.
+    ticket: Option<memory::Ticket>,
 }
 
 impl Attempt {
@@ -193,6 +250,55 @@ impl Attempt {
     /// The account it was counted for, if the name was a login.
     pub fn account(&self) -> Option<AccountId> {
         self.account
+    }
+
+    /// The penalty of the failures recorded before it. Zero means the
+    /// credentials may be checked at once, the answer held back by
+    /// [`Limits::settle`] for what the attempts in flight ahead turn out to
+    /// be; otherwise the wait comes before the check, so that an attacker's
+    /// guesses cost no hashing before their penalty.
+    pub fn upfront(&self) -> Duration {
+        self.upfront
+    }
+
+    /// Sets the counts a fleet-wide backend returned, and the penalties
+    /// that follow from them. `started_since` is how many attempts this
+    /// process counted in after this one before the backend answered (they
+    /// may have reached it first). Attempts in flight on other instances
+    /// cannot be told from failures there: they count as failures.
+    pub fn counted_remotely(&mut self, config: &LimitsConfig, prior: Prior, started_since: u32) {
+        let reordered = Prior {
+            net: started_since,
+            account: started_since,
+            pair: started_since,
+            known_good: false,
+        };
+        self.prior = prior;
+        self.remote_other = prior.less(self.local_prior).less(reordered);
+        self.penalty = config.attempt_penalty(prior);
+        let mut before = self
+            .local_prior
+            .less(self.local_ahead)
+            .plus(self.remote_other);
+        before.known_good = prior.known_good;
+        self.upfront = config.attempt_penalty(before);
+        self.remote = true;
+    }
+
+    /// The penalty once the attempts ahead of it here have ended: this
+    /// process's failures now (`local_now`) and what the fleet counted
+    /// besides, never more than [`Attempt::penalty`]. Returns what is left
+    /// of it.
+    fn settled(
+        &self,
+        config: &LimitsConfig,
+        local_now: Prior,
+        now: tokio::time::Instant,
+    ) -> Duration {
+        let mut effective = local_now.plus(self.remote_other);
+        effective.known_good = self.prior.known_good || local_now.known_good;
+        let penalty = config.attempt_penalty(effective).min(self.penalty);
+        (self.started + penalty).saturating_duration_since(now)
     }
 }
 
@@ -243,6 +349,13 @@ pub trait Limits: Send + Sync {
     /// checked, and says how long to wait before checking it. `account` is
     /// `None` for a name that is no valid login of any tenant.
     async fn attempt(&self, ip: IpAddr, account: Option<&str>) -> Attempt;
+
+    /// Waits until the attempts counted in ahead of this one (in this
+    /// process) have ended, or its [`Attempt::penalty`] has passed, and
+    /// returns how much longer to wait before answering it: what is left
+    /// of the penalty of the failures among and before them. Logins that
+    /// succeed cost the attempts after them nothing.
+    async fn settle(&self, attempt: &Attempt) -> Duration;
 
     /// Records how the attempt ended.
     async fn finish(&self, attempt: Attempt, verdict: Verdict);

@@ -189,3 +189,84 @@ async fn reconfigure_applies_to_what_comes_next_and_keeps_what_is_counted() {
     assert_eq!(l.open_connections(), 0);
     assert!(l.connect(ip("198.51.100.1")).await.is_ok());
 }
+
+/// Attempts from one address in flight at once, each settled, waited out
+/// and finished with its verdict as soon as it may; the time each was
+/// answered, from the start (the clock is paused: these are exact).
+async fn in_parallel(l: &Arc<MemoryLimits>, verdicts: &[Verdict]) -> Vec<Duration> {
+    let start = tokio::time::Instant::now();
+    let held: Vec<Attempt> = (0..verdicts.len())
+        .map(|i| l.local_attempt(ip("192.0.2.50"), Some(&format!("user{i}@office"))))
+        .collect();
+    let runs = held.into_iter().zip(verdicts).map(|(a, &v)| {
+        let l = l.clone();
+        tokio::spawn(async move {
+            let wait = l.settle(&a).await;
+            tokio::time::sleep(wait).await;
+            l.finish(a, v).await;
+            start.elapsed()
+        })
+    });
+    let mut out = Vec::new();
+    for r in runs.collect::<Vec<_>>() {
+        out.push(r.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallel_logins_that_succeed_pay_nothing() {
+    let l = limits(100, 100);
+    let answered = in_parallel(&l, &[Verdict::Success; 32]).await;
+    assert_eq!(answered, [Duration::ZERO; 32], "no login waited");
+    assert_eq!(l.in_flight_keys(), 0, "nothing stays in flight");
+    // And none of them left a failure behind.
+    assert_eq!(
+        peek(&l, "192.0.2.50", Some("new@office")).await,
+        Duration::ZERO
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallel_failures_each_pay_for_those_ahead() {
+    let l = limits(100, 100);
+    let answered = in_parallel(&l, &[Verdict::Failure; 5]).await;
+    assert_eq!(answered, [S(0), S(2), S(4), S(8), S(15)]);
+    assert_eq!(l.in_flight_keys(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_failures_ahead_are_paid_for() {
+    let l = limits(100, 100);
+    use Verdict::{Failure, Success, Unchecked};
+    let answered = in_parallel(
+        &l,
+        &[Success, Failure, Unchecked, Success, Failure, Success],
+    )
+    .await;
+    // Nothing ahead of the first two has failed; one failure ahead of the
+    // next three (2 s from the start); two ahead of the last.
+    assert_eq!(answered, [S(0), S(0), S(2), S(2), S(2), S(4)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_waits_no_longer_than_its_penalty() {
+    let l = limits(100, 100);
+    let stuck = l.local_attempt(ip("192.0.2.51"), Some("a@office"));
+    let next = l.local_attempt(ip("192.0.2.51"), Some("b@office"));
+    assert_eq!(next.penalty, S(2));
+    assert_eq!(next.upfront(), Duration::ZERO, "nothing has failed yet");
+    let start = tokio::time::Instant::now();
+    assert_eq!(l.settle(&next).await, Duration::ZERO);
+    assert_eq!(
+        start.elapsed(),
+        S(2),
+        "an attempt ahead that never ends costs the penalty"
+    );
+    // One abandoned (its client hung up) counts as a failure.
+    drop(stuck);
+    l.finish(next, Verdict::Success).await;
+    let after = l.local_attempt(ip("192.0.2.51"), Some("c@office"));
+    assert_eq!(after.upfront(), S(2), "the abandoned attempt is a failure");
+    assert_eq!(l.settle(&after).await, S(2));
+}

@@ -276,53 +276,47 @@ impl Session {
             .tenants
             .resolve(login, self.listener.default_tenant.as_deref());
         // Brute-force throttling: the attempt is counted before it is
-        // checked, and recent failures from this address prefix or for this
-        // account delay the check itself. A name that is no login counts on
-        // the address only.
+        // checked. Recent failures from this address prefix or for this
+        // account delay the check itself; attempts still in flight ahead of
+        // this one only hold its answer back until they have ended, and
+        // cost it nothing if they succeed. A name that is no login counts
+        // on the address only.
         let account = resolved.as_ref().map(|(_, m)| m.to_string());
         let attempt = self
             .shared
             .limits
             .attempt(self.client.ip(), account.as_deref())
             .await;
-        let penalty = attempt.penalty;
-        if !penalty.is_zero() {
-            self.shared.observer.login_penalty(penalty);
-            if self.conn.flush().await.is_err() {
-                return Err(Reply::err_then(Flow::Close(Outcome::Error)));
-            }
-            tokio::time::sleep(penalty).await;
+        let upfront = !attempt.upfront().is_zero();
+        if upfront {
+            self.sit_out(&attempt).await?;
         }
-        let Some((tenant, mailbox)) = resolved else {
-            // An unknown domain or an invalid name looks like a wrong password,
-            // also by its time: a stand-in directory (the listener's default
-            // tenant's, else the first tenant's by name) spends what its own
-            // failed logins cost, through the same hashing slots.
-            if let Proof::Password(password) = &proof {
-                let stand_in = self
-                    .listener
-                    .default_tenant
-                    .as_deref()
-                    .and_then(|name| self.shared.tenants.get(name))
-                    .or_else(|| self.shared.tenants.iter().min_by_key(|t| &t.name));
-                if let Some(stand_in) = stand_in {
-                    let _ = stand_in.directory.verify_unknown(password).await;
-                }
+        let verified = match &resolved {
+            Some((tenant, mailbox)) => {
+                let who = Login {
+                    local: &mailbox.local,
+                    domain: &mailbox.domain,
+                    client: Some(self.client.ip()),
+                };
+                Some(match proof {
+                    Proof::Password(p) => tenant.directory.verify(who, p).await,
+                    Proof::Apop { timestamp, digest } => {
+                        tenant.directory.verify_apop(who, timestamp, digest).await
+                    }
+                })
             }
+            None => {
+                self.spend_a_failures_time(&proof).await;
+                None
+            }
+        };
+        if !upfront {
+            self.sit_out(&attempt).await?;
+        }
+        let (Some((tenant, mailbox)), Some(verified)) = (resolved, verified) else {
             self.shared.limits.finish(attempt, Verdict::Failure).await;
             tracing::debug!("no tenant serves the login's domain, or the name is no login");
             return Err(self.fail_login(mechanism, None, login).await);
-        };
-        let who = Login {
-            local: &mailbox.local,
-            domain: &mailbox.domain,
-            client: Some(self.client.ip()),
-        };
-        let verified = match proof {
-            Proof::Password(p) => tenant.directory.verify(who, p).await,
-            Proof::Apop { timestamp, digest } => {
-                tenant.directory.verify_apop(who, timestamp, digest).await
-            }
         };
         let user: UserInfo = match verified {
             Ok(Some(user)) => user,
@@ -381,6 +375,43 @@ impl Session {
             mailbox,
             user,
         })
+    }
+
+    /// Sits out what is left of an attempt's penalty once the attempts
+    /// ahead of it have ended (see `Limits::settle`).
+    async fn sit_out(&mut self, attempt: &crate::limits::Attempt) -> Result<(), Reply> {
+        if attempt.penalty.is_zero() {
+            return Ok(());
+        }
+        // What the client pipelined before is answered before the wait.
+        if self.conn.flush().await.is_err() {
+            return Err(Reply::err_then(Flow::Close(Outcome::Error)));
+        }
+        let wait = self.shared.limits.settle(attempt).await;
+        if !wait.is_zero() {
+            self.shared.observer.login_penalty(wait);
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+
+    /// An unknown domain or an invalid name looks like a wrong password,
+    /// also by its time: a stand-in directory (the listener's default
+    /// tenant's, else the first tenant's by name) spends what its own
+    /// failed logins cost, through the same hashing slots.
+    async fn spend_a_failures_time(&mut self, proof: &Proof<'_>) {
+        let Proof::Password(password) = proof else {
+            return;
+        };
+        let stand_in = self
+            .listener
+            .default_tenant
+            .as_deref()
+            .and_then(|name| self.shared.tenants.get(name))
+            .or_else(|| self.shared.tenants.iter().min_by_key(|t| &t.name));
+        if let Some(stand_in) = stand_in {
+            let _ = stand_in.directory.verify_unknown(password).await;
+        }
     }
 
     /// Opens the mailbox of verified credentials: LOGIN-DELAY, the tenant's

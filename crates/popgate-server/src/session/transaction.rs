@@ -231,7 +231,10 @@ impl Session {
             None => MessageEncoder::retr(),
             Some(k) => MessageEncoder::top(k),
         };
-        let mut chunk = vec![0u8; CHUNK];
+        // Most mail is far smaller than a chunk: a buffer of its size (and
+        // one byte to see the end) is all it needs.
+        let len = usize::try_from(size).map_or(CHUNK, |s| s.saturating_add(1).min(CHUNK));
+        let mut chunk = vec![0u8; len];
         loop {
             let read = tokio::time::timeout(STORE_READ_TIMEOUT, stream.read(&mut chunk))
                 .await
