@@ -219,13 +219,15 @@ pub(crate) fn build_tenants(
                 path,
                 uidl_format,
                 follow_symlinks,
+                courier_uidls,
             } => Arc::new(
                 MaildirStore::new(MaildirConfig {
                     path_template: path.clone(),
                     uidl_format: uidl_format.clone(),
                 })
                 .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?
-                .with_follow_symlinks(*follow_symlinks),
+                .with_follow_symlinks(*follow_symlinks)
+                .with_courier_uidls(*courier_uidls),
             ),
             #[cfg(not(feature = "postgres"))]
             StoreSection::Postgres(_) => {
@@ -287,9 +289,9 @@ pub(crate) fn session_config(config: &Config) -> SessionConfig {
 /// answer [SYS/TEMP] and /readyz fails until it is back).
 /// Mailbox locks and abuse limits: in this process, or fleet-wide in Redis.
 /// The fleet coordination a server needs: mailbox locks and abuse limits.
-type Coordination = (Arc<dyn MailboxLocks>, Arc<dyn Limits>);
+pub(crate) type Coordination = (Arc<dyn MailboxLocks>, Arc<dyn Limits>);
 
-fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
+pub(crate) fn build_coordination(config: &Config) -> Result<Coordination, ConfigError> {
     let s = &config.server;
     let limits = LimitsConfig {
         max_connections: s.max_connections,
