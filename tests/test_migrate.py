@@ -209,12 +209,14 @@ class DovecotOverTcp:
         self.sock.close()
 
 
+_DOVECOT_FRONT_LOCK = threading.Lock()
+
+
 def run_dovecot_on_socket(maildir: str, conn: socket.socket) -> None:
     """dovecot_session's setup, with the socket as Dovecot's stdin and stdout."""
     import dovecot_pop3
 
     captured = {}
-    real_run = subprocess.run
 
     def on_socket(cmd, input=None, capture_output=False, env=None, timeout=None):
         # Dovecot refuses a socket on stdin ("started from inetd"): relay through pipes.
@@ -240,13 +242,23 @@ def run_dovecot_on_socket(maildir: str, conn: socket.socket) -> None:
         captured["rc"] = p.returncode
         return subprocess.CompletedProcess(cmd, p.returncode, b"", b"")
 
-    dovecot_pop3.subprocess.run = on_socket
-    try:
-        dovecot_session(maildir, [], strict=False)
-    except dovecot_pop3.DovecotError:
-        pass  # its stdout went to the client, not to us
-    finally:
-        dovecot_pop3.subprocess.run = real_run
+    class Shim:
+        """subprocess for dovecot_pop3 only (never the module itself: the
+        test's own subprocess calls run meanwhile), with run on the socket."""
+
+        run = staticmethod(on_socket)
+
+        def __getattr__(self, name):
+            return getattr(subprocess, name)
+
+    with _DOVECOT_FRONT_LOCK:
+        dovecot_pop3.subprocess = Shim()
+        try:
+            dovecot_session(maildir, [], strict=False)
+        except dovecot_pop3.DovecotError:
+            pass  # its stdout went to the client, not to us
+        finally:
+            dovecot_pop3.subprocess = subprocess
 
 
 def test_a_live_dovecot_over_pop3_into_postgres(popgate, pg_schemas, tmp_path):
