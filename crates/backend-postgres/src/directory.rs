@@ -334,6 +334,16 @@ impl Directory for PgDirectory {
         "postgres"
     }
 
+    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
+        let logins: Vec<String> =
+            sqlx::query_scalar("SELECT login FROM users WHERE tenant = $1 ORDER BY login")
+                .bind(&self.tenant)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| AuthError(format!("listing users: {e}")))?;
+        Ok(Some(logins))
+    }
+
     async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
         Ok(self.lookup(login).await?.is_some())
     }

@@ -33,6 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use popgate_store::{
     CountingReader, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream, StoreError,
+    check_carried_uidl,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -227,6 +228,82 @@ impl PgStore {
         &self.pool
     }
 
+    /// A delivery (`carried` none: the mailbox's next UIDL) or an import.
+    async fn store_message(
+        &self,
+        mailbox: &MailboxId,
+        message: MessageStream,
+        carried: Option<&str>,
+    ) -> Result<String, StoreError> {
+        self.ensure_schema().await?;
+        // Outside the delivery's transaction: a new mailbox row is not held
+        // locked while the message streams in.
+        let mailbox_id: i64 = sqlx::query_scalar("SELECT popgate_mailbox($1, $2)")
+            .bind(&mailbox.tenant)
+            .bind(mailbox.login())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_error("finding the mailbox", &e))?;
+        let err = |e: sqlx::Error| db_error("delivering", &e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let message_id: i64 =
+            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('messages', 'id'))")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err)?;
+        // Every chunk but the last is CHUNK_SIZE bytes.
+        let mut message = CountingReader::new(message, CHUNK_SIZE);
+        let mut seq: i32 = 0;
+        while let Some(chunk) = message
+            .next_chunk()
+            .await
+            .map_err(|e| StoreError::Temporary(format!("reading the message: {e}")))?
+        {
+            sqlx::query("INSERT INTO message_chunks (message_id, seq, data) VALUES ($1, $2, $3)")
+                .bind(message_id)
+                .bind(seq)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            seq = seq
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Permanent("message too large".into()))?;
+        }
+        let size = i64::try_from(message.pop3_size()).unwrap_or(i64::MAX);
+        let raw = i64::try_from(message.octets()).unwrap_or(i64::MAX);
+        let uidl: String = match carried {
+            None => sqlx::query_scalar("SELECT popgate_finish_delivery($1, $2, $3, $4, $5)")
+                .bind(mailbox_id)
+                .bind(message_id)
+                .bind(size)
+                .bind(raw)
+                .bind(seq)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err)?,
+            // popgate_finish_delivery with the carried UIDL: the mailbox
+            // row stays locked until the commit, so UIDs show in order.
+            Some(carried) => sqlx::query_scalar(
+                "WITH b AS (UPDATE mailboxes SET next_uid = next_uid + 1 WHERE id = $1 \
+                            RETURNING next_uid - 1 AS uid) \
+                 INSERT INTO messages (id, mailbox_id, uid, uidl, size, raw_size, chunks) \
+                 SELECT $2, $1, b.uid, $3, $4, $5, $6 FROM b RETURNING uidl",
+            )
+            .bind(mailbox_id)
+            .bind(message_id)
+            .bind(carried)
+            .bind(size)
+            .bind(raw)
+            .bind(seq)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_error("importing", &e))?,
+        };
+        tx.commit().await.map_err(err)?;
+        Ok(uidl)
+    }
+
     /// Refuses to work on a schema that is behind this binary's migrations.
     async fn ensure_schema(&self) -> Result<(), StoreError> {
         if self.schema_ok.load(Ordering::Relaxed) {
@@ -295,54 +372,22 @@ impl MailStore for PgStore {
         mailbox: &MailboxId,
         message: MessageStream,
     ) -> Result<String, StoreError> {
-        self.ensure_schema().await?;
-        // Outside the delivery's transaction: a new mailbox row is not held
-        // locked while the message streams in.
-        let mailbox_id: i64 = sqlx::query_scalar("SELECT popgate_mailbox($1, $2)")
-            .bind(&mailbox.tenant)
-            .bind(mailbox.login())
-            .fetch_one(&self.pool)
+        self.store_message(mailbox, message, None).await
+    }
+
+    /// The carried UIDL goes into `messages.uidl`; the row still takes the
+    /// mailbox's next UID, so it is listed in import order. A UIDL the
+    /// mailbox has already breaks `UNIQUE (mailbox_id, uidl)`: refused.
+    async fn import(
+        &self,
+        mailbox: &MailboxId,
+        uidl: &str,
+        message: MessageStream,
+    ) -> Result<(), StoreError> {
+        check_carried_uidl(uidl)?;
+        self.store_message(mailbox, message, Some(uidl))
             .await
-            .map_err(|e| db_error("finding the mailbox", &e))?;
-        let err = |e: sqlx::Error| db_error("delivering", &e);
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        let message_id: i64 =
-            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('messages', 'id'))")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(err)?;
-        // Every chunk but the last is CHUNK_SIZE bytes.
-        let mut message = CountingReader::new(message, CHUNK_SIZE);
-        let mut seq: i32 = 0;
-        while let Some(chunk) = message
-            .next_chunk()
-            .await
-            .map_err(|e| StoreError::Temporary(format!("reading the message: {e}")))?
-        {
-            sqlx::query("INSERT INTO message_chunks (message_id, seq, data) VALUES ($1, $2, $3)")
-                .bind(message_id)
-                .bind(seq)
-                .bind(chunk)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-            seq = seq
-                .checked_add(1)
-                .ok_or_else(|| StoreError::Permanent("message too large".into()))?;
-        }
-        let size = i64::try_from(message.pop3_size()).unwrap_or(i64::MAX);
-        let raw = i64::try_from(message.octets()).unwrap_or(i64::MAX);
-        let uidl: String = sqlx::query_scalar("SELECT popgate_finish_delivery($1, $2, $3, $4, $5)")
-            .bind(mailbox_id)
-            .bind(message_id)
-            .bind(size)
-            .bind(raw)
-            .bind(seq)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
-        Ok(uidl)
+            .map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

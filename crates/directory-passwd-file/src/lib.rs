@@ -175,6 +175,13 @@ impl Directory for PasswdFile {
         self.has_user(login).await
     }
 
+    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
+        let users = self.users().await?;
+        let mut logins: Vec<String> = users.map.keys().cloned().collect();
+        logins.sort();
+        Ok(Some(logins))
+    }
+
     async fn verify(
         &self,
         login: Login<'_>,

@@ -159,10 +159,27 @@ pub async fn run(fixture: &mut dyn Fixture) {
     login_delay_is_returned(&*dir, &user("delay")).await;
     user_exists_sees_disabled_users(&*dir, &user("disabled"), &user("known")).await;
     unknown_users_cost_a_wrong_password(&*dir, &user("known")).await;
+    a_listing_names_every_user(&*dir, &users).await;
 
     if let Some(down) = fixture.unreachable(pool.for_tenant("kit-down")).await {
         an_outage_is_an_error(&*down, &user("known")).await;
     }
+}
+
+/// A directory that can list its users (`migrate-mail --all`) lists every
+/// one, disabled ones too, sorted.
+async fn a_listing_names_every_user(dir: &dyn Directory, users: &[KitUser]) {
+    let Some(listed) = dir.list_logins().await.expect("listing the users") else {
+        return;
+    };
+    for u in users {
+        let full = format!("{}@{DOMAIN}", u.local());
+        assert!(
+            listed.contains(&full) || listed.iter().any(|l| l == u.local()),
+            "the listing names {full}: {listed:?}"
+        );
+    }
+    assert!(listed.is_sorted(), "the listing is sorted: {listed:?}");
 }
 
 fn login_of(user: &KitUser) -> Login<'_> {

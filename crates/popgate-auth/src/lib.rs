@@ -131,6 +131,15 @@ pub trait Directory: Send + Sync {
     /// now, and refuses mail for a user the directory does not know.
     async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError>;
 
+    /// Every login the directory holds (`local@domain`, or a bare `local`
+    /// that stands for every domain of the tenant), sorted, disabled users
+    /// included: what `popgate migrate-mail --all` walks. `Ok(None)` for a
+    /// directory that cannot be listed (an LDAP tree, an HTTP hook, a
+    /// `password_query` without `iterate_query`); the default.
+    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
+        Ok(None)
+    }
+
     /// Checks that the directory is reachable (readiness).
     async fn ping(&self) -> Result<(), AuthError> {
         Ok(())

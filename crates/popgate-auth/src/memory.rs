@@ -217,6 +217,13 @@ impl Directory for MemoryDirectory {
         "memory"
     }
 
+    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
+        self.up()?;
+        let mut logins: Vec<String> = self.lock().map.keys().cloned().collect();
+        logins.sort();
+        Ok(Some(logins))
+    }
+
     async fn verify(
         &self,
         login: Login<'_>,

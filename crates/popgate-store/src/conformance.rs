@@ -62,6 +62,7 @@ pub async fn run(store: &dyn MailStore, tenant: &str, caps: Capabilities) {
     uidls_are_never_reused(store, &mb("reuse")).await;
     mailboxes_are_isolated(store, &mb("left"), &mb("right")).await;
     large_message_streams(store, &mb("large")).await;
+    imported_messages_keep_their_uidls(store, &mb("import")).await;
     if caps.fencing {
         stale_fence_deletes_nothing(store, &mb("fence")).await;
     }
@@ -254,5 +255,69 @@ async fn stale_fence_deletes_nothing(store: &dyn MailStore, mb: &MailboxId) {
         store.open(mb).await.expect("reopen").messages().len(),
         1,
         "a stale fence deleted nothing"
+    );
+}
+
+/// UIDLs other servers give: Dovecot's default, a Courier base name, a
+/// Cyrus `uidvalidity.uid`, and the longest RFC 1939 allows.
+fn carried_uidls() -> Vec<String> {
+    vec![
+        "000000016581B4F2".to_owned(),
+        "1701234567.M12345P678.old-host,S=1234".to_owned(),
+        "1427364213.17".to_owned(),
+        format!("{}~", "u".repeat(69)),
+    ]
+}
+
+async fn imported_messages_keep_their_uidls(store: &dyn MailStore, mb: &MailboxId) {
+    let first = store
+        .append(mb, stream(b"Subject: before\r\n\r\nbefore\r\n"))
+        .await
+        .expect("append before the import");
+    let samples = samples();
+    let uidls = carried_uidls();
+    for (s, u) in samples.iter().zip(&uidls) {
+        store
+            .import(mb, u, stream(s))
+            .await
+            .unwrap_or_else(|e| panic!("import with UIDL {u}: {e}"));
+    }
+    match store
+        .import(mb, "has space", stream(b"Subject: bad\r\n\r\n"))
+        .await
+    {
+        Err(StoreError::Permanent(_)) => {}
+        other => {
+            panic!("an import with a UIDL that breaks RFC 1939 must be Permanent, got {other:?}")
+        }
+    }
+    let last = store
+        .append(mb, stream(b"Subject: after\r\n\r\nafter\r\n"))
+        .await
+        .expect("append after the import");
+    let drop = store.open(mb).await.expect("open");
+    let listed: Vec<&str> = drop.messages().iter().map(|m| m.uidl.as_str()).collect();
+    let mut want: Vec<&str> = vec![first.as_str()];
+    want.extend(uidls.iter().map(String::as_str));
+    want.push(last.as_str());
+    assert_eq!(
+        listed, want,
+        "imported messages are listed in import order with the UIDLs they carried, and nothing of a refused import shows"
+    );
+    for (i, s) in samples.iter().enumerate() {
+        let want = normalised(s);
+        assert_eq!(
+            drop.messages()[i + 1].size,
+            want.len() as u64,
+            "size of imported message {}",
+            i + 1
+        );
+        let got = normalised(&read_all(drop.fetch(i + 1).await.expect("fetch")).await);
+        assert_eq!(got, want, "imported message {} keeps its content", i + 1);
+    }
+    assert_eq!(
+        store.open(mb).await.expect("reopen").messages(),
+        drop.messages(),
+        "carried UIDLs are stable across opens"
     );
 }

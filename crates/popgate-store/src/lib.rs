@@ -160,6 +160,27 @@ pub trait MailStore: Send + Sync {
         message: MessageStream,
     ) -> Result<String, StoreError>;
 
+    /// Appends one message that keeps the UIDL another store or server
+    /// gave it (an import: `popgate migrate-mail`). Like [`MailStore::append`]
+    /// the store computes its POP3 size, and it is listed after every
+    /// message already there, but with `uidl` as its UIDL for as long as it
+    /// exists. `uidl` must pass [`valid_uidl`] (else `Permanent`, nothing
+    /// stored); the caller makes sure the mailbox does not list it yet (a
+    /// store with a unique index refuses a repeat with `Permanent`). The
+    /// default refuses: a store that cannot keep a carried UIDL says so.
+    async fn import(
+        &self,
+        mailbox: &MailboxId,
+        uidl: &str,
+        message: MessageStream,
+    ) -> Result<(), StoreError> {
+        let _ = (mailbox, uidl, message);
+        Err(StoreError::Permanent(format!(
+            "the {} store cannot keep a carried UIDL",
+            self.backend()
+        )))
+    }
+
     /// Checks that the backend is reachable (readiness).
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -237,6 +258,19 @@ fn no_message(index: usize) -> StoreError {
 /// Checks a UIDL against RFC 1939: 1 to 70 characters in 0x21..=0x7E.
 pub fn valid_uidl(uidl: &str) -> bool {
     (1..=70).contains(&uidl.len()) && uidl.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// What every store's `import` starts with: refuses a UIDL that breaks
+/// RFC 1939 before anything is stored.
+pub fn check_carried_uidl(uidl: &str) -> Result<(), StoreError> {
+    if valid_uidl(uidl) {
+        Ok(())
+    } else {
+        Err(StoreError::Permanent(format!(
+            "carried UIDL {:?} breaks RFC 1939 (1-70 printable ASCII characters)",
+            uidl.chars().take(80).collect::<String>()
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::{
     CountingReader, ExpungeReport, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream,
-    StoreError, expunge_targets, message_at,
+    StoreError, check_carried_uidl, expunge_targets, message_at,
 };
 
 /// Chunk size for reading deliveries.
@@ -39,6 +39,17 @@ struct Stored {
     uid: u32,
     size: u64,
     body: Arc<[u8]>,
+    /// A UIDL carried in by `import`; else the UID's.
+    carried: Option<Arc<str>>,
+}
+
+impl Stored {
+    fn uidl(&self) -> String {
+        match &self.carried {
+            Some(u) => u.to_string(),
+            None => uidl(self.uid),
+        }
+    }
 }
 
 fn uidl(uid: u32) -> String {
@@ -79,7 +90,7 @@ impl MailStore for MemoryStore {
         let messages = snapshot
             .iter()
             .map(|m| MessageInfo {
-                uidl: uidl(m.uid),
+                uidl: m.uidl(),
                 size: m.size,
             })
             .collect();
@@ -96,6 +107,27 @@ impl MailStore for MemoryStore {
         mailbox: &MailboxId,
         message: MessageStream,
     ) -> Result<String, StoreError> {
+        self.store(mailbox, message, None).await
+    }
+
+    async fn import(
+        &self,
+        mailbox: &MailboxId,
+        uidl: &str,
+        message: MessageStream,
+    ) -> Result<(), StoreError> {
+        check_carried_uidl(uidl)?;
+        self.store(mailbox, message, Some(uidl)).await.map(|_| ())
+    }
+}
+
+impl MemoryStore {
+    async fn store(
+        &self,
+        mailbox: &MailboxId,
+        message: MessageStream,
+        carried: Option<&str>,
+    ) -> Result<String, StoreError> {
         // Read the whole message first: a delivery that fails half-way stores nothing.
         let mut reader = CountingReader::new(message, CHUNK);
         let mut body = Vec::new();
@@ -108,17 +140,26 @@ impl MailStore for MemoryStore {
         }
         let mut mailboxes = self.lock();
         let m = mailboxes.entry(self.mailbox_key(mailbox)).or_default();
+        if let Some(u) = carried
+            && m.messages.iter().any(|s| s.uidl() == u)
+        {
+            return Err(StoreError::Permanent(format!(
+                "UIDL {u} is in the mailbox already"
+            )));
+        }
         m.next_uid = m
             .next_uid
             .checked_add(1)
             .ok_or_else(|| StoreError::Permanent("out of UIDs".into()))?;
-        let uid = m.next_uid;
-        m.messages.push(Stored {
-            uid,
+        let stored = Stored {
+            uid: m.next_uid,
             size: reader.pop3_size(),
             body: body.into(),
-        });
-        Ok(uidl(uid))
+            carried: carried.map(Arc::from),
+        };
+        let uidl = stored.uidl();
+        m.messages.push(stored);
+        Ok(uidl)
     }
 }
 

@@ -6,6 +6,7 @@ mod admin_cli;
 mod config;
 #[cfg(feature = "maildir")]
 mod from_dovecot;
+mod migrate;
 #[cfg(feature = "postgres")]
 mod pg;
 mod reload;
@@ -81,6 +82,11 @@ enum Cmd {
         #[command(subcommand)]
         command: pg::UserCmd,
     },
+    /// Move mailboxes from the stores of OLD.toml (or a live POP3 server) to the stores of
+    /// NEW.toml, keeping every message's UIDL, bytes, size and order; each mailbox under its
+    /// lock, verified before it counts as done. Idempotent and resumable. Exits non-zero and
+    /// lists the mailboxes that failed.
+    MigrateMail(migrate::MigrateMail),
     /// Hash a password (read from standard input) for a passwd-file.
     Pw {
         /// ARGON2ID, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT or PLAIN; for the tools of old
@@ -170,6 +176,7 @@ fn main() -> ExitCode {
         Cmd::Migrate { config } => run(|| pg::migrate(config)),
         #[cfg(feature = "postgres")]
         Cmd::User { command } => run(|| command.run()),
+        Cmd::MigrateMail(args) => run(|| args.run()),
         Cmd::Pw { scheme } => pw(&scheme),
         #[cfg(feature = "maildir")]
         Cmd::FromDovecot {

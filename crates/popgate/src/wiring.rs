@@ -221,13 +221,15 @@ pub(crate) fn build_tenants(
                 path,
                 uidl_format,
                 follow_symlinks,
+                courier_uidls,
             } => Arc::new(
                 MaildirStore::new(MaildirConfig {
                     path_template: path.clone(),
                     uidl_format: uidl_format.clone(),
                 })
                 .map_err(|e| ConfigError::new(format!("tenants[{i}].store"), e.to_string()))?
-                .with_follow_symlinks(*follow_symlinks),
+                .with_follow_symlinks(*follow_symlinks)
+                .with_courier_uidls(*courier_uidls),
             ),
             #[cfg(not(feature = "postgres"))]
             StoreSection::Postgres(_) => {
@@ -290,7 +292,7 @@ pub(crate) fn session_config(config: &Config) -> SessionConfig {
 /// Mailbox locks and abuse limits: in this process, or fleet-wide in Redis.
 /// The fleet coordination a server needs: mailbox locks and abuse limits.
 /// And the fleet's live sessions for the admin endpoints.
-type Coordination = (Arc<dyn MailboxLocks>, Arc<dyn Limits>, Arc<FleetAdmin>);
+pub(crate) type Coordination = (Arc<dyn MailboxLocks>, Arc<dyn Limits>, Arc<FleetAdmin>);
 
 /// The abuse limits of a configuration: `server`'s caps and bounds and
 /// `[limits]`. A reload hands them to [`Limits::reconfigure`].
@@ -310,7 +312,7 @@ pub(crate) fn limits_config(config: &Config) -> LimitsConfig {
     }
 }
 
-fn build_coordination(
+pub(crate) fn build_coordination(
     config: &Config,
     sessions: &Arc<SessionRegistry>,
 ) -> Result<Coordination, ConfigError> {

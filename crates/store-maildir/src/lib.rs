@@ -14,6 +14,8 @@
 //!   flag change renamed it.
 //! - Delivery writes tmp/, fsyncs, links into new/ as
 //!   `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>,W=<pop3 size>`.
+//! - A Maildir that Courier served can keep Courier's POP3 UIDLs and order
+//!   (`courierpop3dsizelist`, see [`MaildirStore::with_courier_uidls`]).
 //! - Expunge is fenced: the newest committed fencing token is kept in
 //!   `popgate-fence` in the Maildir root, written under the uidlist lock.
 //! - A customer may own his Maildir's files. Everything in it is opened
@@ -23,6 +25,7 @@
 //!   files are created exclusively (see `safe_fs`). What popgate creates
 //!   takes the Maildir directory's owner, group and mode, as with Dovecot.
 
+mod courier;
 mod dotlock;
 mod fence;
 mod filename;

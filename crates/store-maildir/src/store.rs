@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use popgate_store::{
     CountingReader, ExpungeReport, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream,
-    StoreError, valid_uidl,
+    StoreError, check_carried_uidl, valid_uidl,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::warn;
@@ -15,7 +15,7 @@ use tracing::warn;
 use crate::MaildirConfig;
 use crate::filename;
 use crate::location::Template;
-use crate::maildir::{Dir, FileRef, Maildir, Snapshot, io_error};
+use crate::maildir::{Dir, FileRef, Maildir, Open, Snapshot, io_error};
 use crate::uidl_format::{UidlFormat, UidlVars};
 
 /// How long to wait for `dovecot-uidlist.lock` before giving up.
@@ -32,6 +32,7 @@ pub struct MaildirStore {
     uidl_format: Arc<UidlFormat>,
     lock_timeout: Duration,
     follow_symlinks: bool,
+    courier_uidls: bool,
 }
 
 impl MaildirStore {
@@ -47,6 +48,7 @@ impl MaildirStore {
             uidl_format: Arc::new(uidl_format),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             follow_symlinks: false,
+            courier_uidls: false,
         })
     }
 
@@ -78,6 +80,15 @@ impl MaildirStore {
         self
     }
 
+    /// Whether the messages Courier's `courierpop3dsizelist` lists are
+    /// served with the UIDLs and in the order Courier's POP3 server gave
+    /// them (default: no). For Maildirs that Courier served: popgate can
+    /// then serve them in its place, or `popgate migrate-mail` move them.
+    pub fn with_courier_uidls(mut self, courier: bool) -> Self {
+        self.courier_uidls = courier;
+        self
+    }
+
     /// The Maildir of a mailbox.
     pub fn maildir_path(&self, mailbox: &MailboxId) -> PathBuf {
         self.template.locate(mailbox).path
@@ -88,12 +99,20 @@ impl MaildirStore {
     pub async fn open_maildrop(&self, mailbox: &MailboxId) -> Result<MaildirDrop, StoreError> {
         let maildir = self.maildir(mailbox);
         let md = maildir.clone();
-        let snapshot = blocking(move || match md.open()? {
-            Some(open) => open.snapshot(),
-            None => Ok(Snapshot::default()),
+        let courier = self.courier_uidls;
+        let (snapshot, listed) = blocking(move || match md.open()? {
+            Some(open) => {
+                let listed = if courier { open.courier_list()? } else { None };
+                Ok((open.snapshot()?, listed))
+            }
+            None => Ok((Snapshot::default(), None)),
         })
         .await?;
-        Ok(MaildirDrop::new(maildir, snapshot, &self.uidl_format))
+        let mut drop = MaildirDrop::new(maildir, snapshot, &self.uidl_format);
+        if let Some(listed) = listed {
+            drop.apply_courier(&listed);
+        }
+        Ok(drop)
     }
 
     fn maildir(&self, mailbox: &MailboxId) -> Maildir {
@@ -134,26 +153,7 @@ impl MailStore for MaildirStore {
         mailbox: &MailboxId,
         message: MessageStream,
     ) -> Result<String, StoreError> {
-        let maildir = self.maildir(mailbox);
-        let tmp_name = filename::generate_base();
-        let name = tmp_name.clone();
-        let (open, file) = blocking(move || {
-            let open = maildir.create()?;
-            let file = open
-                .create_tmp(&name)
-                .map_err(|e| io_error("creating a file in tmp/", &e))?;
-            Ok((open, file))
-        })
-        .await?;
-        let (physical, virtual_size) = match write_tmp(file, message).await {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = blocking(move || Ok(open.unlink_tmp(&tmp_name))).await;
-                return Err(io_error("writing to tmp/", &e));
-            }
-        };
-        let name = format!("{tmp_name},S={physical},W={virtual_size}");
-
+        let (open, tmp_name, name) = self.write_message(mailbox, message).await?;
         let base = name.clone();
         let (uid, uid_validity) = blocking(move || {
             let failure = match open.deliver(&tmp_name, &base) {
@@ -178,6 +178,59 @@ impl MailStore for MaildirStore {
             base: &name,
             guid: None,
         }))
+    }
+
+    /// Delivered as [`MailStore::append`] does, and the carried UIDL kept
+    /// as Dovecot keeps one: the uidlist's `P` field, which Dovecot and
+    /// popgate both serve instead of `pop3_uidl_format`.
+    async fn import(
+        &self,
+        mailbox: &MailboxId,
+        uidl: &str,
+        message: MessageStream,
+    ) -> Result<(), StoreError> {
+        check_carried_uidl(uidl)?;
+        let (open, tmp_name, name) = self.write_message(mailbox, message).await?;
+        let uidl = uidl.to_owned();
+        blocking(move || {
+            let done = open.deliver_carried(&tmp_name, &name, &uidl);
+            if done.is_err() {
+                let _ = open.unlink_tmp(&tmp_name);
+            }
+            done
+        })
+        .await
+    }
+}
+
+impl MaildirStore {
+    /// Streams a message into a new file in tmp/; returns the open
+    /// Maildir, the tmp/ name and the name it is to have in new/.
+    async fn write_message(
+        &self,
+        mailbox: &MailboxId,
+        message: MessageStream,
+    ) -> Result<(Open, String, String), StoreError> {
+        let maildir = self.maildir(mailbox);
+        let tmp_name = filename::generate_base();
+        let name = tmp_name.clone();
+        let (open, file) = blocking(move || {
+            let open = maildir.create()?;
+            let file = open
+                .create_tmp(&name)
+                .map_err(|e| io_error("creating a file in tmp/", &e))?;
+            Ok((open, file))
+        })
+        .await?;
+        let (physical, virtual_size) = match write_tmp(file, message).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = blocking(move || Ok(open.unlink_tmp(&tmp_name))).await;
+                return Err(io_error("writing to tmp/", &e));
+            }
+        };
+        let name = format!("{tmp_name},S={physical},W={virtual_size}");
+        Ok((open, tmp_name, name))
     }
 }
 
@@ -233,6 +286,34 @@ impl MaildirDrop {
 }
 
 impl MaildirDrop {
+    /// Courier's UIDLs and order for the messages it listed; the others
+    /// follow, in their order, with their own UIDLs.
+    fn apply_courier(&mut self, listed: &[crate::courier::Listed]) {
+        let by_base: std::collections::HashMap<&str, (usize, &str)> = listed
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.base.as_str(), (i, l.uidl.as_str())))
+            .collect();
+        let mut rows: Vec<(usize, MessageInfo, FileRef)> = self
+            .messages
+            .drain(..)
+            .zip(self.files.drain(..))
+            .enumerate()
+            .map(|(i, (mut m, f))| match by_base.get(f.base()) {
+                Some(&(pos, uidl)) => {
+                    m.uidl = uidl.to_owned();
+                    (pos, m, f)
+                }
+                None => (listed.len() + i, m, f),
+            })
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        for (_, m, f) in rows {
+            self.messages.push(m);
+            self.files.push(f);
+        }
+    }
+
     /// The file name bases of the messages (the name without `:2,` flags),
     /// in POP3 order: message number n is `base_names()[n - 1]`.
     pub fn base_names(&self) -> Vec<&str> {

@@ -31,6 +31,16 @@ impl Open {
             .and_then(|data| Uidlist::parse(&data, &path.to_string_lossy())))
     }
 
+    /// Courier's `courierpop3dsizelist`, parsed; `None` when there is none.
+    pub fn courier_list(&self) -> Result<Option<Vec<crate::courier::Listed>>, StoreError> {
+        let path = self.root.path().join(crate::courier::FILE_NAME);
+        Ok(self
+            .root
+            .read_capped(crate::courier::FILE_NAME, crate::courier::MAX)
+            .map_err(|e| io_error("reading courierpop3dsizelist", &e))?
+            .and_then(|data| crate::courier::parse(&data, &path.to_string_lossy())))
+    }
+
     fn read_uidlist_or_fail(&self) -> Result<Option<Uidlist>, StoreError> {
         self.read_uidlist()
             .map_err(|e| io_error("reading dovecot-uidlist", &e))
@@ -173,6 +183,73 @@ impl Open {
         self.write_uidlist(&mut list)
             .map_err(|e| io_error("writing dovecot-uidlist", &e))?;
         Ok((uid, list.uid_validity))
+    }
+}
+
+impl Open {
+    /// Delivers an imported message (tmp/ to new/ as `base`) with its
+    /// carried UIDL as the uidlist's `P`, all under the uidlist lock: a
+    /// session syncing meanwhile waits, and never lists the message under
+    /// another UIDL. The record is written before the file moves into new/,
+    /// so a crash between the two leaves a record without a file (dropped
+    /// here on the next import of that UIDL), never a message without its
+    /// UIDL. A UIDL another message carries already is refused.
+    pub fn deliver_carried(
+        &self,
+        tmp_name: &str,
+        base: &str,
+        uidl: &str,
+    ) -> Result<(), StoreError> {
+        let Some(_lock) = self.lock_uidlist()? else {
+            return Err(StoreError::Temporary(
+                "dovecot-uidlist is locked by another process".into(),
+            ));
+        };
+        let mut list = self
+            .read_uidlist_or_fail()?
+            .unwrap_or_else(|| Uidlist::new(unix_now()));
+        let mut stale = Vec::new();
+        for (i, r) in list.records.iter().enumerate() {
+            if r.ext(b'P') == Some(uidl) {
+                let found = self
+                    .locate(&r.base)
+                    .map_err(|e| io_error("looking for a message", &e))?;
+                if found.is_some() {
+                    return Err(StoreError::Permanent(format!(
+                        "UIDL {uidl} is in the mailbox already"
+                    )));
+                }
+                stale.push(i);
+            }
+        }
+        for i in stale.into_iter().rev() {
+            list.records.remove(i);
+        }
+        if list.add(base).is_none() {
+            return Err(StoreError::Permanent(format!(
+                "{}: no UIDs left",
+                self.root_path().display()
+            )));
+        }
+        if let Some(r) = list.records.last_mut() {
+            r.set_ext(b'P', uidl);
+        }
+        self.write_uidlist(&mut list)
+            .map_err(|e| io_error("writing dovecot-uidlist", &e))?;
+        let failure = match self.deliver(tmp_name, base) {
+            Ok(true) => None,
+            Ok(false) => Some(StoreError::Temporary(format!("{base} exists in new/"))),
+            Err(e) => Some(io_error("moving tmp/ to new/", &e)),
+        };
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                // Best effort: a record without its file is harmless anyway.
+                list.records.pop();
+                let _ = self.write_uidlist(&mut list);
+                Err(e)
+            }
+        }
     }
 }
 

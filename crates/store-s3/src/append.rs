@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 use crate::client::{classify, io_temporary};
-use crate::{Inner, SIZE_METADATA, uidl_for};
+use crate::{Inner, SIZE_METADATA, UIDL_METADATA, uidl_for};
 
 /// Messages up to this size are uploaded from memory; larger ones are
 /// spooled to a temporary file first (their size metadata must be known
@@ -18,11 +18,13 @@ const IN_MEMORY_UPLOAD: usize = 8 << 20;
 const CHUNK: usize = 64 * 1024;
 
 impl Inner {
-    /// Stores `message` as a new object under `prefix`; returns its UIDL.
+    /// Stores `message` as a new object under `prefix`; returns its UIDL:
+    /// the `carried` one (kept as `x-amz-meta-pop3-uidl`), else the key's.
     pub(crate) async fn append(
         &self,
         prefix: &str,
         message: MessageStream,
+        carried: Option<&str>,
     ) -> Result<String, StoreError> {
         let inner = self;
         let name = new_object_name();
@@ -73,20 +75,23 @@ impl Inner {
                     .map_err(|e| StoreError::Temporary(format!("reading the spool file: {e}")))?
             }
         };
-        inner
+        let mut put = inner
             .client
             .put_object()
             .bucket(&inner.bucket)
             .key(&key)
             .content_type("message/rfc822")
             .content_length(stored as i64)
-            .metadata(SIZE_METADATA, pop3_size.to_string())
-            .body(body)
+            .metadata(SIZE_METADATA, pop3_size.to_string());
+        if let Some(uidl) = carried {
+            put = put.metadata(UIDL_METADATA, uidl);
+        }
+        put.body(body)
             .send()
             .await
             .map_err(|e| classify(&format!("storing {key}"), e))?;
         debug!(key, stored, pop3_size, "delivered");
-        Ok(uidl_for(&name))
+        Ok(carried.map_or_else(|| uidl_for(&name), str::to_owned))
     }
 }
 

@@ -11,7 +11,10 @@
 //!   the snapshot is fixed for the session.
 //! - **UIDL.** Derived from the key only (see [`uidl_for`]): the key
 //!   relative to the prefix when it is a valid RFC 1939 unique-id, else a
-//!   hash-based form that cannot collide with a plain one.
+//!   hash-based form that cannot collide with a plain one. An imported
+//!   message (`popgate migrate-mail`) carries the UIDL its old store gave
+//!   it as object metadata `x-amz-meta-pop3-uidl`, which wins (and is kept
+//!   in the size index with the size).
 //! - **Sizes.** `append` stores the CRLF-normalised size as object metadata
 //!   `x-amz-meta-pop3-size`, counted while the message streams in. Any
 //!   writer may set it. For objects without it the size is computed once by
@@ -48,7 +51,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use popgate_store::{MailStore, MailboxId, Maildrop, MessageStream, StoreError};
+use popgate_store::{
+    MailStore, MailboxId, Maildrop, MessageStream, StoreError, check_carried_uidl,
+};
 
 use crate::client::classify;
 
@@ -59,6 +64,9 @@ pub use crate::uidl::uidl_for;
 /// The object metadata that carries a message's POP3 size
 /// (`x-amz-meta-pop3-size`).
 pub const SIZE_METADATA: &str = "pop3-size";
+/// The object metadata that carries an imported message's UIDL
+/// (`x-amz-meta-pop3-uidl`); it wins over the key's.
+pub const UIDL_METADATA: &str = "pop3-uidl";
 /// popgate's own objects live under `<mailbox prefix>` + this.
 pub const RESERVED_DIR: &str = ".popgate/";
 /// How many objects `open` reads at once when it must compute sizes: S3
@@ -142,8 +150,21 @@ impl MailStore for S3Store {
         message: MessageStream,
     ) -> Result<String, StoreError> {
         self.inner
-            .append(&self.mailbox_prefix(mailbox), message)
+            .append(&self.mailbox_prefix(mailbox), message, None)
             .await
+    }
+
+    async fn import(
+        &self,
+        mailbox: &MailboxId,
+        uidl: &str,
+        message: MessageStream,
+    ) -> Result<(), StoreError> {
+        check_carried_uidl(uidl)?;
+        self.inner
+            .append(&self.mailbox_prefix(mailbox), message, Some(uidl))
+            .await
+            .map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

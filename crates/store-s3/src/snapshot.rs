@@ -13,7 +13,7 @@ use crate::body::IdleTimeout;
 use crate::bucket::Object;
 use crate::client::io_temporary;
 use crate::index::SizeIndex;
-use crate::{Inner, SIZE_CONCURRENCY, SIZE_METADATA, uidl_for};
+use crate::{Inner, SIZE_CONCURRENCY, SIZE_METADATA, UIDL_METADATA, uidl_for};
 
 const INDEX_NAME: &str = "sizes.json";
 /// its end (keeps the connection reusable); a larger one is dropped.
@@ -41,9 +41,13 @@ impl Inner {
         let had_index = stored_index.is_some();
         let mut index = stored_index.unwrap_or_else(SizeIndex::new);
 
-        let mut sizes: Vec<Option<u64>> = objects
+        let mut sizes: Vec<Option<(u64, Option<String>)>> = objects
             .iter()
-            .map(|o| index.get(&o.rel, &o.version))
+            .map(|o| {
+                index
+                    .get(&o.rel, &o.version)
+                    .map(|(s, u)| (s, u.map(str::to_owned)))
+            })
             .collect();
         let missing: Vec<usize> = (0..objects.len()).filter(|&i| sizes[i].is_none()).collect();
         let mut changed = false;
@@ -60,9 +64,14 @@ impl Inner {
                 .await;
             for (i, r) in results {
                 match r {
-                    Ok(size) => {
-                        sizes[i] = Some(size);
-                        changed |= index.insert(&objects[i].rel, &objects[i].version, size);
+                    Ok((size, uidl)) => {
+                        changed |= index.insert(
+                            &objects[i].rel,
+                            &objects[i].version,
+                            size,
+                            uidl.as_deref(),
+                        );
+                        sizes[i] = Some((size, uidl));
                     }
                     // Deleted since the listing: not part of this snapshot.
                     Err(StoreError::Gone) => {
@@ -85,9 +94,10 @@ impl Inner {
             if gone.contains(&i) {
                 continue;
             }
+            let (size, carried) = sizes[i].take().unwrap_or((0, None));
             messages.push(MessageInfo {
-                uidl: uidl_for(&o.rel),
-                size: sizes[i].unwrap_or(0),
+                uidl: carried.unwrap_or_else(|| uidl_for(&o.rel)),
+                size,
             });
             keep.push(o);
         }
@@ -120,24 +130,36 @@ impl Inner {
         })
     }
 
-    /// The POP3 size of one object: from its metadata, else by reading it.
-    async fn compute_size(&self, o: &Object) -> Result<u64, StoreError> {
+    /// The POP3 size of one object (from its metadata, else by reading
+    /// it) and the UIDL it carries, if any (a valid one only).
+    async fn compute_size(&self, o: &Object) -> Result<(u64, Option<String>), StoreError> {
         let resp = self.get(o).await?;
-        let from_metadata = resp.metadata().and_then(|m| {
-            m.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(SIZE_METADATA))
-                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        let metadata = |name: &str| {
+            resp.metadata().and_then(|m| {
+                m.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+        };
+        let carried = metadata(UIDL_METADATA).filter(|u| {
+            let ok = popgate_store::valid_uidl(u);
+            if !ok {
+                warn!(key = o.key, uidl = %u, "ignoring a carried UIDL that breaks RFC 1939");
+            }
+            ok
         });
+        let from_metadata = metadata(SIZE_METADATA).and_then(|v| v.parse::<u64>().ok());
         if let Some(size) = from_metadata {
             if resp.content_length().unwrap_or(i64::MAX) <= DRAIN_LIMIT {
                 // Read the rest so the connection goes back to the pool.
                 let _ = resp.body.collect().await;
             }
-            return Ok(size);
+            return Ok((size, carried));
         }
         let body = IdleTimeout::new(Box::pin(resp.body.into_async_read()), self.read_timeout);
         popgate_store::pop3_size(body)
             .await
+            .map(|size| (size, carried))
             .map_err(|e| io_temporary(&format!("reading {}", o.key), e))
     }
 }

@@ -96,7 +96,7 @@ async fn foreign_objects_are_served_with_computed_and_cached_sizes() {
         s3.get(&index_key)
             .await
             .unwrap()
-            .starts_with(b"{\"version\":1")
+            .starts_with(b"{\"version\":2")
     );
 }
 

@@ -30,7 +30,7 @@ mod tests;
 pub use http_auth::HttpAuthSection;
 pub use ldap::LdapSection;
 pub use listeners::{ListenerSection, TlsSetting};
-pub use locks::LocksSection;
+pub use locks::{LockBackend, LocksSection};
 pub use metrics::MetricsSection;
 #[cfg(feature = "postgres")]
 pub use postgres::PgSection;

@@ -84,6 +84,10 @@ pub enum StoreSection {
         /// can write a Maildir's parents could link `cur` to another's).
         #[serde(default)]
         follow_symlinks: bool,
+        /// Serve the messages Courier's `courierpop3dsizelist` lists with
+        /// Courier's POP3 UIDLs and order (a Maildir Courier served).
+        #[serde(default)]
+        courier_uidls: bool,
     },
     /// Mail in PostgreSQL (`popgate migrate` makes the schema).
     Postgres(PgSection),
