@@ -21,8 +21,10 @@ use popgate_server::observer::process_prefix;
 use popgate_server::{SessionFilter, SessionId, SessionRegistry};
 
 /// The shortest time between two publications of this replica's listing.
+#[cfg(feature = "redis")]
 pub(crate) const PUBLISH_SPACING: Duration = Duration::from_millis(100);
 /// How often a replica asks Redis for the kicks meant for it.
+#[cfg(feature = "redis")]
 pub(crate) const KICK_POLL: Duration = Duration::from_millis(250);
 
 /// This process's name in listings: its session-id prefix.
