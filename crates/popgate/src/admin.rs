@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+#[cfg(feature = "redis")]
 use std::time::Duration;
 
 use async_trait::async_trait;
