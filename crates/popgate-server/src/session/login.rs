@@ -366,6 +366,42 @@ impl Session {
                 }
             },
         };
+        // The directory may say where the user's mail is (Dovecot's userdb
+        // `mail`); the store confines it to the tenant's root, or the login
+        // is refused and nothing is opened.
+        let mailbox = match user.location.as_deref() {
+            None => mailbox,
+            Some(location) => match tenant.store.with_location(mailbox.clone(), location) {
+                Ok(m) => {
+                    if m.location.is_none() {
+                        tracing::debug!(
+                            tenant = %tenant.name,
+                            store = tenant.store.backend(),
+                            "the store has no use for the directory's mailbox location; ignored"
+                        );
+                    }
+                    m
+                }
+                Err(why) => {
+                    self.shared.limits.finish(attempt, Verdict::Unchecked).await;
+                    tracing::warn!(
+                        tenant = %tenant.name,
+                        login = %mailbox.login(),
+                        location = %location.escape_debug(),
+                        reason = %why,
+                        "the directory named a mailbox location outside this tenant's root; \
+                         login refused"
+                    );
+                    return Err(self.refuse_login(
+                        &tenant.name,
+                        mechanism,
+                        LoginResult::TempError,
+                        Code::SysTemp,
+                        "This login's mailbox location is misconfigured, try again later.",
+                    ));
+                }
+            },
+        };
         // Verified: the login timeout no longer cuts this login short.
         self.login_verified
             .store(true, std::sync::atomic::Ordering::Relaxed);
