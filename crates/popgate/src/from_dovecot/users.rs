@@ -214,7 +214,10 @@ fn sql(cx: &mut Ctx<'_>, args: &str, options: &Options) -> Result<Auth, String> 
     );
     if let Some(q) = ext.text("user_query") {
         inline.push_str(&format!(", user_query = {}", quote(q)));
-        if names_column(q, "mail") && !names_column(query, "mail") && !names_column(query, "userdb_mail") {
+        if names_column(q, "mail")
+            && !names_column(query, "mail")
+            && !names_column(query, "userdb_mail")
+        {
             cx.unmapped(format!(
                 "sql user_query's mail column ({}): popgate reads a per-user mail location from the \
                  password_query's `mail` or `userdb_mail` column only; add it there",
