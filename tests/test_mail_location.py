@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from test_http_auth import Hook
+from test_ldap import entry, ldap_auth, slapd, ssha  # noqa: F401
 from test_sql_directory import MAILBOX, hashed, login, mariadb, refused  # noqa: F401
 
 QUERY = ("SELECT username AS user, password, maildir AS mail FROM mailbox "
@@ -133,6 +134,27 @@ def test_an_http_hook_names_the_users_maildir_below_the_tenant_root(popgate):
         assert_refused_and_untouched(srv, root, outside, lambda _: "hook pw")
     finally:
         hook.close()
+
+
+def test_an_ldap_attribute_names_the_users_maildir_below_the_tenant_root(popgate, slapd):
+    srv = popgate(tenants={"globex": {"auth": ldap_auth(slapd, location_attribute="description")}},
+                  start=False)
+    root = srv.root
+    vmail = root / "globex" / "ldap" / "bob" / "Maildir"
+    maildir_with(vmail, "1700000000.M3P3.ldap", b"Subject: ldap\r\n\r\nfrom the entry's place\r\n")
+    maildir_with(root / "acme" / "acme.example" / "dave" / "Maildir", "1700000000.M1P1.dave",
+                 b"Subject: dave's\r\n\r\nacme mail\r\n")
+    outside = outside_locations(root)
+    ldif = ""
+    for user, location in {"locbob@globex.example": f"maildir:{vmail}", **outside}.items():
+        uid = user.split("@")[0]
+        ldif += entry(uid, user, ssha("ldap pw")).rstrip("\n") + f"\ndescription: {location}\n\n"
+    slapd.add(ldif)
+    srv.start()
+    pop = login(srv, "locbob@globex.example", "ldap pw")
+    assert b"from the entry's place" in b"\r\n".join(pop.retr(1)[1])
+    pop.quit()
+    assert_refused_and_untouched(srv, root, outside, lambda _: "ldap pw")
 
 
 @pytest.mark.parametrize("bad", ["/etc", "../x"])
