@@ -342,7 +342,7 @@ dnpass = s3cret
 base = ou=people,dc=example,dc=org
 auth_bind = no
 pass_filter = (&(objectClass=inetOrgPerson)(mail=%u))
-pass_attrs = mail=user,userPassword=password
+pass_attrs = mail=user,userPassword=password,mailMessageStore=userdb_mail
 default_pass_scheme = SSHA
 """
     )
@@ -373,6 +373,7 @@ userdb {{
         "bind_dn": "cn=dovecot,dc=example,dc=org",
         "bind_password": "s3cret",
         "user_attribute": "mail",
+        "location_attribute": "mailMessageStore",
     }
     # ssl = required: TLS on both ports, never a plaintext login.
     assert [(l["tls"], l["plaintext_auth"]) for l in parsed["listeners"]] == [("starttls", False), ("implicit", False)]

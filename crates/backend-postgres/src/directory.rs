@@ -392,6 +392,7 @@ impl Directory for PgDirectory {
                         Some(UserInfo {
                             login_delay: user.login_delay.and_then(|n| u32::try_from(n).ok()),
                             mailbox: None,
+                            location: None,
                         })
                     }
                     Ok(_) => None,

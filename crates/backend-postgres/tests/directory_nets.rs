@@ -96,6 +96,7 @@ async fn allow_nets_admits_only_its_networks() {
         Some(UserInfo {
             login_delay: Some(30),
             mailbox: None,
+            location: None,
         })
     );
     // Invalid lists are refused; clearing works.

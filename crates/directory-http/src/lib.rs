@@ -103,6 +103,9 @@ struct AuthAnswer {
     /// The mailbox the login opens, if not its own ([`UserInfo::mailbox`]).
     #[serde(default)]
     user: Option<String>,
+    /// Where the user's mail is ([`UserInfo::location`]).
+    #[serde(default)]
+    location: Option<String>,
     #[serde(default)]
     reason: Option<String>,
 }
@@ -285,6 +288,7 @@ impl Directory for HttpDirectory {
         let info = UserInfo {
             login_delay: answer.login_delay,
             mailbox: answer.user,
+            location: answer.location.filter(|l| !l.trim().is_empty()),
         };
         self.cache.put(key, &info);
         Ok(Some(info))

@@ -126,6 +126,7 @@ async fn allow_and_deny() {
         Some(UserInfo {
             login_delay: Some(60),
             mailbox: None,
+            location: None,
         })
     );
     assert_eq!(dir.verify(login(), b"wrong").await.unwrap(), None);
@@ -236,6 +237,7 @@ async fn an_allow_is_cached_a_deny_is_not() {
         Some(UserInfo {
             login_delay: Some(60),
             mailbox: None,
+            location: None,
         }),
         "the cached answer keeps its overrides"
     );

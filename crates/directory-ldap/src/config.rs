@@ -56,6 +56,10 @@ pub struct UserAttributes {
     /// mailbox this login opens, for an alias. Confined to the login's
     /// tenant by the front end, like the SQL `user` column.
     pub user: Option<String>,
+    /// Dovecot's userdb `mail` (`user_attrs = mailMessageStore=mail`):
+    /// where the user's Maildir is. Confined to the tenant's Maildir root
+    /// by the store, like the SQL `location` column.
+    pub location: Option<String>,
 }
 
 impl LdapConfig {
@@ -129,6 +133,7 @@ impl LdapConfig {
             ("login_delay_attribute", &a.login_delay),
             ("enabled_attribute", &a.enabled),
             ("user_attribute", &a.user),
+            ("location_attribute", &a.location),
         ] {
             let valid = |n: &str| {
                 !n.is_empty()

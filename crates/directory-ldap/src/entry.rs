@@ -36,6 +36,7 @@ pub(crate) fn wanted<'a>(attributes: &'a UserAttributes, first: &'a str) -> Vec<
         &attributes.login_delay,
         &attributes.enabled,
         &attributes.user,
+        &attributes.location,
     ];
     let mut out: Vec<&str> = extra.into_iter().flatten().map(String::as_str).collect();
     // "1.1" asks for no attribute at all; it goes alone (RFC 4511, 4.5.1.8).
@@ -87,13 +88,14 @@ pub(crate) fn admit(
             }
         }
     });
-    let mailbox = attributes.user.as_ref().and_then(|name| {
-        let value = values(entry, name).into_iter().next()?;
+    let first = |name: &Option<String>| {
+        let value = values(entry, name.as_ref()?).into_iter().next()?;
         let value = value.trim();
         (!value.is_empty()).then(|| value.to_owned())
-    });
+    };
     Some(UserInfo {
         login_delay,
-        mailbox,
+        mailbox: first(&attributes.user),
+        location: first(&attributes.location),
     })
 }

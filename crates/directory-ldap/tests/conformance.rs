@@ -48,6 +48,7 @@ fn config(url: String) -> LdapConfig {
             login_delay: Some("popgateLoginDelay".into()),
             enabled: Some("popgateEnabled".into()),
             user: None,
+            location: None,
         },
         ..LdapConfig::new(url, PEOPLE)
     }

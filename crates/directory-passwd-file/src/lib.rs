@@ -24,7 +24,10 @@
 //! - `popgate_max_sessions=N`: recognised and ignored (one session per
 //!   mailbox at a time, see [`UserInfo`]), with one warning per load.
 //!
-//! Other fields (`userdb_*`, `quota_rule`, ...) are ignored. A malformed
+//! - `userdb_mail=LOCATION` (or `mail=`, as in a userdb file): the user's
+//!   Maildir ([`UserInfo::location`]), confined to the tenant's root.
+//!
+//! Other fields (other `userdb_*`, `quota_rule`, ...) are ignored. A malformed
 //! line is skipped with a warning naming the file and line number (never
 //! the password); when a user appears twice the first line wins. A
 //! password hash above the cost caps ([`popgate_auth::scheme::CostLimits`]) is

@@ -213,6 +213,12 @@ fn parse_line(
                 );
                 entry.disabled = true;
             }
+            // Dovecot's userdb `mail` (extra field `userdb_mail=` in a
+            // passdb file, `mail=` in a userdb one): the user's Maildir,
+            // confined to the tenant's root at login.
+            "userdb_mail" | "mail" if !value.is_empty() => {
+                entry.info.location = Some(value.to_owned());
+            }
             "popgate_max_sessions" => max_sessions = true,
             "popgate_login_delay" => match value.parse::<u32>() {
                 Ok(n) => entry.info.login_delay = Some(n),
@@ -256,5 +262,23 @@ d:{SHA512-CRYPT}$6$salt$hash
                 .dummy
                 .is_none()
         );
+    }
+
+    #[test]
+    fn userdb_mail_is_the_users_location() {
+        let file = "\
+a:{PLAIN}x::::/home/a::userdb_mail=maildir:/var/vmail/a/Maildir popgate_login_delay=5
+b:{PLAIN}x:1000:1000::/home/b::mail=/var/vmail/b
+c:{PLAIN}x
+";
+        let users = parse(Path::new("t"), file.as_bytes(), &CostLimits::DEFAULT);
+        let location = |u: &str| users.map[u].info.location.clone();
+        assert_eq!(
+            location("a").as_deref(),
+            Some("maildir:/var/vmail/a/Maildir")
+        );
+        assert_eq!(users.map["a"].info.login_delay, Some(5));
+        assert_eq!(location("b").as_deref(), Some("/var/vmail/b"));
+        assert_eq!(location("c"), None);
     }
 }

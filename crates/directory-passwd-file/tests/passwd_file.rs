@@ -133,6 +133,7 @@ async fn parses_dovecot_file() {
         ok(UserInfo {
             login_delay: Some(300),
             mailbox: None,
+            location: None,
         })
     );
     // Bare users match any domain of the tenant, and no domain at all.
@@ -365,6 +366,7 @@ async fn apop_needs_a_plain_entry() {
         Some(UserInfo {
             login_delay: Some(60),
             mailbox: None,
+            location: None,
         })
     );
     assert!(

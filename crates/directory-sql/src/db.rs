@@ -22,6 +22,9 @@ pub(crate) struct Found {
     pub login_delay: Option<u32>,
     /// `user` (optional): the mailbox the login opens, if not its own.
     pub user: Option<String>,
+    /// `location`, `mail` or `userdb_mail` (optional, the first not NULL):
+    /// where the user's mail is (Dovecot's userdb `mail`).
+    pub location: Option<String>,
     /// Whether the row had a `password` column at all.
     pub has_password_column: bool,
 }
@@ -229,7 +232,17 @@ macro_rules! driver {
                     allow_nets: text(row, "allow_nets")?.filter(|n| !n.trim().is_empty()),
                     login_delay,
                     user: text(row, "user")?.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()),
+                    location: location(row)?,
                 })
+            }
+
+            fn location(row: &$row) -> Result<Option<String>, sqlx::Error> {
+                for col in ["location", "mail", "userdb_mail"] {
+                    if let Some(l) = text(row, col)?.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()) {
+                        return Ok(Some(l));
+                    }
+                }
+                Ok(None)
             }
         }
     };

@@ -277,6 +277,7 @@ impl Directory for SqlDirectory {
                                     .user
                                     .clone()
                                     .filter(|u| !u.eq_ignore_ascii_case(&user)),
+                                location: row.location.clone(),
                             },
                         )
                     }

@@ -19,6 +19,13 @@
 //!   (`local@domain`, or a bare local part in the login's domain) when it is
 //!   not the login's own, as for an alias; it must be a mailbox of the same
 //!   tenant, or the login is refused.
+//! - `location`, `mail` or `userdb_mail` (optional): Dovecot's userdb
+//!   `mail`, where this user's Maildir is (`maildir:/var/vmail/d/u/Maildir`
+//!   or a bare path, `%n`/`%d`/`%u` expanded). It must lie below the
+//!   tenant's Maildir root (the path template's fixed prefix), or the login
+//!   is refused with `[SYS/TEMP]` and a warning; stores without paths
+//!   ignore it. A `mail` column that holds an address, not a path, refuses
+//!   every login: select it under another name.
 //!
 //! Other columns (`userdb_*`...) are ignored. No row: an unknown user, checked against a dummy hash so
 //! that it costs what a wrong password does (the dummy is of the cost class

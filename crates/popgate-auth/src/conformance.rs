@@ -276,6 +276,7 @@ async fn login_delay_is_returned(dir: &dyn Directory, delay: &KitUser) {
         Some(UserInfo {
             login_delay: Some(LOGIN_DELAY),
             mailbox: None,
+            location: None,
         }),
         "the per-user LOGIN-DELAY comes back with the login"
     );

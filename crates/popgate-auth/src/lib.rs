@@ -37,6 +37,12 @@ pub struct UserInfo {
     /// mailbox). It must be a valid name of the login's tenant, or the login
     /// is refused; it never reaches another tenant.
     pub mailbox: Option<String>,
+    /// Where this user's mail is, when the directory says (Dovecot's userdb
+    /// `mail`): for a Maildir tenant `maildir:/var/vmail/d/u/Maildir` or a
+    /// bare path, confined to the tenant's Maildir root by the store, or
+    /// the login is refused with `[SYS/TEMP]`. Stores without paths
+    /// (PostgreSQL, S3) ignore it.
+    pub location: Option<String>,
 }
 
 /// A directory failure that is not "wrong password": the backend is down or

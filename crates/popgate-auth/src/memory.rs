@@ -31,6 +31,8 @@ pub struct MemoryUser {
     pub login_delay: Option<u32>,
     /// The mailbox this login opens, if not its own ([`UserInfo::mailbox`]).
     pub mailbox: Option<String>,
+    /// Where this user's mail is ([`UserInfo::location`]).
+    pub location: Option<String>,
 }
 
 impl MemoryUser {
@@ -42,6 +44,16 @@ impl MemoryUser {
             allow_nets: None,
             login_delay: None,
             mailbox: None,
+            location: None,
+        }
+    }
+
+    /// A login whose mail is at `location` (Dovecot's userdb `mail`).
+    #[must_use]
+    pub fn located(self, location: impl Into<String>) -> Self {
+        MemoryUser {
+            location: Some(location.into()),
+            ..self
         }
     }
 
@@ -100,6 +112,7 @@ impl MemoryUser {
         (matched && self.enabled && admitted).then_some(UserInfo {
             login_delay: self.login_delay,
             mailbox: self.mailbox.clone(),
+            location: self.location.clone(),
         })
     }
 }

@@ -37,6 +37,11 @@ pub struct MailboxId {
     pub tenant: String,
     pub local: String,
     pub domain: String,
+    /// Where the directory says this user's mail is (Dovecot's userdb
+    /// `mail`), as the directory gave it; `None`: where the store's own
+    /// template puts the login. Set only by [`MailStore::with_location`],
+    /// which checks it; a store that has no use for it leaves it `None`.
+    pub location: Option<String>,
 }
 
 impl MailboxId {
@@ -49,6 +54,7 @@ impl MailboxId {
             tenant: tenant.into(),
             local: local.into(),
             domain: domain.into(),
+            location: None,
         }
     }
 
@@ -193,6 +199,20 @@ pub trait MailStore: Send + Sync {
     /// mailboxes are keyed by tenant and login.
     fn mailbox_key(&self, mailbox: &MailboxId) -> String {
         format!("{}/{}", mailbox.tenant, mailbox.login())
+    }
+
+    /// Applies a per-user mailbox location from the directory (Dovecot's
+    /// userdb `mail`: `maildir:/var/vmail/d/u/Maildir` or a bare path).
+    /// Returns the mailbox to open, or why the location is refused (not
+    /// one of this store's places: outside its root, `..`, NUL, malformed);
+    /// a refused location opens nothing. [`MailStore::mailbox_key`],
+    /// [`MailStore::open`] and [`MailStore::append`] then follow the
+    /// location. The default, for a store whose mailboxes have no path
+    /// (PostgreSQL, S3), ignores it: the mailbox comes back unchanged,
+    /// with `location` `None`.
+    fn with_location(&self, mailbox: MailboxId, location: &str) -> Result<MailboxId, String> {
+        let _ = location;
+        Ok(mailbox)
     }
 }
 

@@ -8,12 +8,19 @@
 //! `O_DIRECTORY|O_NOFOLLOW`, unless the tenant opted in to following
 //! symlinks. A template without variables names one Maildir: its prefix
 //! is the Maildir's parent.
+//!
+//! A directory may name a user's Maildir itself (Dovecot's userdb `mail`).
+//! That path is confined to the same fixed prefix: it must lie below it,
+//! lexically (no `..`, no NUL or control characters, absolute exactly when
+//! the prefix is), and everything below the prefix is opened without
+//! following symlinks even for a tenant that follows them, because the
+//! directory's row, not the operator, chose that path.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 
 use popgate_store::MailboxId;
 
@@ -57,6 +64,83 @@ impl Template {
         }
     }
 
+    /// Where a mailbox's Maildir is: the directory's location for the
+    /// user when it gave one, else the template's. A location that is not
+    /// confined to the fixed prefix gives a `Location` that opens nothing.
+    pub fn locate_user(&self, mailbox: &MailboxId) -> Location {
+        match &mailbox.location {
+            None => self.locate(mailbox),
+            Some(location) => self
+                .confine(mailbox, location)
+                .unwrap_or_else(|e| Location {
+                    prefix: PathBuf::new(),
+                    below: Vec::new(),
+                    path: PathBuf::from(location.replace('\0', "\\0")),
+                    refused: Some(e),
+                }),
+        }
+    }
+
+    /// Checks a directory's location for a user (`maildir:PATH` or a bare
+    /// path, with `%n`/`%d`/`%u` expanded for the user) and splits it at
+    /// the fixed prefix; the error says why it is refused.
+    pub fn confine(&self, mailbox: &MailboxId, location: &str) -> Result<Location, String> {
+        if location.chars().any(char::is_control) {
+            return Err("it holds a NUL or control character".into());
+        }
+        let parsed = crate::parse_mail_location(location)?;
+        if parsed.control.is_some() {
+            return Err(
+                "CONTROL= in a user's location: the tenant's mail_location places the control \
+                 files"
+                    .into(),
+            );
+        }
+        let prefix = PathBuf::from(mailbox.expand(&self.prefix));
+        let path = mailbox.expand(&parsed.path);
+        let mut below = Vec::new();
+        for c in path.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => return Err("it holds a `..` component".into()),
+                c => below.push(OsString::from(c)),
+            }
+        }
+        if path.starts_with('/') != prefix.has_root() {
+            return Err(format!(
+                "it is not below the tenant's Maildir root {}",
+                prefix.display()
+            ));
+        }
+        let root: Vec<&OsStr> = prefix
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let inside = below.len() > root.len()
+            && !prefix
+                .components()
+                .any(|c| matches!(c, Component::ParentDir))
+            && root.iter().zip(&below).all(|(r, b)| *r == b.as_os_str());
+        if !inside {
+            return Err(format!(
+                "it is not below the tenant's Maildir root {}",
+                prefix.display()
+            ));
+        }
+        let below = below.split_off(root.len());
+        let mut full = prefix.clone();
+        full.extend(&below);
+        Ok(Location {
+            prefix,
+            below,
+            path: full,
+            refused: None,
+        })
+    }
+
     pub fn locate(&self, mailbox: &MailboxId) -> Location {
         let prefix = PathBuf::from(mailbox.expand(&self.prefix));
         let rest = mailbox.expand(&self.rest);
@@ -71,6 +155,7 @@ impl Template {
             prefix,
             below,
             path,
+            refused: None,
         }
     }
 }
@@ -82,11 +167,26 @@ pub struct Location {
     pub below: Vec<OsString>,
     /// The whole path, for messages and for following symlinks.
     pub path: PathBuf,
+    /// Why a directory's location for the user was refused: nothing is
+    /// opened or created.
+    pub refused: Option<String>,
 }
 
 impl Location {
+    /// Fails when the directory's location was refused.
+    fn refuse(&self) -> io::Result<()> {
+        match &self.refused {
+            Some(why) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("the directory's location is refused: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Opens the Maildir directory; `None` when it does not exist.
     pub fn open(&self, follow: bool) -> io::Result<Option<DirFd>> {
+        self.refuse()?;
         if follow {
             return none_if_missing(DirFd::open_path(&self.path));
         }
@@ -106,6 +206,7 @@ impl Location {
     /// process's own, as Dovecot creates a mail root without a template
     /// to copy from).
     pub fn create(&self, follow: bool) -> io::Result<DirFd> {
+        self.refuse()?;
         let mut builder = DirBuilder::new();
         builder.recursive(true).mode(0o700);
         if follow {
@@ -132,6 +233,7 @@ impl Location {
     /// directory, which Dovecot, running as the mail user, must be able to
     /// write as well. The prefix itself must exist.
     pub fn open_or_create_as(&self, follow: bool, perms: &Perms) -> io::Result<DirFd> {
+        self.refuse()?;
         let mut dir = DirFd::open_path(&self.prefix)?;
         for name in &self.below {
             dir = dir.create_dir(name, perms, follow)?;
@@ -227,5 +329,70 @@ mod tests {
         assert!(nobody.open(false).unwrap().is_none());
         nobody.create(false).unwrap();
         assert!(real.join("a.example/carol/Maildir").is_dir());
+    }
+
+    #[test]
+    fn a_directory_location_is_confined_to_the_fixed_prefix() {
+        let t = Template::new("/var/vmail/%d/%n/Maildir");
+        let bob = MailboxId::new("t", "bob", "a.example");
+        let ok = |l: &str| t.confine(&bob, l).unwrap();
+        let loc = ok("maildir:/var/vmail/a.example/robert/Maildir");
+        assert_eq!(loc.prefix, PathBuf::from("/var/vmail"));
+        assert_eq!(loc.below, ["a.example", "robert", "Maildir"]);
+        // Bare paths, variables and redundant separators name the same place.
+        assert_eq!(ok("/var/vmail//a.example/./robert/Maildir/").path, loc.path);
+        assert_eq!(
+            ok("/var/vmail/%d/%n/Other").path,
+            PathBuf::from("/var/vmail/a.example/bob/Other")
+        );
+        let refused = |l: &str| t.confine(&bob, l).unwrap_err();
+        assert!(refused("/var/vmail/a.example/../../../etc").contains(".."));
+        assert!(refused("/var/vmail/../other/bob").contains(".."));
+        assert!(refused("/etc").contains("/var/vmail"));
+        assert!(refused("/var/vmailx/bob").contains("/var/vmail"));
+        assert!(
+            refused("/var/vmail").contains("/var/vmail"),
+            "the root itself"
+        );
+        assert!(
+            refused("var/vmail/a.example/bob").contains("/var/vmail"),
+            "relative"
+        );
+        assert!(refused("/var/vmail/a\0b").contains("NUL"));
+        assert!(refused("/var/vmail/a\nb").contains("NUL"));
+        assert!(refused("mbox:/var/vmail/bob").contains("Maildir"));
+        assert!(refused("maildir:/var/vmail/bob:CONTROL=/c/bob").contains("CONTROL="));
+        assert!(refused("").contains("empty"));
+        // A refused location opens and creates nothing.
+        let mut evil = bob.clone();
+        evil.location = Some("/etc".into());
+        let loc = t.locate_user(&evil);
+        assert!(loc.refused.is_some());
+        assert!(loc.open(true).is_err() && loc.create(true).is_err());
+    }
+
+    #[test]
+    fn a_directory_location_never_follows_a_symlink_out() {
+        let tmp = TempDir::new();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(root.join("a.example/bob/Maildir")).unwrap();
+        std::fs::create_dir_all(outside.join("Maildir")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("a.example/escape")).unwrap();
+        let t = Template::new(&format!("{}/%d/%n/Maildir", root.display()));
+        let bob = MailboxId::new("t", "bob", "a.example");
+        let ok = t
+            .confine(&bob, &format!("{}/a.example/bob/Maildir", root.display()))
+            .unwrap();
+        assert!(ok.open(false).unwrap().is_some());
+        let escape = t
+            .confine(
+                &bob,
+                &format!("{}/a.example/escape/Maildir", root.display()),
+            )
+            .unwrap();
+        let e = escape.open(false).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert!(escape.create(false).is_err());
     }
 }

@@ -91,7 +91,7 @@ impl MaildirStore {
 
     /// The Maildir of a mailbox.
     pub fn maildir_path(&self, mailbox: &MailboxId) -> PathBuf {
-        self.template.locate(mailbox).path
+        self.template.locate_user(mailbox).path
     }
 
     /// [`MailStore::open`] with the Maildir's own snapshot type, which also
@@ -116,10 +116,12 @@ impl MaildirStore {
     }
 
     fn maildir(&self, mailbox: &MailboxId) -> Maildir {
+        // A location from the directory is the row's choice, not the
+        // operator's: below the prefix, no symlink is followed there.
         Maildir::new(
-            self.template.locate(mailbox),
+            self.template.locate_user(mailbox),
             self.control.as_ref().map(|c| c.locate(mailbox)),
-            self.follow_symlinks,
+            self.follow_symlinks && mailbox.location.is_none(),
             self.lock_timeout,
         )
     }
@@ -146,6 +148,14 @@ impl MailStore for MaildirStore {
 
     async fn open(&self, mailbox: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError> {
         Ok(Box::new(self.open_maildrop(mailbox).await?))
+    }
+
+    /// Confines the location to the path template's fixed prefix (see
+    /// [`MaildirStore::with_follow_symlinks`]).
+    fn with_location(&self, mut mailbox: MailboxId, location: &str) -> Result<MailboxId, String> {
+        self.template.confine(&mailbox, location)?;
+        mailbox.location = Some(location.to_owned());
+        Ok(mailbox)
     }
 
     async fn append(

@@ -336,29 +336,20 @@ impl Session {
                 ));
             }
         };
-        // The directory may name the mailbox this login opens (an alias);
-        // it must be one of this tenant's, or the login is refused.
-        let mailbox = match user.mailbox.as_deref() {
-            None => mailbox,
-            Some(owner) => match tenant.mailbox_named(owner, &mailbox) {
-                Some(m) => m,
-                None => {
-                    self.shared.limits.finish(attempt, Verdict::Unchecked).await;
-                    tracing::warn!(
-                        tenant = %tenant.name,
-                        login = %mailbox.login(),
-                        mailbox = %crate::logsafe::account(owner),
-                        "the directory named a mailbox that is not this tenant's; login refused"
-                    );
-                    return Err(self.refuse_login(
-                        &tenant.name,
-                        mechanism,
-                        LoginResult::PermError,
-                        Code::SysPerm,
-                        "This login's mailbox is misconfigured.",
-                    ));
-                }
-            },
+        // The directory may send the login to another mailbox of its tenant,
+        // or name where its mail is.
+        let mailbox = match super::directed::mailbox(&tenant, mailbox, &user) {
+            Ok(m) => m,
+            Err(refusal) => {
+                self.shared.limits.finish(attempt, Verdict::Unchecked).await;
+                return Err(self.refuse_login(
+                    &tenant.name,
+                    mechanism,
+                    refusal.result,
+                    refusal.code,
+                    refusal.text,
+                ));
+            }
         };
         // Verified: the login timeout no longer cuts this login short.
         self.login_verified

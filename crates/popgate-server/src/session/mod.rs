@@ -13,6 +13,7 @@
 //! besides those of failed logins and bad commands (which have their own
 //! caps, `max_auth_failures` and `max_bad_commands`).
 
+mod directed;
 mod login;
 mod transaction;
 

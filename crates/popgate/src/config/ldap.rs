@@ -44,6 +44,9 @@ pub struct LdapSection {
     /// Dovecot's `user` field: the mailbox an alias login opens.
     #[serde(default)]
     pub user_attribute: Option<String>,
+    /// Dovecot's userdb `mail`: the attribute holding the user's Maildir.
+    #[serde(default)]
+    pub location_attribute: Option<String>,
 }
 
 fn default_user_filter() -> String {
@@ -96,6 +99,7 @@ impl LdapSection {
                 login_delay: self.login_delay_attribute.clone(),
                 enabled: self.enabled_attribute.clone(),
                 user: self.user_attribute.clone(),
+                location: self.location_attribute.clone(),
             },
         };
         directory_ldap::LdapDirectory::new(config, hashing)

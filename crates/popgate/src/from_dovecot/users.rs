@@ -214,6 +214,16 @@ fn sql(cx: &mut Ctx<'_>, args: &str, options: &Options) -> Result<Auth, String> 
     );
     if let Some(q) = ext.text("user_query") {
         inline.push_str(&format!(", user_query = {}", quote(q)));
+        if names_column(q, "mail")
+            && !names_column(query, "mail")
+            && !names_column(query, "userdb_mail")
+        {
+            cx.unmapped(format!(
+                "sql user_query's mail column ({}): popgate reads a per-user mail location from the \
+                 password_query's `mail` or `userdb_mail` column only; add it there",
+                path.display()
+            ));
+        }
     }
     if let Some(s) = ext.text("default_pass_scheme") {
         inline.push_str(&format!(", default_scheme = {}", quote(s)));
@@ -230,6 +240,15 @@ fn sql(cx: &mut Ctx<'_>, args: &str, options: &Options) -> Result<Auth, String> 
         inline,
         domains: Vec::new(),
     })
+}
+
+/// Whether a query selects a column named `column` (`... AS mail`, `mail,`).
+fn names_column(query: &str, column: &str) -> bool {
+    let lower = query.to_ascii_lowercase();
+    let select = lower.split(" from ").next().unwrap_or("");
+    select
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|word| word == column)
 }
 
 fn ldap(cx: &mut Ctx<'_>, args: &str, options: &Options) -> Result<Auth, String> {
@@ -271,6 +290,16 @@ fn ldap(cx: &mut Ctx<'_>, args: &str, options: &Options) -> Result<Auth, String>
     if yes(ext.text("tls"), false) {
         inline.push_str(", starttls = true");
     }
+    // Dovecot's userdb `mail` (`user_attrs = mailMessageStore=mail`, or
+    // `=userdb_mail` in pass_attrs for prefetch): the user's Maildir.
+    let mut location = None;
+    if let Some(attrs) = ext.text("user_attrs") {
+        for pair in attrs.split(',') {
+            if let Some((attr, "mail")) = pair.trim().split_once('=').map(|(a, f)| (a, f.trim())) {
+                location = Some(attr.trim().to_owned());
+            }
+        }
+    }
     if let Some(attrs) = ext.text("pass_attrs") {
         // `userPassword=password,uid=user`: the attributes mapped to
         // `password` and to `user` (the mailbox an alias opens).
@@ -283,6 +312,7 @@ fn ldap(cx: &mut Ctx<'_>, args: &str, options: &Options) -> Result<Auth, String>
                     "user" => {
                         inline.push_str(&format!(", user_attribute = {}", quote(attr.trim())));
                     }
+                    "userdb_mail" => location = Some(attr.trim().to_owned()),
                     "password" => {}
                     other => cx.unmapped(format!(
                         "ldap pass_attrs {attr}={other}: no popgate equivalent"
@@ -290,6 +320,9 @@ fn ldap(cx: &mut Ctx<'_>, args: &str, options: &Options) -> Result<Auth, String>
                 }
             }
         }
+    }
+    if let Some(attr) = location {
+        inline.push_str(&format!(", location_attribute = {}", quote(&attr)));
     }
     if let Some(s) = ext.text("default_pass_scheme") {
         cx.unmapped(format!(
@@ -315,7 +348,9 @@ pub(super) fn userdb_home(cx: &mut Ctx<'_>) -> Option<String> {
                 "home" if driver == "static" && home.is_none() => home = Some(v),
                 "uid" | "gid" => {}
                 "mail" => cx.unmapped(format!(
-                    "userdb {driver} mail={v}: a per-userdb mail location; set the tenant's store path"
+                    "userdb {driver} mail={v}: one mail location for the whole userdb; set the tenant's store \
+                     path (per-user locations come from the SQL password_query's mail or userdb_mail column, \
+                     LDAP user_attrs =mail, or the HTTP hook's \"location\")"
                 )),
                 _ => {}
             }
