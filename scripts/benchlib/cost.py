@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from .dataset import PASSWORD, body_lines, message, write_maildir, write_passwd
+from .dataset import PASSWORD, body_lines, message, small_mailboxes, write_maildir, write_passwd
 from .procfs import proc_times
 from .servers import HOST, free_port, popgate_config
 
@@ -31,11 +31,8 @@ from .servers import HOST, free_port, popgate_config
 def make_mail(work: str, users: int, big_mb: int) -> dict:
     rng = random.Random(18)
     domain = os.path.join(work, "mail", "bench.test")
-    seq = [0]
-    for u in range(1, users + 1):
-        user = f"u{u:04d}"
-        msgs = [message(rng, user, i, rng.randint(3_500, 4_500)) for i in range(10)]
-        write_maildir(os.path.join(domain, user, "Maildir"), msgs, seq)
+    small_mailboxes(domain, users, 10, rng)
+    seq = [users * 10]
     lf = message(rng, "big", 0, 0) + body_lines(rng, big_mb * 1_000_000)
     write_maildir(os.path.join(domain, "big", "Maildir"), [lf], seq)
     crlf = lf.replace(b"\n", b"\r\n")

@@ -78,6 +78,20 @@ def write_maildir(maildir: str, messages: list[bytes], seq: list[int]) -> int:
     return total
 
 
+def small_mailboxes(domain: str, users: int, per_user: int, rng: random.Random,
+                    sizes: tuple[int, int] = (3_500, 4_500)) -> int:
+    """Mailboxes u0001..u{users} under `domain`, each `per_user` messages
+    of `sizes` octets (LF endings): the session load's mail. Returns the
+    octets written."""
+    seq = [0]
+    total = 0
+    for u in range(1, users + 1):
+        user = f"u{u:04d}"
+        msgs = [message(rng, user, i, rng.randint(*sizes)) for i in range(per_user)]
+        total += write_maildir(os.path.join(domain, user, "Maildir"), msgs, seq)
+    return total
+
+
 def make_dataset(root: str, users: int, per_user: int, idle_users: int, big_mb: int) -> dict:
     rng = random.Random(1939)
     mail = os.path.join(root, "mail")

@@ -58,10 +58,16 @@ class Server:
         }
 
 
-def popgate_config(work: str, port: int) -> str:
+MEMORY_LOCKS = 'backend = "memory"\n'
+
+
+def popgate_config(work: str, port: int, tenants: str | None = None, locks: str = MEMORY_LOCKS) -> str:
     """popgate.toml: the dataset's Maildirs and passwd-file (bench.test, and
     crypt.test on the same Maildirs), in-process locks, caps high enough
-    for the load."""
+    for the load. `tenants` (TOML `[[tenants]]` tables) replaces the two
+    tenants, `locks` the body of `[locks]`."""
+    if tenants is None:
+        tenants = maildir_tenants(work)
     return f"""[server]
 hostname = "localhost"
 shutdown_grace = "1s"
@@ -76,9 +82,12 @@ plaintext_auth = true
 default_tenant = "bench"
 
 [locks]
-backend = "memory"
+{locks}
+{tenants}"""
 
-[[tenants]]
+
+def maildir_tenants(work: str) -> str:
+    return f"""[[tenants]]
 name = "bench"
 domains = ["bench.test"]
 auth = {{ kind = "passwd-file", path = "{work}/passwd" }}
@@ -98,19 +107,24 @@ store = {{ kind = "maildir", path = "{work}/mail/bench.test/%n/Maildir", uidl_fo
 class Popgate(Server):
     name = "popgate"
 
-    def __init__(self, work: str, port: int, uid: int, gid: int, binary: str):
+    def __init__(self, work: str, port: int, uid: int, gid: int, binary: str,
+                 config: str | None = None, name: str | None = None):
+        """popgate on `port` as `uid`:`gid`, with `config` (default:
+        popgate_config's); `name` tells several apart (their files too)."""
         self.port = port
-        self.conf = os.path.join(work, "popgate.toml")
+        if name:
+            self.name = name
+        tag = f"popgate-{name}" if name else "popgate"
+        self.conf = os.path.join(work, f"{tag}.toml")
         with open(self.conf, "w") as f:
-            f.write(popgate_config(work, port))
+            f.write(config if config is not None else popgate_config(work, port))
         os.chmod(self.conf, 0o644)
-        self.log = open(os.path.join(work, "popgate.log"), "ab")
+        self.log = open(os.path.join(work, f"{tag}.log"), "ab")
         env = {"PATH": "/usr/bin:/bin", "HOME": work}
-        self.proc = subprocess.Popen(
-            ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-             binary, "serve", "--config", self.conf],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=work, env=env,
-        )
+        cmd = [binary, "serve", "--config", self.conf]
+        if (uid, gid) != (os.geteuid(), os.getegid()):
+            cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=work, env=env)
         self.pid = self.proc.pid  # setpriv execs popgate: same pid
 
     def pids(self) -> list[int]:
