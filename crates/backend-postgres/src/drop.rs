@@ -57,21 +57,29 @@ impl Maildrop for PgDrop {
         &self.messages
     }
 
+    /// One query: whether the message is still there, and its first chunk
+    /// (all of most mail); the rest is read chunk by chunk as the session
+    /// sends.
     async fn fetch(&self, index: usize) -> Result<MessageStream, StoreError> {
         let handle = *popgate_store::message_at(&self.handles, index)?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT chunks FROM messages WHERE id = $1")
-            .bind(handle.id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| db_error("looking up the message", &e))?;
-        if exists.is_none() {
+        let row: Option<(Option<Vec<u8>>,)> = sqlx::query_as(
+            "SELECT c.data FROM messages m \
+             LEFT JOIN message_chunks c ON c.message_id = m.id AND c.seq = 0 \
+             WHERE m.id = $1",
+        )
+        .bind(handle.id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error("looking up the message", &e))?;
+        let Some((first,)) = row else {
             return Err(StoreError::Gone);
+        };
+        let mut reader = ChunkReader::new(self.pool.clone(), handle.id, handle.chunks);
+        if let Some(first) = first {
+            reader.buf = first;
+            reader.next_seq = 1;
         }
-        Ok(Box::pin(ChunkReader::new(
-            self.pool.clone(),
-            handle.id,
-            handle.chunks,
-        )))
+        Ok(Box::pin(reader))
     }
 
     async fn expunge(
