@@ -12,7 +12,7 @@ use popgate_store::StoreError;
 use tracing::{info, warn};
 
 use crate::Inner;
-use crate::conditional::Swap;
+use crate::conditional::{Swap, Tagged};
 
 const FENCE_NAME: &str = "fence";
 /// Compare-and-swap rounds before giving up (each lost round means another
@@ -45,6 +45,28 @@ impl Inner {
     /// else records `fence` there (when it is newer) so older sessions are
     /// refused from now on.
     pub(crate) async fn check_fence(&self, prefix: &str, fence: u64) -> Result<(), StoreError> {
+        self.check_fence_from(prefix, fence, None).await
+    }
+
+    /// The fence object with its ETag, for [`Inner::check_fence_from`], when
+    /// commits are fenced by compare-and-swap (`None` otherwise).
+    pub(crate) async fn read_fence(&self, prefix: &str) -> Result<Option<Tagged>, StoreError> {
+        if !self.conditional().await? {
+            return Ok(None);
+        }
+        let key = Self::reserved_key(prefix, FENCE_NAME);
+        self.get_tagged(&key, 1024).await.map(Some)
+    }
+
+    /// [`Inner::check_fence`], starting from `read` when the fence object
+    /// was already read ([`Inner::read_fence`], at open): a write that
+    /// finds the object changed since reads it again.
+    pub(crate) async fn check_fence_from(
+        &self,
+        prefix: &str,
+        fence: u64,
+        mut read: Option<Tagged>,
+    ) -> Result<(), StoreError> {
         let key = Self::reserved_key(prefix, FENCE_NAME);
         if !self.conditional().await? {
             let current = parse(&key, self.get_small(&key, 1024).await?.as_deref());
@@ -58,7 +80,10 @@ impl Inner {
             return Ok(());
         }
         for _ in 0..SWAP_ROUNDS {
-            let read = self.get_tagged(&key, 1024).await?;
+            let read = match read.take() {
+                Some(read) => read,
+                None => self.get_tagged(&key, 1024).await?,
+            };
             let current = parse(&key, read.body.as_deref());
             if fence < current {
                 return Err(stale(prefix, fence, current));

@@ -133,14 +133,21 @@ impl MailStore for S3Store {
         format!("s3:{}/{}", self.inner.bucket, self.mailbox_prefix(mailbox))
     }
 
+    /// The snapshot; with conditional writes, the fence object is read at
+    /// the same time, for the claim that follows.
     async fn open(&self, mailbox: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError> {
         let prefix = self.mailbox_prefix(mailbox);
-        let (objects, messages) = self.inner.snapshot(&prefix).await?;
+        let ((objects, messages), fence_read) = futures_util::future::try_join(
+            self.inner.snapshot(&prefix),
+            self.inner.read_fence(&prefix),
+        )
+        .await?;
         Ok(Box::new(S3Drop {
             inner: self.inner.clone(),
             prefix,
             objects,
             messages,
+            fence_read,
         }))
     }
 

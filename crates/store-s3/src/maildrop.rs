@@ -13,6 +13,7 @@ use tracing::warn;
 use crate::body::IdleTimeout;
 use crate::bucket::Object;
 use crate::client::classify;
+use crate::conditional::Tagged;
 use crate::delete::{BatchResult, delete_all};
 use crate::{Inner, SIZE_CONCURRENCY};
 
@@ -46,6 +47,9 @@ pub struct S3Drop {
     pub(crate) prefix: String,
     pub(crate) objects: Vec<Object>,
     pub(crate) messages: Vec<MessageInfo>,
+    /// The fence object as read at open (conditional writes only), for
+    /// the claim: its first compare-and-swap round needs no read.
+    pub(crate) fence_read: Option<Tagged>,
 }
 
 #[async_trait]
@@ -135,7 +139,10 @@ impl Maildrop for S3Drop {
     /// nothing until expunge.
     async fn claim(&mut self, fence: u64) -> Result<(), StoreError> {
         if self.inner.conditional().await? {
-            self.inner.check_fence(&self.prefix, fence).await?;
+            let read = self.fence_read.take();
+            self.inner
+                .check_fence_from(&self.prefix, fence, read)
+                .await?;
         }
         Ok(())
     }

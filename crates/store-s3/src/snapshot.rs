@@ -29,14 +29,16 @@ impl Inner {
         prefix: &str,
     ) -> Result<(Vec<Object>, Vec<MessageInfo>), StoreError> {
         let inner = self;
-        let mut objects = inner.list(prefix).await?;
+        // The listing and the size index at once: one round trip of
+        // latency for the login, not two.
         let started = std::time::Instant::now();
-        let stored_index = inner.load_index(prefix).await?;
+        let (mut objects, stored_index) =
+            futures_util::future::try_join(inner.list(prefix), inner.load_index(prefix)).await?;
         debug!(
             prefix,
             entries = stored_index.as_ref().map_or(0, SizeIndex::len),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "loaded size index"
+            "listed the mailbox and loaded its size index"
         );
         let had_index = stored_index.is_some();
         let mut index = stored_index.unwrap_or_else(SizeIndex::new);

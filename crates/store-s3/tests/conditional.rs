@@ -94,6 +94,26 @@ async fn seaweedfs_fences_commits_by_compare_and_swap() {
     assert_eq!(report.deleted, 1);
     assert_eq!(count(&sw, "bob").await, 2);
 
+    // Open reads the fence for the claim that follows; another session's
+    // claim in between makes that read stale. The stale claim's
+    // compare-and-swap then fails and reads again: an older token is
+    // refused, a newer one wins.
+    let mut a = store.open(&mailbox("bob")).await.unwrap();
+    let mut b = store.open(&mailbox("bob")).await.unwrap();
+    b.claim(300).await.unwrap();
+    assert!(matches!(a.claim(250).await, Err(StoreError::Fenced(250))));
+    assert_eq!(fence_of(&sw, "bob").await, 300);
+    let mut c = store.open(&mailbox("bob")).await.unwrap();
+    let mut d = store.open(&mailbox("bob")).await.unwrap();
+    d.claim(400).await.unwrap();
+    c.claim(500).await.unwrap();
+    assert_eq!(fence_of(&sw, "bob").await, 500, "no lost update");
+    assert!(matches!(
+        d.expunge(&[0], 400).await,
+        Err(StoreError::Fenced(400))
+    ));
+    assert_eq!(count(&sw, "bob").await, 2);
+
     // A message overwritten since the snapshot is another message: kept.
     for i in 0..2 {
         store
