@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use popgate_store::{
     CountingReader, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream, StoreError,
     check_carried_uidl,
@@ -352,19 +353,22 @@ impl MailStore for PgStore {
     async fn open(&self, mailbox: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError> {
         self.ensure_schema().await?;
         let login = mailbox.login();
-        let rows: Vec<MessageRow> = sqlx::query_as(
+        // Rows are taken as they arrive: the listing is never held twice.
+        let mut rows = sqlx::query_as::<_, MessageRow>(
             "SELECT m.id, m.uidl, m.size, m.chunks FROM messages m \
              WHERE m.mailbox_id = (SELECT b.id FROM mailboxes b WHERE b.tenant = $1 AND b.login = $2) \
              ORDER BY m.uid",
         )
         .bind(&mailbox.tenant)
         .bind(&login)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| db_error("opening the maildrop", &e))?;
-        let mut messages = Vec::with_capacity(rows.len());
-        let mut handles = Vec::with_capacity(rows.len());
-        for r in rows {
+        .fetch(&self.pool);
+        let mut messages = Vec::new();
+        let mut handles = Vec::new();
+        while let Some(r) = rows
+            .try_next()
+            .await
+            .map_err(|e| db_error("opening the maildrop", &e))?
+        {
             messages.push(MessageInfo {
                 uidl: r.uidl,
                 size: u64::try_from(r.size).unwrap_or(0),
@@ -374,6 +378,9 @@ impl MailStore for PgStore {
                 chunks: r.chunks,
             });
         }
+        std::mem::drop(rows); // it borrows `login`
+        messages.shrink_to_fit();
+        handles.shrink_to_fit();
         Ok(Box::new(PgDrop::new(
             self.pool.clone(),
             mailbox.tenant.clone(),

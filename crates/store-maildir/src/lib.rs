@@ -29,6 +29,7 @@ mod courier;
 mod dotlock;
 mod fence;
 mod filename;
+mod files;
 mod location;
 mod mail_location;
 mod maildir;

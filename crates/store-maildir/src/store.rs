@@ -14,6 +14,7 @@ use tracing::warn;
 
 use crate::MaildirConfig;
 use crate::filename;
+use crate::files::FileList;
 use crate::location::Template;
 use crate::maildir::{Dir, FileRef, Maildir, Open, Snapshot, io_error};
 use crate::uidl_format::{UidlFormat, UidlVars};
@@ -261,23 +262,29 @@ async fn write_tmp(file: std::fs::File, message: MessageStream) -> std::io::Resu
 pub struct MaildirDrop {
     maildir: Maildir,
     messages: Vec<MessageInfo>,
-    files: Vec<FileRef>,
+    files: FileList,
 }
 
 impl MaildirDrop {
     fn new(maildir: Maildir, snapshot: Snapshot, format: &UidlFormat) -> Self {
-        let mut messages = Vec::with_capacity(snapshot.entries.len());
-        let mut files = Vec::with_capacity(snapshot.entries.len());
+        let count = snapshot.entries.len();
+        let name_bytes = snapshot.entries.iter().map(|e| e.file.name.len()).sum();
+        let mut messages = Vec::with_capacity(count);
+        let mut files = FileList::with_capacity(count, name_bytes);
         for e in snapshot.entries {
-            let base = e.file.base().to_owned();
-            let uidl = match e.saved_uidl.as_deref() {
+            if !files.push(&e.file) {
+                warn!(file = %e.file.name, "ignoring a file whose name is too long");
+                continue;
+            }
+            let base = e.file.base();
+            let uidl = match e.saved_uidl {
                 // A saved UIDL wins; an empty one means the base name.
-                Some("") => base.clone(),
-                Some(saved) => saved.to_owned(),
+                Some(saved) if saved.is_empty() => base.to_owned(),
+                Some(saved) => saved,
                 None => format.expand(&UidlVars {
                     uid: e.uid,
                     uid_validity: snapshot.uid_validity,
-                    base: &base,
+                    base,
                     guid: e.guid.as_deref(),
                 }),
             };
@@ -285,7 +292,6 @@ impl MaildirDrop {
                 warn!(maildir = %maildir.path().display(), uid = e.uid, uidl = %uidl, "UIDL breaks RFC 1939");
             }
             messages.push(MessageInfo { uidl, size: e.size });
-            files.push(e.file);
         }
         MaildirDrop {
             maildir,
@@ -304,30 +310,32 @@ impl MaildirDrop {
             .enumerate()
             .map(|(i, l)| (l.base.as_str(), (i, l.uidl.as_str())))
             .collect();
-        let mut rows: Vec<(usize, MessageInfo, FileRef)> = self
+        let mut rows: Vec<(usize, usize, MessageInfo)> = self
             .messages
             .drain(..)
-            .zip(self.files.drain(..))
             .enumerate()
-            .map(|(i, (mut m, f))| match by_base.get(f.base()) {
-                Some(&(pos, uidl)) => {
-                    m.uidl = uidl.to_owned();
-                    (pos, m, f)
-                }
-                None => (listed.len() + i, m, f),
-            })
+            .map(
+                |(i, mut m)| match self.files.base(i).and_then(|b| by_base.get(b)) {
+                    Some(&(pos, uidl)) => {
+                        m.uidl = uidl.to_owned();
+                        (pos, i, m)
+                    }
+                    None => (listed.len() + i, i, m),
+                },
+            )
             .collect();
         rows.sort_by_key(|r| r.0);
-        for (_, m, f) in rows {
-            self.messages.push(m);
-            self.files.push(f);
-        }
+        let order: Vec<usize> = rows.iter().map(|r| r.1).collect();
+        self.files = self.files.reordered(&order);
+        self.messages.extend(rows.into_iter().map(|r| r.2));
     }
 
     /// The file name bases of the messages (the name without `:2,` flags),
     /// in POP3 order: message number n is `base_names()[n - 1]`.
     pub fn base_names(&self) -> Vec<&str> {
-        self.files.iter().map(FileRef::base).collect()
+        (0..self.files.len())
+            .filter_map(|i| self.files.base(i))
+            .collect()
     }
 }
 
@@ -338,7 +346,8 @@ impl Maildrop for MaildirDrop {
     }
 
     async fn fetch(&self, index: usize) -> Result<MessageStream, StoreError> {
-        let hint = popgate_store::message_at(&self.files, index)?.clone();
+        popgate_store::message_at(&self.messages, index)?;
+        let hint = self.files.get(index).ok_or(StoreError::Gone)?;
         let md = self.maildir.clone();
         // The first chunk is read in the same trip to the blocking pool as
         // the open: most mail fits in it, and then the session never waits
@@ -378,7 +387,7 @@ impl Maildrop for MaildirDrop {
         fence: u64,
     ) -> Result<ExpungeReport, StoreError> {
         let indexes = popgate_store::expunge_targets(indexes, self.files.len())?;
-        let targets: Vec<FileRef> = indexes.iter().map(|&i| self.files[i].clone()).collect();
+        let targets: Vec<FileRef> = indexes.iter().filter_map(|&i| self.files.get(i)).collect();
         let md = self.maildir.clone();
         let (deleted, already_gone) = blocking(move || match md.open()? {
             Some(open) => open.expunge(&targets, fence),

@@ -2,6 +2,8 @@
 //! reading one as it was listed, and popgate's own small objects under
 //! `<prefix>.popgate/`.
 
+use std::borrow::Cow;
+
 use aws_sdk_s3::primitives::ByteStream;
 use popgate_store::StoreError;
 use tracing::debug;
@@ -9,19 +11,37 @@ use tracing::debug;
 use crate::client::classify;
 use crate::{Inner, RESERVED_DIR};
 
-/// One listed object.
+/// One listed object. A session holds one per message for its whole life,
+/// so it keeps only what it needs: the relative key is a slice of the key,
+/// and the version is made when asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Object {
     pub(crate) key: String,
-    /// The key relative to the mailbox prefix.
-    pub(crate) rel: String,
+    /// Where the key relative to the mailbox prefix starts.
+    rel_start: usize,
     pub(crate) etag: Option<String>,
-    /// What identifies this content of the key: its ETag, or (for servers
-    /// that list none) its size and modification time.
-    pub(crate) version: String,
     /// Stored octets.
     pub(crate) stored: u64,
     pub(crate) modified: (i64, u32),
+}
+
+impl Object {
+    /// The key relative to the mailbox prefix.
+    pub(crate) fn rel(&self) -> &str {
+        &self.key[self.rel_start..]
+    }
+
+    /// What identifies this content of the key: its ETag, or (for servers
+    /// that list none) its size and modification time.
+    pub(crate) fn version(&self) -> Cow<'_, str> {
+        match &self.etag {
+            Some(etag) => Cow::Borrowed(etag),
+            None => Cow::Owned(format!(
+                "s{}-t{}.{:09}",
+                self.stored, self.modified.0, self.modified.1
+            )),
+        }
+    }
 }
 
 impl Inner {
@@ -57,14 +77,10 @@ impl Inner {
                     .map(|t| (t.secs(), t.subsec_nanos()))
                     .unwrap_or((0, 0));
                 let etag = o.e_tag().filter(|t| !t.is_empty()).map(str::to_owned);
-                let version = etag
-                    .clone()
-                    .unwrap_or_else(|| format!("s{stored}-t{}.{:09}", modified.0, modified.1));
                 out.push(Object {
                     key: key.to_owned(),
-                    rel: rel.to_owned(),
+                    rel_start: prefix.len(),
                     etag,
-                    version,
                     stored,
                     modified,
                 });

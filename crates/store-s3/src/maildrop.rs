@@ -156,15 +156,19 @@ impl Inner {
         targets: &[Object],
     ) -> Result<Vec<Object>, StoreError> {
         if targets.len() > HEAD_CHECK_LIMIT {
-            let listed: std::collections::HashMap<String, String> = self
+            let listed: std::collections::HashMap<String, Object> = self
                 .list(prefix)
                 .await?
                 .into_iter()
-                .map(|o| (o.key, o.version))
+                .map(|o| (o.key.clone(), o))
                 .collect();
             return Ok(targets
                 .iter()
-                .filter(|t| listed.get(&t.key) == Some(&t.version))
+                .filter(|t| {
+                    listed
+                        .get(&t.key)
+                        .is_some_and(|o| o.version() == t.version())
+                })
                 .cloned()
                 .collect());
         }

@@ -47,7 +47,7 @@ impl Inner {
             .iter()
             .map(|o| {
                 index
-                    .get(&o.rel, &o.version)
+                    .get(o.rel(), &o.version())
                     .map(|(s, u)| (s, u.map(str::to_owned)))
             })
             .collect();
@@ -68,8 +68,8 @@ impl Inner {
                 match r {
                     Ok((size, uidl)) => {
                         changed |= index.insert(
-                            &objects[i].rel,
-                            &objects[i].version,
+                            objects[i].rel(),
+                            &objects[i].version(),
                             size,
                             uidl.as_deref(),
                         );
@@ -98,12 +98,12 @@ impl Inner {
             }
             let (size, carried) = sizes[i].take().unwrap_or((0, None));
             messages.push(MessageInfo {
-                uidl: carried.unwrap_or_else(|| uidl_for(&o.rel)),
+                uidl: carried.unwrap_or_else(|| uidl_for(o.rel())),
                 size,
             });
             keep.push(o);
         }
-        let live: HashSet<&str> = keep.iter().map(|o| o.rel.as_str()).collect();
+        let live: HashSet<&str> = keep.iter().map(Object::rel).collect();
         changed |= index.retain(&live);
         if changed || (!had_index && !keep.is_empty()) {
             let key = Inner::reserved_key(prefix, INDEX_NAME);

@@ -715,4 +715,5 @@ async fn a_directory_can_send_a_login_to_another_mailbox_of_its_tenant_only() {
     );
 }
 
+mod listing;
 mod location;

@@ -134,28 +134,7 @@ impl Session {
             }
             Command::List(None) | Command::Uidl(None) => {
                 let uidl = matches!(cmd, Command::Uidl(_));
-                let (n, octets) = mb.stat();
-                response::ok(
-                    out,
-                    &if uidl {
-                        String::new()
-                    } else {
-                        format!("{n} messages ({octets} octets)")
-                    },
-                );
-                let mut line = String::with_capacity(80);
-                for (i, m) in mb.live() {
-                    line.clear();
-                    use std::fmt::Write;
-                    let _ = if uidl {
-                        write!(line, "{} {}", i + 1, m.uidl)
-                    } else {
-                        write!(line, "{} {}", i + 1, m.size)
-                    };
-                    response::line(out, &line);
-                }
-                response::end(out);
-                Reply::ok()
+                self.send_listing(mb, uidl).await
             }
             Command::Dele(n) => match mb.index(n) {
                 Ok(i) => {
@@ -182,6 +161,35 @@ impl Session {
             Command::Top(n, k) => self.send_message(mb, n, Some(k)).await,
             _ => self.wrong_state(),
         }
+    }
+
+    /// UIDL or LIST of the whole maildrop, streamed: lines go out in
+    /// socket-sized writes as they are made, so a maildrop of 50,000
+    /// messages never has its reply whole in memory.
+    async fn send_listing(&mut self, mb: &Mailbox, uidl: bool) -> Reply {
+        let (n, octets) = mb.stat();
+        let out = &mut self.conn.out;
+        if uidl {
+            response::ok(out, "");
+        } else {
+            response::ok(out, &format!("{n} messages ({octets} octets)"));
+        }
+        let mut line = String::with_capacity(80);
+        for (i, m) in mb.live() {
+            line.clear();
+            use std::fmt::Write;
+            let _ = if uidl {
+                write!(line, "{} {}", i + 1, m.uidl)
+            } else {
+                write!(line, "{} {}", i + 1, m.size)
+            };
+            response::line(&mut self.conn.out, &line);
+            if let Err(e) = self.conn.flush_if_full().await {
+                return Reply::ok_then(Flow::Close(super::conn_outcome(&e)));
+            }
+        }
+        response::end(&mut self.conn.out);
+        Reply::ok()
     }
 
     /// RETR and TOP: stream the message through the encoder to the client,
