@@ -36,7 +36,7 @@ use tracing::{info, warn};
 use popgate_auth::hashing::Hashing;
 use popgate_auth::nets::{AllowNets, InvalidNet};
 use popgate_auth::scheme::{self, SchemeError};
-use popgate_auth::{AuthError, Directory, Login, UserInfo};
+use popgate_auth::{AuthError, Directory, ListError, Login, UserInfo};
 
 /// How often the dummy hash for unknown users is re-sampled.
 const DUMMY_REFRESH: Duration = Duration::from_secs(60);
@@ -334,14 +334,14 @@ impl Directory for PgDirectory {
         "postgres"
     }
 
-    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
+    async fn list_logins(&self) -> Result<Vec<String>, ListError> {
         let logins: Vec<String> =
             sqlx::query_scalar("SELECT login FROM users WHERE tenant = $1 ORDER BY login")
                 .bind(&self.tenant)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| AuthError(format!("listing users: {e}")))?;
-        Ok(Some(logins))
+        Ok(logins)
     }
 
     async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {

@@ -51,7 +51,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use popgate_auth::hashing::Hashing;
-use popgate_auth::{AuthError, Directory, Login, UserInfo};
+use popgate_auth::{AuthError, Directory, ListError, Login, UserInfo};
 
 use crate::parse::{Users, parse};
 use crate::reload::{State, read};
@@ -178,11 +178,11 @@ impl Directory for PasswdFile {
         self.has_user(login).await
     }
 
-    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
+    async fn list_logins(&self) -> Result<Vec<String>, ListError> {
         let users = self.users().await?;
         let mut logins: Vec<String> = users.map.keys().cloned().collect();
         logins.sort();
-        Ok(Some(logins))
+        Ok(logins)
     }
 
     async fn verify(

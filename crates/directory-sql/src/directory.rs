@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use popgate_auth::hashing::Hashing;
 use popgate_auth::nets::AllowNets;
 use popgate_auth::scheme::{self, CostLimits, Scheme, SchemeError};
-use popgate_auth::{AuthError, Directory, Login, UserInfo};
+use popgate_auth::{AuthError, Directory, ListError, Login, UserInfo};
 
 use crate::SqlConfig;
 use crate::db::{Db, Found};
@@ -27,6 +27,7 @@ pub struct SqlDirectory {
     db: Db,
     password: Query,
     user: Option<Query>,
+    iterate: Option<Query>,
     default_scheme: Scheme,
     query_timeout: Duration,
     hashing: Hashing,
@@ -101,12 +102,13 @@ impl SqlDirectory {
     ) -> Result<Self, (&'static str, String)> {
         config.validate()?;
         let dialect = config.dialect().map_err(|e| ("url", e))?;
-        let (password, user) = config.queries(dialect)?;
+        let queries = config.queries(dialect)?;
         let db = Db::connect_lazy(config).map_err(|e| ("url", e))?;
         Ok(SqlDirectory {
             db,
-            password,
-            user,
+            password: queries.password,
+            user: queries.user,
+            iterate: queries.iterate,
             default_scheme: config.default_scheme,
             query_timeout: config.query_timeout,
             hashing,
@@ -298,6 +300,35 @@ impl Directory for SqlDirectory {
             None => ("password_query", &self.password),
         };
         Ok(!self.rows(what, query, login).await?.is_empty())
+    }
+
+    async fn list_logins(&self) -> Result<Vec<String>, ListError> {
+        let Some(query) = &self.iterate else {
+            return Err(ListError::Unsupported(
+                "an SQL directory lists its users with iterate_query, which this tenant's auth \
+                 does not set: add one, e.g. iterate_query = \"SELECT username AS user FROM mailbox\""
+                    .into(),
+            ));
+        };
+        let listing = self
+            .db
+            .logins(query.sql(), self.query_timeout)
+            .await
+            .map_err(|e| {
+                warn!(tenant = self.tenant, error = %e, "SQL directory: iterate_query failed");
+                AuthError(format!("SQL directory: iterate_query: {e}"))
+            })?;
+        if listing.skipped > 0 {
+            warn!(
+                tenant = self.tenant,
+                rows = listing.skipped,
+                "SQL directory: iterate_query returned rows without a login; skipped"
+            );
+        }
+        let mut logins = listing.logins;
+        logins.sort_unstable();
+        logins.dedup();
+        Ok(logins)
     }
 
     async fn ping(&self) -> Result<(), AuthError> {

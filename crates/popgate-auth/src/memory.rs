@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use crate::hashing::Hashing;
 use crate::nets::AllowNets;
 use crate::scheme;
-use crate::{AuthError, Directory, Login, UserInfo};
+use crate::{AuthError, Directory, ListError, Login, UserInfo};
 
 /// One user of a [`MemoryDirectory`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,11 +230,11 @@ impl Directory for MemoryDirectory {
         "memory"
     }
 
-    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
+    async fn list_logins(&self) -> Result<Vec<String>, ListError> {
         self.up()?;
         let mut logins: Vec<String> = self.lock().map.keys().cloned().collect();
         logins.sort();
-        Ok(Some(logins))
+        Ok(logins)
     }
 
     async fn verify(
