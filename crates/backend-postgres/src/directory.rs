@@ -70,6 +70,17 @@ struct UserRow {
     allow_nets: Option<String>,
 }
 
+impl UserRow {
+    /// What the row says of the user once vouched for.
+    fn info(&self) -> UserInfo {
+        UserInfo {
+            login_delay: self.login_delay.and_then(|n| u32::try_from(n).ok()),
+            mailbox: None,
+            location: None,
+        }
+    }
+}
+
 /// A user as `popgate user list` shows it: everything but the password.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UserEntry {
@@ -344,8 +355,8 @@ impl Directory for PgDirectory {
         Ok(logins)
     }
 
-    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
-        Ok(self.lookup(login).await?.is_some())
+    async fn find_user(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
+        Ok(self.lookup(login).await?.map(|u| u.info()))
     }
 
     async fn verify(
@@ -389,11 +400,7 @@ impl Directory for PgDirectory {
                         if !admits(&tenant, &user, client) {
                             return None;
                         }
-                        Some(UserInfo {
-                            login_delay: user.login_delay.and_then(|n| u32::try_from(n).ok()),
-                            mailbox: None,
-                            location: None,
-                        })
+                        Some(user.info())
                     }
                     Ok(_) => None,
                     Err(error @ SchemeError::AboveCap { .. }) => {

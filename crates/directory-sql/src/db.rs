@@ -29,6 +29,19 @@ pub(crate) struct Found {
     pub has_password_column: bool,
 }
 
+impl Found {
+    /// What the row says of `login` (`local@domain`) once vouched for.
+    pub fn info(&self, login: &str) -> popgate_auth::UserInfo {
+        popgate_auth::UserInfo {
+            login_delay: self.login_delay,
+            // `username AS user` (Postfix Admin's query) names the login
+            // itself: no override.
+            mailbox: self.user.clone().filter(|u| !u.eq_ignore_ascii_case(login)),
+            location: self.location.clone(),
+        }
+    }
+}
+
 /// At most this many rows are read: two tell "more than one".
 const ROWS: usize = 2;
 

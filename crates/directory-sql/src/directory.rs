@@ -270,18 +270,8 @@ impl Directory for SqlDirectory {
                 };
                 match scheme::verify_within(&stored, &password, &limits) {
                     Ok(true) if row.enabled => {
-                        admits(&tenant, &user, row.allow_nets.as_deref(), client).then_some(
-                            UserInfo {
-                                login_delay: row.login_delay,
-                                // `username AS user` (Postfix Admin's query)
-                                // names the login itself: no override.
-                                mailbox: row
-                                    .user
-                                    .clone()
-                                    .filter(|u| !u.eq_ignore_ascii_case(&user)),
-                                location: row.location.clone(),
-                            },
-                        )
+                        admits(&tenant, &user, row.allow_nets.as_deref(), client)
+                            .then(|| row.info(&user))
                     }
                     Ok(_) => None,
                     Err(error) => {
@@ -294,12 +284,18 @@ impl Directory for SqlDirectory {
             .await
     }
 
-    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
+    async fn find_user(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
         let (what, query) = match &self.user {
             Some(q) => ("user_query", q),
             None => ("password_query", &self.password),
         };
-        Ok(!self.rows(what, query, login).await?.is_empty())
+        let user = UserName(login).to_string();
+        Ok(self
+            .rows(what, query, login)
+            .await?
+            .into_iter()
+            .next()
+            .map(|row| row.info(&user)))
     }
 
     async fn list_logins(&self) -> Result<Vec<String>, ListError> {

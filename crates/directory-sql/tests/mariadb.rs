@@ -126,12 +126,12 @@ async fn postfix_admin_query_pastes_in(url: &str) {
     );
     assert_eq!(dir.verify(acme("bob"), b"bob pwx").await.unwrap(), None);
     assert_eq!(dir.verify(acme("off"), b"off pw").await.unwrap(), None);
-    assert!(!dir.user_exists(acme("off")).await.unwrap());
+    assert!(dir.find_user(acme("off")).await.unwrap().is_none());
     let mut config = SqlConfig::new(url, q);
     config.user_query = Some("SELECT maildir FROM mailbox WHERE username = '%u'".into());
     let dir = SqlDirectory::connect_lazy(&config, "acme", Hashing::standalone()).unwrap();
-    assert!(dir.user_exists(acme("off")).await.unwrap());
-    assert!(!dir.user_exists(acme("nobody")).await.unwrap());
+    assert!(dir.find_user(acme("off")).await.unwrap().is_some());
+    assert!(dir.find_user(acme("nobody")).await.unwrap().is_none());
     dir.ping().await.unwrap();
 }
 
@@ -157,7 +157,7 @@ async fn injection_shaped_logins_are_data(url: &str, pool: &MySqlPool) {
                 "{local:?}@{domain:?}"
             );
             assert!(
-                !dir.user_exists(login).await.unwrap(),
+                dir.find_user(login).await.unwrap().is_none(),
                 "{local:?}@{domain:?}"
             );
         }
@@ -243,7 +243,7 @@ async fn nologin_column_disables(url: &str) {
     let dir = common::directory(url, q, Hashing::standalone());
     assert!(dir.verify(acme("bob"), b"bob pw").await.unwrap().is_some());
     assert_eq!(dir.verify(acme("off"), b"off pw").await.unwrap(), None);
-    assert!(dir.user_exists(acme("off")).await.unwrap());
+    assert!(dir.find_user(acme("off")).await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,10 +144,13 @@ pub trait Directory: Send + Sync {
         Ok(None)
     }
 
-    /// Whether the directory has this user, disabled or not (Dovecot's
-    /// userdb lookup): delivery takes mail for a user that cannot log in
-    /// now, and refuses mail for a user the directory does not know.
-    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError>;
+    /// The user without a password (Dovecot's userdb lookup): `Ok(None)`
+    /// when the directory does not know the login; a disabled user is
+    /// known. Delivery takes mail for a user that cannot log in now,
+    /// refuses mail for a user the directory does not know, and puts it
+    /// where a login opens: the [`UserInfo::mailbox`] and
+    /// [`UserInfo::location`] are those `verify` gives.
+    async fn find_user(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError>;
 
     /// Every login the directory holds (`local@domain`, or a bare `local`
     /// that stands for every domain of the tenant), sorted, disabled users
