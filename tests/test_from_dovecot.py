@@ -277,6 +277,7 @@ connect = host=127.0.0.1 port=5432 dbname=test user=postgres
 default_pass_scheme = MD5-CRYPT
 password_query = SELECT username AS user, password FROM {table} WHERE username = '%u' AND active = '1'
 user_query = SELECT '{vmail}/' || username AS home FROM {table} WHERE username = '%u' AND active = '1'
+iterate_query = SELECT username AS user FROM {table}
 """
     )
     (etc / "dovecot.conf").write_text(
@@ -315,6 +316,22 @@ service pop3-login {{
         assert pop3_listing(port, "ann@pfa.example", "ann pw") == []
         assert pop3_refused(port, "bob@pfa.example", "bob pw!")
         assert pop3_refused(port, "off@pfa.example", "bob pw")
+    finally:
+        srv.stop()
+
+    # iterate_query is mapped: `migrate-mail --all` walks the SQL directory's
+    # users and moves bob's mail with Dovecot's UIDLs.
+    assert auth["iterate_query"] == f"SELECT username AS user FROM {table}"
+    moved = tmp_path / "moved.toml"
+    moved.write_text(config.read_text().replace(f"{vmail}/%d", f"{tmp_path}/vmail2/%d"))
+    assert moved.read_text() != config.read_text()
+    (tmp_path / "vmail2").mkdir()
+    r = run_popgate(["migrate-mail", "--from", str(config), "--to", str(moved), "--all"], timeout=120)
+    assert r.returncode == 0 and "3 mailboxes done, 0 failed" in r.stderr.decode(), r.stderr.decode()
+    srv = Served(moved)
+    try:
+        srv.wait(port)
+        assert pop3_listing(port, "bob@pfa.example", "bob pw") == before
     finally:
         srv.stop()
 

@@ -8,11 +8,13 @@ and the value.
 
 from __future__ import annotations
 
+import os
 import poplib
 from pathlib import Path
 
 import pytest
 
+from conftest import run_popgate
 from test_http_auth import Hook
 from test_ldap import entry, ldap_auth, slapd, ssha  # noqa: F401
 from test_sql_directory import MAILBOX, hashed, login, mariadb, refused  # noqa: F401
@@ -169,3 +171,34 @@ def test_a_refused_location_is_not_a_wrong_password(popgate, bad):
         assert refused(srv, "x@globex.example", "ok").startswith("-ERR [SYS/TEMP]")
     finally:
         hook.close()
+
+
+def test_deliver_puts_mail_where_a_login_opens(popgate):
+    """`popgate deliver` to a passwd-file user whose userdb_mail names a
+    Maildir of its own writes there (not to the template's path), and POP3
+    serves it; a location outside the tenant's root is a temporary failure
+    (EX_TEMPFAIL: the MTA keeps the message) that writes nothing."""
+    srv = popgate(start=False)
+    root = srv.root
+    own = root / "acme" / "boxes" / "dave-own"
+    passwd = srv.passwd["acme"]
+    lines = passwd.read_text().splitlines()
+    lines = [f"{line}::::::userdb_mail=maildir:{own}" if line.startswith("dave@acme.example:") else line
+             for line in lines]
+    lines.append("evil@acme.example:{PLAIN}evilpw::::::userdb_mail=maildir:/etc")
+    passwd.write_text("\n".join(lines) + "\n")
+    srv.start()
+
+    uidl = srv.deliver("dave@acme.example", b"Subject: to the row's Maildir\n\nhello dave\n")
+    assert len(os.listdir(own / "new")) == 1
+    assert not srv.maildir("dave@acme.example").exists(), "nothing under the template's path"
+    pop = login(srv, "dave@acme.example", "davepw")
+    assert uidl_names(pop) == [uidl]
+    assert b"hello dave" in b"\r\n".join(pop.retr(1)[1])
+    pop.quit()
+
+    r = run_popgate(["deliver", "--config", str(srv.config_path), "--user", "evil@acme.example"],
+                    input=b"Subject: x\n\nx\n")
+    assert r.returncode == 75, r
+    assert b"outside this tenant's root" in r.stderr, r.stderr
+    assert not srv.maildir("evil@acme.example").exists()

@@ -266,3 +266,31 @@ def test_50mb_message_in_and_out_in_flat_memory(popgate, pg_schema, tmp_path):
     growth = (srv.memory_kb("VmHWM") - hwm_before) / 1024
     print(f"server peak RSS growth for RETR of 50 MB: {growth:.1f} MB")
     assert growth < 20, f"server peak RSS grew by {growth:.1f} MB"
+
+
+def test_a_postgres_directory_location_is_where_deliver_and_pop3_go(popgate, pg_schema):
+    """The PostgreSQL directory's `location` column (`popgate user location`)
+    names eve's Maildir: popgate deliver writes there, not to the template's
+    path, POP3 serves it from there, and `user list` shows it."""
+    section = pg_section(pg_schema)
+    srv = popgate(tenants={"globex": {"auth": section}}, start=False)
+    r = run_popgate(["migrate", "--config", str(srv.config_path)], env=srv.env)
+    assert r.returncode == 0, r.stderr.decode()
+    user = "eve@globex.example"
+    assert user_cmd(srv, "add", user, "evepw", "--scheme", "PLAIN").returncode == 0
+    own = srv.root / "globex" / "boxes" / "eve-own"
+    r = user_cmd(srv, "location", user, None, "--location", f"maildir:{own}")
+    assert r.returncode == 0, r.stderr.decode()
+    r = run_popgate(["user", "list", "--config", str(srv.config_path), "--tenant", "globex"], env=srv.env)
+    assert f"{user}\tenabled\tlocation=maildir:{own}" in r.stdout.decode(), r.stdout
+    srv.start()
+    uidl = srv.deliver(user, b"Subject: to eve's own Maildir\n\nhello\n")
+    assert len(os.listdir(own / "new")) == 1
+    assert not srv.maildir(user).exists(), "nothing under the template's path"
+    with srv.session(user, "evepw") as c:
+        assert [line.split(b" ", 1)[1].decode() for line in c.listing("UIDL")] == [uidl]
+        c.cmd("QUIT")
+    # Cleared: back to the template.
+    assert user_cmd(srv, "location", user).returncode == 0
+    srv.deliver(user, b"Subject: template\n\nagain\n")
+    assert os.listdir(srv.maildir(user) / "new")

@@ -211,3 +211,53 @@ def test_check_config_names_a_bad_query_variable(popgate, mariadb):
     assert r.returncode != 0
     err = r.stderr.decode()
     assert "tenants[1].auth.password_query" in err and "$login" in err, err
+
+
+def uidl_list(srv, user: str, password: str) -> list[tuple[str, int, bytes]]:
+    """(UIDL, size, bytes) of every message, as POP3 serves them."""
+    pop = login(srv, user, password)
+    try:
+        uidls = [line.decode().split(" ", 1)[1] for line in pop.uidl()[1]]
+        sizes = [int(line.decode().split(" ", 1)[1]) for line in pop.list()[1]]
+        bodies = [b"\r\n".join(pop.retr(n)[1]) for n in range(1, len(uidls) + 1)]
+        pop.quit()
+    finally:
+        pop.close()
+    return list(zip(uidls, sizes, bodies))
+
+
+def test_migrate_mail_all_walks_the_iterate_query(popgate, mariadb):
+    """`migrate-mail --all` over an SQL tenant takes its users from
+    iterate_query (Dovecot's username + domain form), inactive ones too, and
+    moves each mailbox with its UIDLs; without iterate_query, or with one that
+    returns no login column, it stops and names the key."""
+    postfix_admin(mariadb)
+    iterate = {"iterate_query": "SELECT username, domain FROM mailbox"}
+    old = popgate(tenants=sql_tenant(mariadb, **iterate), start=False)
+    users = {"sqlbob@globex.example": "bob's secret", "sqlann@globex.example": "ann pw"}
+    for i, user in enumerate(users):
+        for n in range(2):
+            old.drop(user, f"Subject: {user} {n}\n\nbody {i}.{n}\n".encode())
+    old.drop("gone@globex.example", b"Subject: inactive\n\nstill moved\n")
+    old.start()
+    before = {user: uidl_list(old, user, pw) for user, pw in users.items()}
+    old.stop()
+    assert all(len(v) == 2 for v in before.values())
+
+    new = popgate(tenants=sql_tenant(mariadb, **iterate), start=False)
+    r = run_popgate(["migrate-mail", "--from", str(old.config_path), "--to", str(new.config_path),
+                     "--tenant", "globex"], timeout=120)
+    err = r.stderr.decode()
+    assert r.returncode == 0, err
+    assert "3 mailboxes done, 0 failed" in err, err
+    assert len(new.files("gone@globex.example")) == 1, "the inactive user's mail moved too"
+    new.start()
+    for user, pw in users.items():
+        assert uidl_list(new, user, pw) == before[user]
+
+    for extra, why in [({}, "iterate_query"), ({"iterate_query": "SELECT password FROM mailbox"}, "neither a `user`")]:
+        bad = popgate(tenants=sql_tenant(mariadb, **extra), start=False)
+        r = run_popgate(["migrate-mail", "--from", str(bad.config_path), "--to", str(new.config_path), "--all"],
+                        timeout=60)
+        err = r.stderr.decode()
+        assert r.returncode != 0 and "tenant globex" in err and "iterate_query" in err and why in err, err

@@ -64,6 +64,7 @@ TARGET_LABELS = {"job", "instance", "namespace"}
 # prometheusRule.runbookBaseUrl.
 RUNBOOKS = "https://github.com/popgate/popgate/blob/main/docs/runbooks.md"
 METRIC = re.compile(r"\bpopgate_[a-zA-Z0-9_]+")
+CREDENTIALS = "/etc/popgate/credentials"  # where the chart mounts its credentials Secret
 
 
 def fail(msg):
@@ -294,11 +295,13 @@ def chart_modes(chart, rules_path):
     # renders (helm lint, helm template) keep them.
     cluster = ["--api-versions", CLUSTER_API]
     image = ["--set", "image.repository=registry.test/popgate"]
-    redis = ["--set-string", "credentials.env.POPGATE_LOCKS__URL=redis://:pw@redis.redis.svc:6379/0"]
+    redis = ["--set-string", "credentials.files.redis-url=redis://:pw@redis.redis.svc:6379/0"]
     refused(chart, "image.repository", *cluster)
-    refused(chart, "credentials.env.POPGATE_LOCKS__URL", *cluster, *image)
-    refused(chart, "credentials.env.PGPASSWORD", *cluster, *image, *redis,
-            "--set-string", "credentials.env.PGPASSWORD=REPLACE_ME")
+    refused(chart, "credentials.files.redis-url", *cluster, *image)
+    refused(chart, "credentials.files.postgres-url", *cluster, *image, *redis,
+            "--set-string", "credentials.files.postgres-url=postgres://u:REPLACE_ME@db/mail")
+    # Secrets as environment variables are gone, offline renders too.
+    refused(chart, "credentials.env is gone", "--set-string", "credentials.env.POPGATE_LOCKS__URL=redis://x")
     refused(chart, "mail.storageClassName", "--set", "mail.create=true")
     refused(chart, "networkPolicy.egress.redis has no `to`", "--set", "networkPolicy.egress.redis.to=null")
     refused(chart, "networkPolicy.egress.redis has no `ports`", "--set", "networkPolicy.egress.redis.ports=null")
@@ -316,12 +319,26 @@ def chart_modes(chart, rules_path):
         ("the TLS Secret", ["--set", "tls.create=true", "--set", "tls.certificate=c", "--set", "tls.privateKey=k"],
          False),
         ("the config", ["--set-string", "config=[server]\nhostname = \"x\""], True),
-        ("the credentials", ["--set-string", "credentials.env.PGPASSWORD=x"], True),
+        ("the credentials", ["--set-string", "credentials.files.postgres-url=x"], True),
     ):
         changed = pod_template(render(chart, *args)) != base
         if changed != rolls:
             fail(f"changing {what} {'does not roll' if rolls else 'rolls'} the pods")
     print("pods roll for the config and the credentials, not for passwd-files or TLS certificates")
+    # The credentials reach popgate as read-only files, never through the
+    # environment.
+    for args in ([], ["--set", "credentials.existingSecret=popgate-credentials"], ["--set", "migrations.enabled=true"]):
+        spec = pod_template(render(chart, *args))["spec"]
+        volume = [v for v in spec["volumes"] if v["name"] == "credentials"]
+        if not volume or volume[0]["secret"].get("defaultMode") != 0o440:
+            fail(f"{args}: no credentials volume with mode 0440: {volume}")
+        for c in spec["containers"] + spec.get("initContainers", []):
+            if c.get("envFrom") or any("valueFrom" in e for e in c.get("env", [])):
+                fail(f"{args}: container {c['name']} takes secrets from the environment")
+            mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "credentials"]
+            if not mounts or mounts[0]["mountPath"] != CREDENTIALS or not mounts[0].get("readOnly"):
+                fail(f"{args}: container {c['name']} does not mount the credentials read-only at {CREDENTIALS}")
+    print(f"credentials: a read-only Secret volume at {CREDENTIALS} (0440), no secret in any environment")
     tenant = pod_template(render(chart, "--set", "passwd.tenantSecrets.acme=acme-passwd",
                                  "--set", "passwd.tenantSecrets.globex=globex-passwd"))
     volume = [v for v in tenant["spec"]["volumes"] if v["name"] == "passwd"][0]
@@ -361,27 +378,33 @@ def chart_modes(chart, rules_path):
 
 
 def configs(manifests, outdir):
-    """Writes NAME.toml and NAME.env (KEY=VALUE lines) per ConfigMap with popgate.toml."""
+    """Writes NAME.toml, NAME.env (KEY=VALUE lines) and NAME.files.json (the
+    files popgate's Secret volumes hold: path -> content) per ConfigMap with
+    popgate.toml."""
     docs = load_docs(manifests)
     env = {}
-    secrets = {d["metadata"]["name"] for d in docs if d.get("kind") == "Secret"}
-    external = []
+    secrets = {d["metadata"]["name"]: d.get("stringData", {}) for d in docs
+               if d.get("kind") == "Secret" and d.get("type", "Opaque") == "Opaque"}
+    files = {}
     for d in docs:
         if d.get("kind") == "Deployment":
-            for c in d["spec"]["template"]["spec"]["containers"]:
-                if c["name"] == "popgate":
-                    env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
-                    external += [f["secretRef"]["name"] for f in c.get("envFrom", [])
-                                 if "secretRef" in f and f["secretRef"]["name"] not in secrets]
-        if d.get("kind") == "Secret" and d.get("type", "Opaque") == "Opaque":
-            data = d.get("stringData", {})
-            env.update({k: v for k, v in data.items() if re.fullmatch(r"[A-Z_][A-Z0-9_]*", k)})
-    if external:
-        # credentials.existingSecret: made before the install, so the render
-        # does not show it. docs/kubernetes.md has it hold POPGATE_LOCKS__URL; stand
-        # in for that (an address that resolves nowhere: check-config dials
-        # nothing).
-        env.setdefault("POPGATE_LOCKS__URL", "redis://:stand-in@redis.invalid:6379/0")
+            spec = d["spec"]["template"]["spec"]
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            for c in spec["containers"]:
+                if c["name"] != "popgate":
+                    continue
+                env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
+                for m in c.get("volumeMounts", []):
+                    secret = volumes.get(m["name"], {}).get("secret", {}).get("secretName")
+                    if secret in secrets:
+                        files.update({f"{m['mountPath']}/{k}": v for k, v in secrets[secret].items()})
+                    elif secret and m["mountPath"] == CREDENTIALS:
+                        # credentials.existingSecret: made before the install,
+                        # so the render does not show it. docs/kubernetes.md
+                        # has it hold redis-url; stand in for that (an
+                        # address that resolves nowhere: check-config dials
+                        # nothing).
+                        files[f"{CREDENTIALS}/redis-url"] = "redis://:stand-in@redis.invalid:6379/0\n"
     n = 0
     for d in docs:
         if d.get("kind") == "ConfigMap" and "popgate.toml" in d.get("data", {}):
@@ -391,6 +414,8 @@ def configs(manifests, outdir):
             with open(os.path.join(outdir, f"{name}.env"), "w") as f:
                 for k, v in sorted(env.items()):
                     f.write(f"{k}={v}\n")
+            with open(os.path.join(outdir, f"{name}.files.json"), "w") as f:
+                json.dump(files, f)
             n += 1
     if n == 0:
         fail(f"{manifests}: no ConfigMap with popgate.toml")
@@ -440,6 +465,15 @@ def check_config(toml_path, env_path, binary):
         with open(key) as f, open(k, "w") as out:
             out.write(f.read())
 
+    # The files of the Secret volumes (configs()), where the moved config
+    # looks for them.
+    files_path = toml_path[: -len(".toml")] + ".files.json"
+    if os.path.exists(files_path):
+        for path, content in json.load(open(files_path)).items():
+            moved_path = root + path
+            os.makedirs(os.path.dirname(moved_path), exist_ok=True)
+            with open(moved_path, "w") as f:
+                f.write(content)
     pairs = [config.get("tls")] + [t.get("tls") for t in config.get("tenants", [])]
     for p in pairs:
         if p:

@@ -6,6 +6,9 @@
 //! per-user override `login_delay` (NULL: the tenant's), and `allow_nets`
 //! (NULL: anywhere; else Dovecot's syntax, [`popgate_auth::nets`]: a login with the
 //! right password from another address fails like a wrong one). The
+//! `location` column (NULL: the tenant's path template) is the user's
+//! Maildir (Dovecot's userdb `mail`, [`UserInfo::location`]), confined to
+//! the tenant's root by the store, for logins and deliveries alike. The
 //! `max_sessions` column is unused: a mailbox has one session at a time
 //! (see [`UserInfo`]); `popgate user add --max-sessions` still fills it.
 //! A login `local@domain` is looked up as `local@domain` first, then as a
@@ -36,7 +39,7 @@ use tracing::{info, warn};
 use popgate_auth::hashing::Hashing;
 use popgate_auth::nets::{AllowNets, InvalidNet};
 use popgate_auth::scheme::{self, SchemeError};
-use popgate_auth::{AuthError, Directory, Login, UserInfo};
+use popgate_auth::{AuthError, Directory, ListError, Login, UserInfo};
 
 /// How often the dummy hash for unknown users is re-sampled.
 const DUMMY_REFRESH: Duration = Duration::from_secs(60);
@@ -68,6 +71,18 @@ struct UserRow {
     enabled: bool,
     login_delay: Option<i32>,
     allow_nets: Option<String>,
+    location: Option<String>,
+}
+
+impl UserRow {
+    /// What the row says of the user once vouched for.
+    fn info(&self) -> UserInfo {
+        UserInfo {
+            login_delay: self.login_delay.and_then(|n| u32::try_from(n).ok()),
+            mailbox: None,
+            location: self.location.clone().filter(|l| !l.trim().is_empty()),
+        }
+    }
 }
 
 /// A user as `popgate user list` shows it: everything but the password.
@@ -77,6 +92,7 @@ pub struct UserEntry {
     pub enabled: bool,
     pub login_delay: Option<i32>,
     pub allow_nets: Option<String>,
+    pub location: Option<String>,
 }
 
 /// A user-management command failed.
@@ -199,6 +215,26 @@ impl PgDirectory {
         .await
     }
 
+    /// Sets (or, with `None`, clears) the user's mailbox location: the
+    /// store checks it at each login and delivery (confined to the tenant's
+    /// root), not here.
+    pub async fn set_location(
+        &self,
+        login: &str,
+        location: Option<&str>,
+    ) -> Result<(), UserAdminError> {
+        let sql =
+            "UPDATE users SET location = $3, updated_at = now() WHERE tenant = $1 AND login = $2";
+        self.update_user(
+            login,
+            sqlx::query(sql)
+                .bind(&self.tenant)
+                .bind(login)
+                .bind(location),
+        )
+        .await
+    }
+
     /// Enables or disables a user. A disabled user cannot log in, whatever
     /// the password; the row, and its mail, stay.
     pub async fn set_enabled(&self, login: &str, enabled: bool) -> Result<(), UserAdminError> {
@@ -217,7 +253,7 @@ impl PgDirectory {
     /// The tenant's users, by login.
     pub async fn list_users(&self) -> Result<Vec<UserEntry>, UserAdminError> {
         sqlx::query_as(
-            "SELECT login, enabled, login_delay, allow_nets FROM users \
+            "SELECT login, enabled, login_delay, allow_nets, location FROM users \
              WHERE tenant = $1 ORDER BY login",
         )
         .bind(&self.tenant)
@@ -287,7 +323,7 @@ impl PgDirectory {
         };
         // The full login sorts first: it is the longer of the two.
         sqlx::query_as(
-            "SELECT login, password, enabled, login_delay, allow_nets FROM users \
+            "SELECT login, password, enabled, login_delay, allow_nets, location FROM users \
              WHERE tenant = $1 AND login IN ($2, $3) ORDER BY length(login) DESC LIMIT 1",
         )
         .bind(&self.tenant)
@@ -334,18 +370,18 @@ impl Directory for PgDirectory {
         "postgres"
     }
 
-    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
+    async fn list_logins(&self) -> Result<Vec<String>, ListError> {
         let logins: Vec<String> =
             sqlx::query_scalar("SELECT login FROM users WHERE tenant = $1 ORDER BY login")
                 .bind(&self.tenant)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| AuthError(format!("listing users: {e}")))?;
-        Ok(Some(logins))
+        Ok(logins)
     }
 
-    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
-        Ok(self.lookup(login).await?.is_some())
+    async fn find_user(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
+        Ok(self.lookup(login).await?.map(|u| u.info()))
     }
 
     async fn verify(
@@ -389,11 +425,7 @@ impl Directory for PgDirectory {
                         if !admits(&tenant, &user, client) {
                             return None;
                         }
-                        Some(UserInfo {
-                            login_delay: user.login_delay.and_then(|n| u32::try_from(n).ok()),
-                            mailbox: None,
-                            location: None,
-                        })
+                        Some(user.info())
                     }
                     Ok(_) => None,
                     Err(error @ SchemeError::AboveCap { .. }) => {

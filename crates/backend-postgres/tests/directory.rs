@@ -122,3 +122,44 @@ async fn users_are_looked_up_per_tenant_and_can_be_managed() {
     pool.close().await;
     db.drop_schema().await;
 }
+
+/// The `location` column (Dovecot's userdb `mail`): what a login and a
+/// delivery get (a disabled user's too), cleared back to the template,
+/// shown by the listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_location_reaches_logins_and_deliveries() {
+    let db = TestDb::new("dirloc").await;
+    let pool = db.config.pool().unwrap();
+    let acme = PgDirectory::new(pool.clone(), "acme");
+    let stored = hash_with(Scheme::Plain, b"pw", &HashParams::INSECURE_FAST).unwrap();
+    acme.add_user("bob@acme.example", &stored, None, None)
+        .await
+        .unwrap();
+    let bob = login("bob", "acme.example");
+    let location = |info: Option<popgate_auth::UserInfo>| info.expect("bob").location;
+    assert_eq!(location(acme.verify(bob, b"pw").await.unwrap()), None);
+    let own = "maildir:/var/vmail/acme.example/bob-own/Maildir";
+    acme.set_location("bob@acme.example", Some(own))
+        .await
+        .unwrap();
+    assert_eq!(
+        location(acme.verify(bob, b"pw").await.unwrap()).as_deref(),
+        Some(own)
+    );
+    acme.set_enabled("bob@acme.example", false).await.unwrap();
+    assert_eq!(
+        location(acme.find_user(bob).await.unwrap()).as_deref(),
+        Some(own),
+        "a disabled user's mail still goes to its location"
+    );
+    let listed = acme.list_users().await.unwrap();
+    assert_eq!(listed[0].location.as_deref(), Some(own));
+    acme.set_location("bob@acme.example", None).await.unwrap();
+    assert_eq!(location(acme.find_user(bob).await.unwrap()), None);
+    assert!(matches!(
+        acme.set_location("ghost@acme.example", Some(own)).await,
+        Err(backend_postgres::UserAdminError::NotFound(_))
+    ));
+    pool.close().await;
+    db.drop_schema().await;
+}

@@ -113,6 +113,11 @@ struct AuthAnswer {
 #[derive(Deserialize)]
 struct LookupAnswer {
     exists: bool,
+    /// As in [`AuthAnswer`]: where a login's mail goes, for delivery.
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    location: Option<String>,
 }
 
 impl HttpDirectory {
@@ -300,7 +305,7 @@ impl Directory for HttpDirectory {
         self.verify(Login::new("", ""), b"").await.map(drop)
     }
 
-    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
+    async fn find_user(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
         let user = whole(&login);
         let request = Request {
             user: Some(&user),
@@ -309,7 +314,11 @@ impl Directory for HttpDirectory {
             ..Request::about("lookup", &self.tenant)
         };
         let answer: LookupAnswer = self.ask(&request).await?;
-        Ok(answer.exists)
+        Ok(answer.exists.then(|| UserInfo {
+            login_delay: None,
+            mailbox: answer.user,
+            location: answer.location.filter(|l| !l.trim().is_empty()),
+        }))
     }
 
     async fn ping(&self) -> Result<(), AuthError> {

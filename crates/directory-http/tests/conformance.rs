@@ -38,7 +38,7 @@ async fn answer(users: &MemoryDirectory, request: &Value) -> Value {
             Some(info) => json!({"allow": true, "login_delay": info.login_delay}),
             None => json!({"allow": false}),
         },
-        Some("lookup") => json!({"exists": users.user_exists(login).await.unwrap()}),
+        Some("lookup") => json!({"exists": users.find_user(login).await.unwrap().is_some()}),
         _ => json!({}),
     }
 }

@@ -132,8 +132,8 @@ async fn allow_and_deny() {
     assert_eq!(dir.verify(login(), b"wrong").await.unwrap(), None);
     let carol = Login::new("carol", "example.org");
     assert_eq!(dir.verify(carol, b"secret").await.unwrap(), None);
-    assert!(dir.user_exists(login()).await.unwrap());
-    assert!(!dir.user_exists(carol).await.unwrap());
+    assert!(dir.find_user(login()).await.unwrap().is_some());
+    assert!(dir.find_user(carol).await.unwrap().is_none());
     dir.ping().await.unwrap();
     let sent = hook.requests();
     assert_eq!(

@@ -88,14 +88,23 @@ pub(crate) fn admit(
             }
         }
     });
+    Some(UserInfo {
+        login_delay,
+        ..directed(entry, attributes)
+    })
+}
+
+/// Where the entry's mail goes: its `user_attribute` and
+/// `location_attribute` (the first non-empty value of each).
+pub(crate) fn directed(entry: &SearchEntry, attributes: &UserAttributes) -> UserInfo {
     let first = |name: &Option<String>| {
         let value = values(entry, name.as_ref()?).into_iter().next()?;
         let value = value.trim();
         (!value.is_empty()).then(|| value.to_owned())
     };
-    Some(UserInfo {
-        login_delay,
+    UserInfo {
+        login_delay: None,
         mailbox: first(&attributes.user),
         location: first(&attributes.location),
-    })
+    }
 }

@@ -210,8 +210,20 @@ impl Directory for LdapDirectory {
         }
     }
 
-    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
-        Ok(!self.find(login, &["1.1"]).await?.is_empty())
+    async fn find_user(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
+        let attributes = &self.config.attributes;
+        let wanted: Vec<&str> = [&attributes.user, &attributes.location]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let wanted = if wanted.is_empty() {
+            vec!["1.1"]
+        } else {
+            wanted
+        };
+        let entries = self.find(login, &wanted).await?;
+        Ok(entries.first().map(|e| entry::directed(e, attributes)))
     }
 
     /// Reads `base_dn` itself on the service connection.

@@ -82,9 +82,9 @@ async fn reads_and_checks_the_password_attribute() {
         assert!(!ok(&dir, local, "").await, "{local}: empty password");
     }
     assert!(!ok(&dir, "nobody", "ssha-pw").await);
-    let exists = |l| dir.user_exists(Login::new(l, "example.org"));
-    assert!(exists("argon").await.unwrap());
-    assert!(!exists("nobody").await.unwrap());
+    let exists = |l| dir.find_user(Login::new(l, "example.org"));
+    assert!(exists("argon").await.unwrap().is_some());
+    assert!(exists("nobody").await.unwrap().is_none());
     // Two entries for one login: neither logs in.
     assert!(!ok(&dir, "twin", "ssha-pw").await);
     dir.ping().await.unwrap();
@@ -142,8 +142,8 @@ async fn an_injected_filter_finds_nothing() {
                 !ok(&dir, local, "ssha-pw").await,
                 "{local:?} (auth_bind {auth_bind})"
             );
-            let exists = dir.user_exists(Login::new(local, "example.org")).await;
-            assert!(!exists.unwrap(), "{local:?} exists");
+            let exists = dir.find_user(Login::new(local, "example.org")).await;
+            assert!(exists.unwrap().is_none(), "{local:?} exists");
         }
     }
 }
@@ -164,7 +164,7 @@ async fn an_outage_is_an_auth_error_until_the_server_is_back() {
             e.to_string().contains(&format!("127.0.0.1:{}", slapd.port)),
             "{e}"
         );
-        assert!(dir.user_exists(login).await.is_err());
+        assert!(dir.find_user(login).await.is_err());
         assert!(dir.ping().await.is_err());
         slapd.run();
         assert!(

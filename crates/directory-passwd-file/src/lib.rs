@@ -51,7 +51,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use popgate_auth::hashing::Hashing;
-use popgate_auth::{AuthError, Directory, Login, UserInfo};
+use popgate_auth::{AuthError, Directory, ListError, Login, UserInfo};
 
 use crate::parse::{Users, parse};
 use crate::reload::{State, read};
@@ -152,10 +152,12 @@ impl PasswdFile {
 }
 
 impl PasswdFile {
-    /// Whether the file lists this user, as [`Directory::user_exists`].
-    async fn has_user(&self, login: Login<'_>) -> Result<bool, AuthError> {
+    /// The file's entry for this user, as [`Directory::find_user`].
+    async fn find(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
         let users = self.users().await?;
-        Ok(users.lookup(login.local, login.domain).is_some())
+        Ok(users
+            .lookup(login.local, login.domain)
+            .map(|(_, e)| e.info.clone()))
     }
 }
 
@@ -174,15 +176,15 @@ impl Directory for PasswdFile {
         "passwd-file"
     }
 
-    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
-        self.has_user(login).await
+    async fn find_user(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
+        self.find(login).await
     }
 
-    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
+    async fn list_logins(&self) -> Result<Vec<String>, ListError> {
         let users = self.users().await?;
         let mut logins: Vec<String> = users.map.keys().cloned().collect();
         logins.sort();
-        Ok(Some(logins))
+        Ok(logins)
     }
 
     async fn verify(

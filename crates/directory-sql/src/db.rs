@@ -29,6 +29,19 @@ pub(crate) struct Found {
     pub has_password_column: bool,
 }
 
+impl Found {
+    /// What the row says of `login` (`local@domain`) once vouched for.
+    pub fn info(&self, login: &str) -> popgate_auth::UserInfo {
+        popgate_auth::UserInfo {
+            login_delay: self.login_delay,
+            // `username AS user` (Postfix Admin's query) names the login
+            // itself: no override.
+            mailbox: self.user.clone().filter(|u| !u.eq_ignore_ascii_case(login)),
+            location: self.location.clone(),
+        }
+    }
+}
+
 /// At most this many rows are read: two tell "more than one".
 const ROWS: usize = 2;
 
@@ -115,6 +128,24 @@ impl Db {
         }
     }
 
+    /// Runs the listing query `sql` (nothing bound) and reads every row's
+    /// login, streaming: each row (the first and every next) is waited for
+    /// at most `timeout`, so a stalled database fails within `timeout`
+    /// while a long listing goes on.
+    pub async fn logins(&self, sql: &str, timeout: Duration) -> Result<Listing, String> {
+        let sql = || sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            #[cfg(feature = "mysql")]
+            Db::MySql(pool) => {
+                collect(sqlx::query(sql()).fetch(pool), timeout, mysql::listed).await
+            }
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => {
+                collect(sqlx::query(sql()).fetch(pool), timeout, postgres::listed).await
+            }
+        }
+    }
+
     /// A round trip to the database, within `timeout`.
     pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
         let run = async {
@@ -128,6 +159,49 @@ impl Db {
         match tokio::time::timeout(timeout, run).await {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+}
+
+/// What a listing query returned.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    pub logins: Vec<String>,
+    /// Rows whose login was NULL or empty.
+    pub skipped: u64,
+}
+
+/// One listing row: `Some(login)`, `Some(None)` for a NULL or empty one,
+/// `None` when the row has none of the columns.
+type Listed = Option<Option<String>>;
+
+async fn collect<R, S>(
+    mut rows: S,
+    timeout: Duration,
+    listed: fn(&R) -> Result<Listed, sqlx::Error>,
+) -> Result<Listing, String>
+where
+    S: futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+{
+    let mut out = Listing::default();
+    loop {
+        let row = match tokio::time::timeout(timeout, rows.try_next()).await {
+            Err(_) => return Err(format!("no row within {timeout:?}")),
+            Ok(row) => row.map_err(|e| e.to_string())?,
+        };
+        let Some(row) = row else {
+            return Ok(out);
+        };
+        match listed(&row).map_err(|e| e.to_string())? {
+            Some(Some(login)) => out.logins.push(login),
+            Some(None) => out.skipped += 1,
+            None => {
+                return Err(
+                    "the query returns neither a `user` column nor `username` (with `domain`): \
+                     select the login AS user"
+                        .into(),
+                );
+            }
         }
     }
 }
@@ -234,6 +308,27 @@ macro_rules! driver {
                     user: text(row, "user")?.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()),
                     location: location(row)?,
                 })
+            }
+
+            /// A listing row's login: `user`, or `username` with `domain`
+            /// (Dovecot's iterate_query), lower case; a `username` that
+            /// holds an `@` already (Postfix Admin's) is the whole login.
+            pub(super) fn listed(row: &$row) -> Result<Listed, sqlx::Error> {
+                let clean = |v: Option<String>| {
+                    v.map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty())
+                };
+                if has(row, "user") {
+                    return Ok(Some(clean(text(row, "user")?)));
+                }
+                if !has(row, "username") {
+                    return Ok(None);
+                }
+                let user = clean(text(row, "username")?);
+                let domain = clean(text(row, "domain")?);
+                Ok(Some(match (user, domain) {
+                    (Some(u), Some(d)) if !u.contains('@') => Some(format!("{u}@{d}")),
+                    (u, _) => u,
+                }))
             }
 
             fn location(row: &$row) -> Result<Option<String>, sqlx::Error> {

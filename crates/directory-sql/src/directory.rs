@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use popgate_auth::hashing::Hashing;
 use popgate_auth::nets::AllowNets;
 use popgate_auth::scheme::{self, CostLimits, Scheme, SchemeError};
-use popgate_auth::{AuthError, Directory, Login, UserInfo};
+use popgate_auth::{AuthError, Directory, ListError, Login, UserInfo};
 
 use crate::SqlConfig;
 use crate::db::{Db, Found};
@@ -27,6 +27,7 @@ pub struct SqlDirectory {
     db: Db,
     password: Query,
     user: Option<Query>,
+    iterate: Option<Query>,
     default_scheme: Scheme,
     query_timeout: Duration,
     hashing: Hashing,
@@ -101,12 +102,13 @@ impl SqlDirectory {
     ) -> Result<Self, (&'static str, String)> {
         config.validate()?;
         let dialect = config.dialect().map_err(|e| ("url", e))?;
-        let (password, user) = config.queries(dialect)?;
+        let queries = config.queries(dialect)?;
         let db = Db::connect_lazy(config).map_err(|e| ("url", e))?;
         Ok(SqlDirectory {
             db,
-            password,
-            user,
+            password: queries.password,
+            user: queries.user,
+            iterate: queries.iterate,
             default_scheme: config.default_scheme,
             query_timeout: config.query_timeout,
             hashing,
@@ -268,18 +270,8 @@ impl Directory for SqlDirectory {
                 };
                 match scheme::verify_within(&stored, &password, &limits) {
                     Ok(true) if row.enabled => {
-                        admits(&tenant, &user, row.allow_nets.as_deref(), client).then_some(
-                            UserInfo {
-                                login_delay: row.login_delay,
-                                // `username AS user` (Postfix Admin's query)
-                                // names the login itself: no override.
-                                mailbox: row
-                                    .user
-                                    .clone()
-                                    .filter(|u| !u.eq_ignore_ascii_case(&user)),
-                                location: row.location.clone(),
-                            },
-                        )
+                        admits(&tenant, &user, row.allow_nets.as_deref(), client)
+                            .then(|| row.info(&user))
                     }
                     Ok(_) => None,
                     Err(error) => {
@@ -292,12 +284,47 @@ impl Directory for SqlDirectory {
             .await
     }
 
-    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
+    async fn find_user(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
         let (what, query) = match &self.user {
             Some(q) => ("user_query", q),
             None => ("password_query", &self.password),
         };
-        Ok(!self.rows(what, query, login).await?.is_empty())
+        let user = UserName(login).to_string();
+        Ok(self
+            .rows(what, query, login)
+            .await?
+            .into_iter()
+            .next()
+            .map(|row| row.info(&user)))
+    }
+
+    async fn list_logins(&self) -> Result<Vec<String>, ListError> {
+        let Some(query) = &self.iterate else {
+            return Err(ListError::Unsupported(
+                "an SQL directory lists its users with iterate_query, which this tenant's auth \
+                 does not set: add one, e.g. iterate_query = \"SELECT username AS user FROM mailbox\""
+                    .into(),
+            ));
+        };
+        let listing = self
+            .db
+            .logins(query.sql(), self.query_timeout)
+            .await
+            .map_err(|e| {
+                warn!(tenant = self.tenant, error = %e, "SQL directory: iterate_query failed");
+                AuthError(format!("SQL directory: iterate_query: {e}"))
+            })?;
+        if listing.skipped > 0 {
+            warn!(
+                tenant = self.tenant,
+                rows = listing.skipped,
+                "SQL directory: iterate_query returned rows without a login; skipped"
+            );
+        }
+        let mut logins = listing.logins;
+        logins.sort_unstable();
+        logins.dedup();
+        Ok(logins)
     }
 
     async fn ping(&self) -> Result<(), AuthError> {

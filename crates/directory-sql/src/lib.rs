@@ -34,7 +34,11 @@
 //! since the query does not say which user it is.
 //!
 //! `user_query` (optional) answers "does this user exist" for delivery,
-//! by whether it returns a row; without it `password_query` does. A
+//! by whether it returns a row; without it `password_query` does.
+//! `iterate_query` (optional, Dovecot's name) lists every user for
+//! `popgate migrate-mail --all`: a `user` column (`local@domain`), or
+//! `username` and `domain`, as Dovecot reads it; rows are streamed, each
+//! waited for at most `query_timeout`. A
 //! database that is down or slower than `query_timeout` is an
 //! [`AuthError`](popgate_auth::AuthError): POP3 `-ERR [SYS/TEMP]`.
 
@@ -64,6 +68,8 @@ pub struct SqlConfig {
     pub password_query: String,
     /// The query that says whether a user exists (delivery).
     pub user_query: Option<String>,
+    /// The query that lists every user (`migrate-mail --all`).
+    pub iterate_query: Option<String>,
     /// The scheme of a password without a `{SCHEME}` prefix.
     pub default_scheme: Scheme,
     pub max_connections: u32,
@@ -84,6 +90,7 @@ impl SqlConfig {
             url: url.into(),
             password_query: password_query.into(),
             user_query: None,
+            iterate_query: None,
             default_scheme: Scheme::Crypt,
             max_connections: 4,
             min_connections: 0,
@@ -157,15 +164,32 @@ impl SqlConfig {
     }
 
     /// The parsed queries; on error, the field and what is wrong.
-    fn queries(&self, dialect: Dialect) -> Result<(Query, Option<Query>), (&'static str, String)> {
+    fn queries(&self, dialect: Dialect) -> Result<Queries, (&'static str, String)> {
         let password = Query::parse(&self.password_query, dialect)
             .map_err(|e| ("password_query", e.to_string()))?;
         let user = match &self.user_query {
             Some(q) => Some(Query::parse(q, dialect).map_err(|e| ("user_query", e.to_string()))?),
             None => None,
         };
-        Ok((password, user))
+        let iterate = match &self.iterate_query {
+            Some(q) => Some(
+                Query::parse_unbound(q, dialect).map_err(|e| ("iterate_query", e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(Queries {
+            password,
+            user,
+            iterate,
+        })
     }
+}
+
+/// The parsed queries of a configuration.
+struct Queries {
+    password: Query,
+    user: Option<Query>,
+    iterate: Option<Query>,
 }
 
 /// The URL without its password, for logs and `Debug`.
@@ -189,6 +213,7 @@ impl fmt::Debug for SqlConfig {
             .field("url", &redacted(&self.url))
             .field("password_query", &self.password_query)
             .field("user_query", &self.user_query)
+            .field("iterate_query", &self.iterate_query)
             .field("default_scheme", &self.default_scheme)
             .field("max_connections", &self.max_connections)
             .field("min_connections", &self.min_connections)
@@ -222,6 +247,14 @@ mod tests {
         let mut c = ok.clone();
         c.user_query = Some("SELECT 1 FROM t WHERE u = '%z'".into());
         assert_eq!(field(c).0, "user_query");
+        let mut c = ok.clone();
+        c.iterate_query = Some("SELECT username FROM mailbox WHERE domain = '%d'".into());
+        let (f, e) = field(c);
+        assert_eq!(f, "iterate_query");
+        assert!(e.contains("without a login"), "{e}");
+        let mut c = ok.clone();
+        c.iterate_query = Some("SELECT username AS user FROM mailbox".into());
+        assert_eq!(c.validate(), Ok(()));
         let mut c = ok.clone();
         c.max_connections = 0;
         assert_eq!(field(c).0, "max_connections");

@@ -54,6 +54,28 @@ const VARS: &str = "$user, $local, $domain (or Dovecot's '%u', '%n', '%d')";
 impl Query {
     /// Parses the operator's query for `dialect`.
     pub fn parse(text: &str, dialect: Dialect) -> Result<Query, QueryError> {
+        let q = Self::parse_any(text, dialect)?;
+        if q.params.is_empty() {
+            return Err(QueryError(format!(
+                "the query does not use the login: name it with {VARS}"
+            )));
+        }
+        Ok(q)
+    }
+
+    /// Parses a query that runs without a login (`iterate_query`): it may
+    /// use no variable, since there is no login to bind.
+    pub fn parse_unbound(text: &str, dialect: Dialect) -> Result<Query, QueryError> {
+        let q = Self::parse_any(text, dialect)?;
+        if !q.params.is_empty() {
+            return Err(QueryError(format!(
+                "this query lists every user and runs without a login: it cannot use {VARS}"
+            )));
+        }
+        Ok(q)
+    }
+
+    fn parse_any(text: &str, dialect: Dialect) -> Result<Query, QueryError> {
         let mut p = Parser {
             src: text,
             pos: 0,
@@ -64,11 +86,6 @@ impl Query {
             },
         };
         p.run()?;
-        if p.out.params.is_empty() {
-            return Err(QueryError(format!(
-                "the query does not use the login: name it with {VARS}"
-            )));
-        }
         Ok(p.out)
     }
 
@@ -402,6 +419,25 @@ mod tests {
         // Values in a literal with a variable are unescaped once.
         let q = my(r"SELECT 1 FROM t WHERE u = 'it\'s %u'");
         assert_eq!(q.params("a", "b"), ["it's a@b"]);
+    }
+
+    #[test]
+    fn a_listing_query_binds_nothing() {
+        let q = Query::parse_unbound(
+            "SELECT username, domain FROM mailbox WHERE active = '1' AND x LIKE '%%a'",
+            Dialect::MySql,
+        )
+        .unwrap();
+        assert!(q.sql().ends_with("x LIKE '%a'"), "{}", q.sql());
+        assert!(q.params("a", "b").is_empty());
+        let e = Query::parse_unbound("SELECT username FROM m WHERE d = '%d'", Dialect::MySql)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("runs without a login"), "{e}");
+        let e = Query::parse_unbound("SELECT username FROM m WHERE d = $nope", Dialect::Postgres)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variable $nope"), "{e}");
     }
 
     #[test]

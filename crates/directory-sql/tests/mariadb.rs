@@ -13,7 +13,7 @@ use common::{KIT_QUERY, MAILBOX_MYSQL, MariaDb};
 use directory_sql::{SqlConfig, SqlDirectory};
 use popgate_auth::conformance::{self, Fixture, KitUser};
 use popgate_auth::scheme::{self, HashParams, Scheme};
-use popgate_auth::{Directory, Hashing, Login, UserInfo};
+use popgate_auth::{Directory, Hashing, ListError, Login, UserInfo};
 use sqlx::MySqlPool;
 
 /// A fresh database with the `mailbox` table.
@@ -111,6 +111,7 @@ async fn mariadb_passes_the_kit_and_keeps_the_query_rules() {
     a_query_without_password_column_is_an_error(&url).await;
     a_slow_query_is_cut_off(&url).await;
     nologin_column_disables(&url).await;
+    iterate_query_lists_every_user(&url).await;
     pool.close().await;
 }
 
@@ -125,12 +126,12 @@ async fn postfix_admin_query_pastes_in(url: &str) {
     );
     assert_eq!(dir.verify(acme("bob"), b"bob pwx").await.unwrap(), None);
     assert_eq!(dir.verify(acme("off"), b"off pw").await.unwrap(), None);
-    assert!(!dir.user_exists(acme("off")).await.unwrap());
+    assert!(dir.find_user(acme("off")).await.unwrap().is_none());
     let mut config = SqlConfig::new(url, q);
     config.user_query = Some("SELECT maildir FROM mailbox WHERE username = '%u'".into());
     let dir = SqlDirectory::connect_lazy(&config, "acme", Hashing::standalone()).unwrap();
-    assert!(dir.user_exists(acme("off")).await.unwrap());
-    assert!(!dir.user_exists(acme("nobody")).await.unwrap());
+    assert!(dir.find_user(acme("off")).await.unwrap().is_some());
+    assert!(dir.find_user(acme("nobody")).await.unwrap().is_none());
     dir.ping().await.unwrap();
 }
 
@@ -156,7 +157,7 @@ async fn injection_shaped_logins_are_data(url: &str, pool: &MySqlPool) {
                 "{local:?}@{domain:?}"
             );
             assert!(
-                !dir.user_exists(login).await.unwrap(),
+                dir.find_user(login).await.unwrap().is_none(),
                 "{local:?}@{domain:?}"
             );
         }
@@ -242,7 +243,7 @@ async fn nologin_column_disables(url: &str) {
     let dir = common::directory(url, q, Hashing::standalone());
     assert!(dir.verify(acme("bob"), b"bob pw").await.unwrap().is_some());
     assert_eq!(dir.verify(acme("off"), b"off pw").await.unwrap(), None);
-    assert!(dir.user_exists(acme("off")).await.unwrap());
+    assert!(dir.find_user(acme("off")).await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,5 +262,52 @@ async fn a_server_that_goes_away_is_an_error_in_bounded_time() {
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// Dovecot's two forms of `iterate_query` (`user`, or `username` and
+/// `domain`), NULL rows skipped, logins lower case and sorted; a query
+/// without a login column, one that fails, and none at all say so, naming
+/// `iterate_query`.
+async fn iterate_query_lists_every_user(url: &str) {
+    let listing = |iterate: Option<&str>| {
+        let mut config = SqlConfig::new(url, KIT_QUERY);
+        config.iterate_query = iterate.map(str::to_owned);
+        let dir = SqlDirectory::connect_lazy(&config, "t", Hashing::standalone()).unwrap();
+        async move { dir.list_logins().await }
+    };
+    let all = ["bob@acme.example", "carol@acme.example", "off@acme.example"];
+    let got = listing(Some(
+        "SELECT local_part AS username, domain FROM mailbox ORDER BY username DESC",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(got, all);
+    let got = listing(Some(
+        "SELECT UPPER(username) AS user FROM mailbox UNION ALL SELECT NULL",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(got, all);
+    let e = listing(Some("SELECT password FROM mailbox"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ListError::Unavailable(_))
+            && e.to_string().contains("iterate_query")
+            && e.to_string().contains("neither a `user` column"),
+        "{e}"
+    );
+    let e = listing(Some("SELECT username AS user FROM no_such_table"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("iterate_query") && e.to_string().contains("no_such_table"),
+        "{e}"
+    );
+    let e = listing(None).await.unwrap_err();
+    assert!(
+        matches!(&e, ListError::Unsupported(why) if why.contains("iterate_query")),
+        "{e}"
     );
 }

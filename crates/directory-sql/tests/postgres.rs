@@ -138,7 +138,7 @@ async fn postgres_passes_the_kit_and_binds_the_login() {
             None,
             "{local:?}"
         );
-        assert!(!dir.user_exists(login).await.unwrap(), "{local:?}");
+        assert!(dir.find_user(login).await.unwrap().is_none(), "{local:?}");
     }
     let pool = schema.pool().await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM mailbox")

@@ -51,6 +51,18 @@ pub struct UserInfo {
 #[error("directory unavailable: {0}")]
 pub struct AuthError(pub String);
 
+/// Why a directory gives no list of its users.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The directory cannot be listed: why, and the setting that would
+    /// make it listable, if there is one.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The directory's backend failed.
+    #[error(transparent)]
+    Unavailable(#[from] AuthError),
+}
+
 /// Who is logging in: the canonical (lower-case) local part and domain.
 /// `domain` is empty for a bare user name on a tenant without domains.
 #[derive(Clone, Copy, Debug)]
@@ -132,18 +144,25 @@ pub trait Directory: Send + Sync {
         Ok(None)
     }
 
-    /// Whether the directory has this user, disabled or not (Dovecot's
-    /// userdb lookup): delivery takes mail for a user that cannot log in
-    /// now, and refuses mail for a user the directory does not know.
-    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError>;
+    /// The user without a password (Dovecot's userdb lookup): `Ok(None)`
+    /// when the directory does not know the login; a disabled user is
+    /// known. Delivery takes mail for a user that cannot log in now,
+    /// refuses mail for a user the directory does not know, and puts it
+    /// where a login opens: the [`UserInfo::mailbox`] and
+    /// [`UserInfo::location`] are those `verify` gives.
+    async fn find_user(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError>;
 
     /// Every login the directory holds (`local@domain`, or a bare `local`
     /// that stands for every domain of the tenant), sorted, disabled users
-    /// included: what `popgate migrate-mail --all` walks. `Ok(None)` for a
-    /// directory that cannot be listed (an LDAP tree, an HTTP hook, a
-    /// `password_query` without `iterate_query`); the default.
-    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
-        Ok(None)
+    /// included: what `popgate migrate-mail --all` walks.
+    /// [`ListError::Unsupported`] for a directory that cannot be listed (an
+    /// LDAP tree, an HTTP hook, an SQL directory without `iterate_query`),
+    /// saying what it lacks; the default.
+    async fn list_logins(&self) -> Result<Vec<String>, ListError> {
+        Err(ListError::Unsupported(format!(
+            "a {} directory cannot list its users",
+            self.kind()
+        )))
     }
 
     /// Checks that the directory is reachable (readiness).

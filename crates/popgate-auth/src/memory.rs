@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use crate::hashing::Hashing;
 use crate::nets::AllowNets;
 use crate::scheme;
-use crate::{AuthError, Directory, Login, UserInfo};
+use crate::{AuthError, Directory, ListError, Login, UserInfo};
 
 /// One user of a [`MemoryDirectory`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,11 +109,16 @@ impl MemoryUser {
             }
         };
         let admitted = self.allow_nets.as_ref().is_none_or(|n| n.admits(client));
-        (matched && self.enabled && admitted).then_some(UserInfo {
+        (matched && self.enabled && admitted).then(|| self.info())
+    }
+
+    /// What the directory says of this user once vouched for.
+    fn info(&self) -> UserInfo {
+        UserInfo {
             login_delay: self.login_delay,
             mailbox: self.mailbox.clone(),
             location: self.location.clone(),
-        })
+        }
     }
 }
 
@@ -230,11 +235,11 @@ impl Directory for MemoryDirectory {
         "memory"
     }
 
-    async fn list_logins(&self) -> Result<Option<Vec<String>>, AuthError> {
+    async fn list_logins(&self) -> Result<Vec<String>, ListError> {
         self.up()?;
         let mut logins: Vec<String> = self.lock().map.keys().cloned().collect();
         logins.sort();
-        Ok(Some(logins))
+        Ok(logins)
     }
 
     async fn verify(
@@ -258,9 +263,9 @@ impl Directory for MemoryDirectory {
             .await
     }
 
-    async fn user_exists(&self, login: Login<'_>) -> Result<bool, AuthError> {
+    async fn find_user(&self, login: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
         self.up()?;
-        Ok(self.lookup(login).0.is_some())
+        Ok(self.lookup(login).0.map(|u| u.info()))
     }
 
     async fn ping(&self) -> Result<(), AuthError> {
@@ -314,7 +319,7 @@ mod tests {
         let elsewhere = Login::new("frank", "b.example");
         assert!(dir.verify(elsewhere, b"bare").await.unwrap().is_some());
         assert!(dir.remove("frank"));
-        assert!(!dir.user_exists(elsewhere).await.unwrap());
+        assert!(dir.find_user(elsewhere).await.unwrap().is_none());
         // Back after an outage.
         dir.set_reachable(false);
         assert!(dir.verify(frank, b"full").await.is_err());

@@ -114,11 +114,8 @@ mod tests {
             "fake"
         }
 
-        async fn user_exists(
-            &self,
-            _: popgate_auth::Login<'_>,
-        ) -> Result<bool, popgate_auth::AuthError> {
-            Ok(false)
+        async fn find_user(&self, _: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
+            Ok(None)
         }
         async fn verify(
             &self,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use popgate_lock::MailboxLocks;
 
 mod conn;
+pub mod directed;
 #[doc(hidden)]
 pub mod fuzzing;
 pub use popgate_lock::limits;
@@ -20,6 +21,7 @@ pub mod sessions;
 pub mod tenant;
 pub mod tls;
 
+pub use directed::Misdirected;
 pub use listener::{Listener, Server, SharedHandle};
 pub use observer::{SessionId, SessionObserver, SessionSummary};
 pub use sessions::{SessionFilter, SessionInfo, SessionRegistry};

@@ -229,11 +229,11 @@ mod tests {
             "none"
         }
 
-        async fn user_exists(
+        async fn find_user(
             &self,
             _: popgate_auth::Login<'_>,
-        ) -> Result<bool, popgate_auth::AuthError> {
-            Ok(false)
+        ) -> Result<Option<popgate_auth::UserInfo>, popgate_auth::AuthError> {
+            Ok(None)
         }
         async fn verify(
             &self,

@@ -137,6 +137,17 @@ pub enum UserCmd {
         #[arg(long, short, default_value = "ARGON2ID")]
         scheme: String,
     },
+    /// Set the user's Maildir (Dovecot's userdb `mail`); without --location, the tenant's path
+    /// template again
+    ///
+    /// `maildir:/var/vmail/d/u/Maildir` or a bare path, below the tenant's Maildir root: a
+    /// location outside it refuses the user's logins and deliveries ([SYS/TEMP]).
+    Location {
+        #[command(flatten)]
+        target: UserTarget,
+        #[arg(long)]
+        location: Option<String>,
+    },
     /// Disable a user: logins fail, the mail stays.
     Disable {
         #[command(flatten)]
@@ -150,7 +161,7 @@ pub enum UserCmd {
     /// List a tenant's users (never their passwords)
     ///
     /// One user a line, by login: the login, `enabled` or `disabled`, and the per-user
-    /// `login_delay=N` and `allow_nets=...` when set, separated by tabs.
+    /// `login_delay=N`, `allow_nets=...` and `location=...` when set, separated by tabs.
     List {
         #[arg(long, short, value_name = "FILE", help = crate::CONFIG_HELP)]
         config: Option<PathBuf>,
@@ -198,6 +209,7 @@ impl UserCmd {
                 },
             ),
             UserCmd::Passwd { target, scheme } => (target, UserAction::Passwd { scheme }),
+            UserCmd::Location { target, location } => (target, UserAction::Location(location)),
             UserCmd::Disable { target } => (target, UserAction::Disable),
             UserCmd::Enable { target } => (target, UserAction::Enable),
             UserCmd::Delete { target } => (target, UserAction::Delete),
@@ -217,6 +229,7 @@ pub enum UserAction {
     Passwd {
         scheme: String,
     },
+    Location(Option<String>),
     Disable,
     Enable,
     Delete,
@@ -272,6 +285,7 @@ pub async fn user(
             let stored = hash_stdin(&scheme).await?;
             directory.set_password(&login, &stored).await
         }
+        UserAction::Location(l) => directory.set_location(&login, l.as_deref()).await,
         UserAction::Disable => directory.set_enabled(&login, false).await,
         UserAction::Enable => directory.set_enabled(&login, true).await,
         UserAction::Delete => directory.delete_user(&login).await,
@@ -343,6 +357,9 @@ fn user_line(u: &backend_postgres::UserEntry) -> String {
     }
     if let Some(nets) = &u.allow_nets {
         line.push_str(&format!("\tallow_nets={nets}"));
+    }
+    if let Some(location) = &u.location {
+        line.push_str(&format!("\tlocation={}", location.escape_debug()));
     }
     line
 }
@@ -416,14 +433,17 @@ mod tests {
             enabled: true,
             login_delay: None,
             allow_nets: None,
+            location: None,
         };
         assert_eq!(user_line(&u), "bob@globex.example\tenabled");
         u.enabled = false;
         u.login_delay = Some(60);
         u.allow_nets = Some("10.0.0.0/8,::1".into());
+        u.location = Some("maildir:/var/vmail/b\tob".into());
         assert_eq!(
             user_line(&u),
-            "bob@globex.example\tdisabled\tlogin_delay=60\tallow_nets=10.0.0.0/8,::1"
+            "bob@globex.example\tdisabled\tlogin_delay=60\tallow_nets=10.0.0.0/8,::1\t\
+             location=maildir:/var/vmail/b\\tob"
         );
     }
 

@@ -524,8 +524,22 @@ impl DeliverError {
     }
 }
 
+/// What deliver says of a directory answer that names no mailbox of the
+/// tenant (the details are logged by [`popgate_server::Tenant::directed_mailbox`]).
+fn misdirected(why: popgate_server::Misdirected) -> &'static str {
+    match why {
+        popgate_server::Misdirected::NotThisTenant => {
+            "the directory names a mailbox that is not this tenant's"
+        }
+        popgate_server::Misdirected::BadLocation => {
+            "the directory names a mailbox location outside this tenant's root"
+        }
+    }
+}
+
 /// Appends standard input to `user`'s mailbox, once the tenant's directory
-/// has said the user exists. Prints the new message's UIDL.
+/// has said the user exists: the mailbox a POP3 login of `user` opens (the
+/// directory's `user` and `location`). Prints the new message's UIDL.
 pub async fn deliver(file: Option<PathBuf>, user: String) -> Result<(), DeliverError> {
     let config = load_checked(file.as_deref(), true)
         .map_err(|e| DeliverError::temp(format!("configuration error: {e}")))?;
@@ -540,13 +554,18 @@ pub async fn deliver(file: Option<PathBuf>, user: String) -> Result<(), DeliverE
         message: format!("{user:?}: no such user"),
         status: sysexits::NOUSER,
     };
-    let (tenant, mailbox) = tenants.resolve(&user, default_tenant).ok_or_else(no_user)?;
-    let login = popgate_auth::Login::new(&mailbox.local, &mailbox.domain);
-    match tenant.directory.user_exists(login).await {
-        Ok(true) => {}
-        Ok(false) => return Err(no_user()),
-        Err(e) => return Err(DeliverError::temp(format!("{user:?}: {e}"))),
-    }
+    let (tenant, login) = tenants.resolve(&user, default_tenant).ok_or_else(no_user)?;
+    let found = tenant
+        .directory
+        .find_user(popgate_auth::Login::new(&login.local, &login.domain))
+        .await
+        .map_err(|e| DeliverError::temp(format!("{user:?}: {e}")))?
+        .ok_or_else(no_user)?;
+    // The mailbox a POP3 login of this user opens: the directory's alias
+    // and location, resolved as the session resolves them.
+    let mailbox = tenant
+        .directed_mailbox(login, &found)
+        .map_err(|why| DeliverError::temp(format!("{user:?}: {}", misdirected(why))))?;
     let stdin: popgate_store::MessageStream = Box::pin(tokio::io::stdin());
     let uidl = tenant
         .store

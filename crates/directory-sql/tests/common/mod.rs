@@ -208,9 +208,15 @@ pub fn mailbox_rows(users: &[KitUser]) -> Vec<MailboxRow> {
         .collect()
 }
 
-/// An SQL directory on `url` with `query` and short timeouts.
+/// The kit's listing: Postfix Admin's `username` is the whole login, its
+/// `domain` beside it (Dovecot's username + domain form).
+pub const KIT_ITERATE: &str = "SELECT username, domain FROM mailbox";
+
+/// An SQL directory on `url` with `query`, the kit's `iterate_query`, and
+/// short timeouts.
 pub fn directory(url: &str, query: &str, hashing: Hashing) -> SqlDirectory {
     let mut config = SqlConfig::new(url, query);
+    config.iterate_query = Some(KIT_ITERATE.into());
     config.connect_timeout = Duration::from_millis(2000);
     config.query_timeout = Duration::from_millis(2000);
     SqlDirectory::connect_lazy(&config, "kit", hashing).unwrap()

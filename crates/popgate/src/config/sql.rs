@@ -23,6 +23,9 @@ pub struct SqlSection {
     pub password_query: String,
     #[serde(default)]
     pub user_query: Option<String>,
+    /// Dovecot's `iterate_query`: every user, for `migrate-mail --all`.
+    #[serde(default)]
+    pub iterate_query: Option<String>,
     /// Dovecot's `default_pass_scheme`: the scheme of a bare hash.
     #[serde(default)]
     pub default_scheme: Option<String>,
@@ -46,6 +49,7 @@ impl std::fmt::Debug for SqlSection {
             .field("url_file", &self.url_file)
             .field("password_query", &self.password_query)
             .field("user_query", &self.user_query)
+            .field("iterate_query", &self.iterate_query)
             .field("default_scheme", &self.default_scheme)
             .finish_non_exhaustive()
     }
@@ -66,6 +70,7 @@ impl SqlSection {
         })?;
         let mut c = directory_sql::SqlConfig::new(url, &self.password_query);
         c.user_query.clone_from(&self.user_query);
+        c.iterate_query.clone_from(&self.iterate_query);
         if let Some(name) = &self.default_scheme {
             c.default_scheme = name
                 .parse()
@@ -211,6 +216,13 @@ mod tests {
         ));
         assert!(
             e.starts_with("tenants[1].auth.user_query: unknown variable %q"),
+            "{e}"
+        );
+        let e = bad(format!(
+            r#"{{"url": "mysql://db/x", "password_query": "{Q}", "iterate_query": "SELECT username FROM m WHERE d = '%d'"}}"#
+        ));
+        assert!(
+            e.starts_with("tenants[1].auth.iterate_query: ") && e.contains("without a login"),
             "{e}"
         );
     }

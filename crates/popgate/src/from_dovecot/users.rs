@@ -228,14 +228,15 @@ fn sql(cx: &mut Ctx<'_>, args: &str, options: &Options) -> Result<Auth, String> 
     if let Some(s) = ext.text("default_pass_scheme") {
         inline.push_str(&format!(", default_scheme = {}", quote(s)));
     }
+    // Dovecot's user iteration: what `migrate-mail --all` walks.
+    if let Some(q) = ext.text("iterate_query") {
+        inline.push_str(&format!(", iterate_query = {}", quote(q)));
+    }
     inline.push_str(" }");
     cx.notes.push(format!(
         "the SQL directory's url holds the database password from {}: move it to url_file for production",
         path.display()
     ));
-    if ext.text("iterate_query").is_some() {
-        cx.notes.push("iterate_query: not needed by popgate".into());
-    }
     Ok(Auth {
         inline,
         domains: Vec::new(),

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use popgate_auth::ListError;
 use popgate_lock::MailboxLocks;
 use popgate_server::{Tenant, Tenants};
 use popgate_store::{MailStore, MailboxId};
@@ -325,17 +326,16 @@ impl MigrateMail {
                     continue; // --all: the tenants both define.
                 }
                 let logins = match from {
-                    From::Config { .. } => tenant
-                        .directory
-                        .list_logins()
-                        .await
-                        .map_err(|e| Error::Runtime(format!("tenant {name}: listing its users: {e}")))?
-                        .ok_or_else(|| {
-                            Error::Runtime(format!(
-                                "tenant {name}: its directory ({}) cannot list its users; move its mailboxes with --user",
-                                tenant.directory.kind()
-                            ))
-                        })?,
+                    From::Config { .. } => {
+                        tenant.directory.list_logins().await.map_err(|e| match e {
+                            ListError::Unsupported(why) => Error::Runtime(format!(
+                                "tenant {name}: {why} (or move its mailboxes with --user)"
+                            )),
+                            ListError::Unavailable(e) => {
+                                Error::Runtime(format!("tenant {name}: listing its users: {e}"))
+                            }
+                        })?
+                    }
                     From::Pop3(p) => p
                         .logins()
                         .into_iter()

@@ -136,19 +136,31 @@ prerequisites the chart can check without reading the cluster.
 {{- if and .Values.passwd.enabled (not .Values.passwd.existingSecret) (not .Values.passwd.tenantSecrets) (not .Values.passwd.files) }}
 {{- fail "passwd.enabled needs passwd.files, passwd.existingSecret or passwd.tenantSecrets (or set passwd.enabled=false)" }}
 {{- end }}
+{{- if .Values.credentials.env }}
+{{- fail "credentials.env is gone: popgate no longer takes secrets from environment variables (they leak into /proc/PID/environ, crash reports and child processes). Put each in credentials.files (key: content; or keys of credentials.existingSecret), mounted at /etc/popgate/credentials, and name the file in the config: POPGATE_LOCKS__URL becomes redis-url (locks.url_file), PGPASSWORD a password in a URL file (url_file), the AWS keys access_key_id_file/secret_access_key_file, POPGATE_METRICS__BEARER_TOKEN metrics.bearer_token_file (docs/kubernetes.md, section Secrets)" }}
+{{- end }}
 {{- if include "popgate.onCluster" . }}
 {{- if eq .Values.image.repository "registry.example.net/popgate/popgate" }}
 {{- fail "image.repository is still the placeholder registry.example.net/popgate/popgate: build and push the image from the repository's Dockerfile (docs/kubernetes.md, section Kubernetes: the Helm chart), then set image.repository (and image.tag or image.digest)" }}
 {{- end }}
 {{- if and .Values.credentials.create (not .Values.credentials.existingSecret) }}
-{{- range $k, $v := .Values.credentials.env }}
-{{- if and (eq $k "POPGATE_LOCKS__URL") (contains "REPLACE_ME" $v) }}
-{{- fail "credentials.env.POPGATE_LOCKS__URL still holds the placeholder REPLACE_ME: the replicas share their mailbox locks through Redis, so point it at a real Redis (redis:// or rediss://), or put POPGATE_LOCKS__URL in a Secret of your own and set credentials.existingSecret (docs/kubernetes.md, section Kubernetes: the Helm chart)" }}
+{{- range $k, $v := .Values.credentials.files }}
+{{- if and (eq $k "redis-url") (contains "REPLACE_ME" $v) }}
+{{- fail "credentials.files.redis-url still holds the placeholder REPLACE_ME: the replicas share their mailbox locks through Redis, so point it at a real Redis (redis:// or rediss://), or put redis-url in a Secret of your own and set credentials.existingSecret (docs/kubernetes.md, section Kubernetes: the Helm chart)" }}
 {{- else if contains "REPLACE_ME" $v }}
-{{- fail (printf "credentials.env.%s still holds the placeholder REPLACE_ME: set it, or put it in a Secret of your own and set credentials.existingSecret" $k) }}
+{{- fail (printf "credentials.files.%s still holds the placeholder REPLACE_ME: set it, or put it in a Secret of your own and set credentials.existingSecret" $k) }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The credentials Secret's mount, for popgate and its migrations. */}}
+{{- define "popgate.credentialsMount" -}}
+{{- if or .Values.credentials.existingSecret .Values.credentials.create }}
+- name: credentials
+  mountPath: /etc/popgate/credentials
+  readOnly: true
 {{- end }}
 {{- end }}
 

@@ -31,8 +31,8 @@ impl Directory for Dir {
     fn kind(&self) -> &'static str {
         "test"
     }
-    async fn user_exists(&self, _: Login<'_>) -> Result<bool, AuthError> {
-        Ok(true)
+    async fn find_user(&self, _: Login<'_>) -> Result<Option<UserInfo>, AuthError> {
+        Ok(Some(UserInfo::default()))
     }
     async fn verify(&self, _: Login<'_>, password: &[u8]) -> Result<Option<UserInfo>, AuthError> {
         sleep(self.delay).await;
