@@ -5,13 +5,15 @@ Maildir -> PostgreSQL -> S3 -> Maildir, and at every hop the UIDLs, sizes
 and bytes popgate serves over POP3 are the ones Dovecot served at the start
 (and at the end Dovecot itself serves them from the last Maildir). A live
 Dovecot over POP3 is a source too. Then the hard cases: SIGKILL in the
-middle of a mailbox and a resume, a mailbox held by a live session, and a
-destination database that goes down during the run.
+middle of a mailbox and a resume, a mailbox held by a live session, a
+destination database that goes down during the run and a destination file
+system that runs out of space (both with --delete-source).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -367,7 +369,8 @@ def test_a_destination_that_goes_down_fails_the_mailbox_and_a_rerun_finishes(pop
         pg = popgate(tenants={"acme": {"store": pg_section(schema, url=db.url, connect_timeout="2s")}}, start=False)
         migrate_schema(pg)
         proc = subprocess.Popen(
-            [POPGATE_BIN, "migrate-mail", "--from", str(old.config_path), "--to", str(pg.config_path), "--user", USER],
+            [POPGATE_BIN, "migrate-mail", "--from", str(old.config_path), "--to", str(pg.config_path), "--user", USER,
+             "--delete-source"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=clean_env(),
         )
         deadline = time.monotonic() + 120
@@ -380,10 +383,51 @@ def test_a_destination_that_goes_down_fails_the_mailbox_and_a_rerun_finishes(pop
         err = err.decode()
         assert proc.returncode != 0, err
         assert f"failed mailboxes:\n  acme/{USER}:" in err, err
-        # Nothing was deleted from the source, and once the database is back a re-run finishes.
-        assert len(os.listdir(old.maildir(USER) / "cur")) == 300
+        # Nothing was deleted from the source (--delete-source waits for a
+        # verified mailbox), and once the database is back a re-run finishes.
+        assert len(old.files(USER)) == 300
         db.start()
-        err = ok(migrate(old, pg, "--user", USER))
+        partial = count_rows(schema, db.url)
+        assert 0 < partial < 300, partial
+        err = ok(migrate(old, pg, "--user", USER, "--delete-source"))
+        assert f"copied {300 - partial} " in err and f"{partial} there already" in err, err
+        assert "300 deleted from the source" in err, err
         assert uidls_in(schema, db.url) == want
+        assert old.files(USER) == []
     finally:
         db.destroy()
+
+
+def test_a_destination_that_runs_out_of_space_fails_the_mailbox_and_a_rerun_finishes(popgate, tmp_path):
+    old = popgate(start=False)
+    many_messages(old, 60)  # ~1.2 MB
+    want = [uidl for _, uidl, _ in dovecot_listing(str(old.maildir(USER)))]
+    small = tmp_path / "small"
+    small.mkdir()
+    # A 512 KiB file system (as root; scripts/test runs as root).
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)], check=True)
+    new = None
+    try:
+        new = popgate(tenants={"acme": {"store": {"kind": "maildir", "path": f"{small}/%d/%n/Maildir"}}}, start=False)
+        r = migrate(old, new, "--user", USER, "--delete-source")
+        err = r.stderr.decode()
+        assert r.returncode == 1, err
+        assert f"failed mailboxes:\n  acme/{USER}:" in err and "No space left on device" in err, err
+        assert len(old.files(USER)) == 60, "the source is untouched, even with --delete-source"
+        # What the destination holds is the source's first messages, whole
+        # and in order: the next run counts them as there already.
+        dry = ok(migrate(old, new, "--user", USER, "--dry-run"))
+        m = re.search(r"would copy (\d+) \(\d+ octets\), (\d+) there already", dry)
+        assert m and int(m[1]) + int(m[2]) == 60 and 0 < int(m[2]) < 60, dry
+        there = int(m[2])
+        # Space freed: a re-run copies the rest, verifies all, deletes the source.
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+        err = ok(migrate(old, new, "--user", USER, "--delete-source"))
+        assert f"copied {60 - there} " in err and f"{there} there already" in err, err
+        assert "60 deleted from the source" in err, err
+        new.start()
+        assert [uidl for uidl, _, _ in served(new)] == want, "no duplicates, nothing lost, the order kept"
+    finally:
+        if new is not None:
+            new.kill()
+        subprocess.run(["umount", "-l", str(small)], check=False)

@@ -13,6 +13,8 @@
 //!   at most [`CHUNK_SIZE`] bytes. Delivery streams the input into chunks
 //!   and RETR streams them back one at a time, so no message is ever whole
 //!   in memory.
+//! - An import (`popgate migrate-mail`) keeps the carried UIDL and writes
+//!   many messages per transaction (the `import` module's batches).
 //! - Opening a maildrop is one indexed query, in UID order.
 //! - Expunge is one transaction, fenced: the mailbox row keeps the highest
 //!   fencing token that committed; an older token changes nothing and gets
@@ -23,6 +25,7 @@
 
 pub mod directory;
 mod drop;
+mod import;
 mod pools;
 mod schema;
 
@@ -33,8 +36,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use popgate_store::{
-    CountingReader, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream, StoreError,
-    check_carried_uidl,
+    CountingReader, Importer, MailStore, MailboxId, Maildrop, MessageInfo, MessageStream,
+    StoreError, check_carried_uidl,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -245,7 +248,8 @@ impl PgStore {
         &self.pool
     }
 
-    /// A delivery (`carried` none: the mailbox's next UIDL) or an import.
+    /// A delivery (`carried` none: the mailbox's next UIDL) or an import,
+    /// each its own transaction.
     async fn store_message(
         &self,
         mailbox: &MailboxId,
@@ -255,70 +259,22 @@ impl PgStore {
         self.ensure_schema().await?;
         // Outside the delivery's transaction: a new mailbox row is not held
         // locked while the message streams in.
-        let mailbox_id: i64 = sqlx::query_scalar("SELECT popgate_mailbox($1, $2)")
+        let mailbox_id = self.mailbox_id(mailbox).await?;
+        let err = |e: sqlx::Error| db_error("delivering", &e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let (uidl, _) = write_message(&mut tx, mailbox_id, None, message, carried).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(uidl)
+    }
+
+    /// The id of the mailbox row, made when missing.
+    async fn mailbox_id(&self, mailbox: &MailboxId) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT popgate_mailbox($1, $2)")
             .bind(&mailbox.tenant)
             .bind(mailbox.login())
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| db_error("finding the mailbox", &e))?;
-        let err = |e: sqlx::Error| db_error("delivering", &e);
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        let message_id: i64 =
-            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('messages', 'id'))")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(err)?;
-        // Every chunk but the last is CHUNK_SIZE bytes.
-        let mut message = CountingReader::new(message, CHUNK_SIZE);
-        let mut seq: i32 = 0;
-        while let Some(chunk) = message
-            .next_chunk()
-            .await
-            .map_err(|e| StoreError::Temporary(format!("reading the message: {e}")))?
-        {
-            sqlx::query("INSERT INTO message_chunks (message_id, seq, data) VALUES ($1, $2, $3)")
-                .bind(message_id)
-                .bind(seq)
-                .bind(chunk)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-            seq = seq
-                .checked_add(1)
-                .ok_or_else(|| StoreError::Permanent("message too large".into()))?;
-        }
-        let size = i64::try_from(message.pop3_size()).unwrap_or(i64::MAX);
-        let raw = i64::try_from(message.octets()).unwrap_or(i64::MAX);
-        let uidl: String = match carried {
-            None => sqlx::query_scalar("SELECT popgate_finish_delivery($1, $2, $3, $4, $5)")
-                .bind(mailbox_id)
-                .bind(message_id)
-                .bind(size)
-                .bind(raw)
-                .bind(seq)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(err)?,
-            // popgate_finish_delivery with the carried UIDL: the mailbox
-            // row stays locked until the commit, so UIDs show in order.
-            Some(carried) => sqlx::query_scalar(
-                "WITH b AS (UPDATE mailboxes SET next_uid = next_uid + 1 WHERE id = $1 \
-                            RETURNING next_uid - 1 AS uid) \
-                 INSERT INTO messages (id, mailbox_id, uid, uidl, size, raw_size, chunks) \
-                 SELECT $2, $1, b.uid, $3, $4, $5, $6 FROM b RETURNING uidl",
-            )
-            .bind(mailbox_id)
-            .bind(message_id)
-            .bind(carried)
-            .bind(size)
-            .bind(raw)
-            .bind(seq)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| db_error("importing", &e))?,
-        };
-        tx.commit().await.map_err(err)?;
-        Ok(uidl)
+            .map_err(|e| db_error("finding the mailbox", &e))
     }
 
     /// Refuses to work on a schema that is behind this binary's migrations.
@@ -334,6 +290,88 @@ impl PgStore {
             behind => Err(StoreError::Permanent(behind.to_string())),
         }
     }
+}
+
+/// Writes one message into the caller's transaction: its chunks, then its
+/// `messages` row with the mailbox's next UID (the mailbox row stays locked
+/// until the commit, so UIDs show in order) and the mailbox's next UIDL or
+/// the `carried` one, under `message_id` (taken from the sequence when
+/// `None`). Returns the UIDL and the octets stored.
+async fn write_message(
+    conn: &mut sqlx::PgConnection,
+    mailbox_id: i64,
+    message_id: Option<i64>,
+    message: MessageStream,
+    carried: Option<&str>,
+) -> Result<(String, u64), StoreError> {
+    let err = |e: sqlx::Error| db_error("delivering", &e);
+    let message_id = match message_id {
+        Some(id) => id,
+        None => message_ids(conn, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Temporary("no message id from the sequence".into()))?,
+    };
+    // Every chunk but the last is CHUNK_SIZE bytes.
+    let mut message = CountingReader::new(message, CHUNK_SIZE);
+    let mut seq: i32 = 0;
+    while let Some(chunk) = message
+        .next_chunk()
+        .await
+        .map_err(|e| StoreError::Temporary(format!("reading the message: {e}")))?
+    {
+        sqlx::query("INSERT INTO message_chunks (message_id, seq, data) VALUES ($1, $2, $3)")
+            .bind(message_id)
+            .bind(seq)
+            .bind(chunk)
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        seq = seq
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Permanent("message too large".into()))?;
+    }
+    let size = i64::try_from(message.pop3_size()).unwrap_or(i64::MAX);
+    let raw = i64::try_from(message.octets()).unwrap_or(i64::MAX);
+    let uidl: String = match carried {
+        None => sqlx::query_scalar("SELECT popgate_finish_delivery($1, $2, $3, $4, $5)")
+            .bind(mailbox_id)
+            .bind(message_id)
+            .bind(size)
+            .bind(raw)
+            .bind(seq)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err)?,
+        // popgate_finish_delivery with the carried UIDL.
+        Some(carried) => sqlx::query_scalar(
+            "WITH b AS (UPDATE mailboxes SET next_uid = next_uid + 1 WHERE id = $1 \
+                        RETURNING next_uid - 1 AS uid) \
+             INSERT INTO messages (id, mailbox_id, uid, uidl, size, raw_size, chunks) \
+             SELECT $2, $1, b.uid, $3, $4, $5, $6 FROM b RETURNING uidl",
+        )
+        .bind(mailbox_id)
+        .bind(message_id)
+        .bind(carried)
+        .bind(size)
+        .bind(raw)
+        .bind(seq)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| db_error("importing", &e))?,
+    };
+    Ok((uidl, message.octets()))
+}
+
+/// `n` fresh ids of `messages` rows, in one round trip.
+async fn message_ids(conn: &mut sqlx::PgConnection, n: i32) -> Result<Vec<i64>, StoreError> {
+    sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1)",
+    )
+    .bind(n)
+    .fetch_all(conn)
+    .await
+    .map_err(|e| db_error("delivering", &e))
 }
 
 #[derive(sqlx::FromRow)]
@@ -411,6 +449,17 @@ impl MailStore for PgStore {
         self.store_message(mailbox, message, Some(uidl))
             .await
             .map(|_| ())
+    }
+
+    /// Many messages per transaction: see the `import` module.
+    async fn importer<'a>(
+        &'a self,
+        mailbox: &MailboxId,
+    ) -> Result<Box<dyn Importer + 'a>, StoreError> {
+        Ok(Box::new(import::PgImporter::new(
+            self.clone(),
+            mailbox.clone(),
+        )))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -187,6 +187,24 @@ pub trait MailStore: Send + Sync {
         )))
     }
 
+    /// An import of many messages into one mailbox (`popgate migrate-mail`):
+    /// [`Importer::add`] is [`MailStore::import`], message after message in
+    /// order, and a store may gather them into larger units of work (one
+    /// transaction per batch, one index write per mailbox). What
+    /// [`Importer::finish`] returned `Ok` for is stored; of the messages of
+    /// an importer that failed or was dropped, each is either stored whole
+    /// (listed, with its carried UIDL, after the ones before it) or not at
+    /// all, never half. The default imports each message at once.
+    async fn importer<'a>(
+        &'a self,
+        mailbox: &MailboxId,
+    ) -> Result<Box<dyn Importer + 'a>, StoreError> {
+        Ok(Box::new(OneByOne {
+            store: self,
+            mailbox: mailbox.clone(),
+        }))
+    }
+
     /// Checks that the backend is reachable (readiness).
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -213,6 +231,35 @@ pub trait MailStore: Send + Sync {
     fn with_location(&self, mailbox: MailboxId, location: &str) -> Result<MailboxId, String> {
         let _ = location;
         Ok(mailbox)
+    }
+}
+
+/// Messages imported into one mailbox, in order: see [`MailStore::importer`].
+#[async_trait]
+pub trait Importer: Send {
+    /// Imports one message as [`MailStore::import`] does; it may show in
+    /// the mailbox only once the store's current unit of work is done
+    /// (at the latest at [`Importer::finish`]).
+    async fn add(&mut self, uidl: &str, message: MessageStream) -> Result<(), StoreError>;
+
+    /// Stores everything added so far for good.
+    async fn finish(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The default [`Importer`]: [`MailStore::import`], one message at a time.
+struct OneByOne<'a, S: ?Sized> {
+    store: &'a S,
+    mailbox: MailboxId,
+}
+
+#[async_trait]
+impl<S: MailStore + ?Sized> Importer for OneByOne<'_, S> {
+    async fn add(&mut self, uidl: &str, message: MessageStream) -> Result<(), StoreError> {
+        self.store.import(&self.mailbox, uidl, message).await
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

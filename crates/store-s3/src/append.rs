@@ -18,14 +18,15 @@ const IN_MEMORY_UPLOAD: usize = 8 << 20;
 const CHUNK: usize = 64 * 1024;
 
 impl Inner {
-    /// Stores `message` as a new object under `prefix`; returns its UIDL:
-    /// the `carried` one (kept as `x-amz-meta-pop3-uidl`), else the key's.
+    /// Stores `message` as a new object under `prefix`; returns its UIDL
+    /// (the `carried` one, kept as `x-amz-meta-pop3-uidl`, else the key's)
+    /// and what the size index needs to know of it.
     pub(crate) async fn append(
         &self,
         prefix: &str,
         message: MessageStream,
         carried: Option<&str>,
-    ) -> Result<String, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let inner = self;
         let name = new_object_name();
         let key = format!("{prefix}{name}");
@@ -91,8 +92,20 @@ impl Inner {
             .await
             .map_err(|e| classify(&format!("storing {key}"), e))?;
         debug!(key, stored, pop3_size, "delivered");
-        Ok(carried.map_or_else(|| uidl_for(&name), str::to_owned))
+        Ok(Appended {
+            uidl: carried.map_or_else(|| uidl_for(&name), str::to_owned),
+            rel: name,
+            pop3_size,
+        })
     }
+}
+
+/// A stored message: its UIDL, the key relative to the prefix and its POP3
+/// size (what the size index keeps of it).
+pub(crate) struct Appended {
+    pub(crate) uidl: String,
+    pub(crate) rel: String,
+    pub(crate) pop3_size: u64,
 }
 
 /// A fresh object name: microseconds since the epoch (so names sort in

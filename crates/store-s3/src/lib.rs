@@ -41,6 +41,7 @@ mod conditional;
 mod config;
 mod delete;
 mod fence;
+mod import;
 mod index;
 mod maildrop;
 mod snapshot;
@@ -52,7 +53,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use popgate_store::{
-    MailStore, MailboxId, Maildrop, MessageStream, StoreError, check_carried_uidl,
+    Importer, MailStore, MailboxId, Maildrop, MessageStream, StoreError, check_carried_uidl,
 };
 
 use crate::client::classify;
@@ -159,6 +160,7 @@ impl MailStore for S3Store {
         self.inner
             .append(&self.mailbox_prefix(mailbox), message, None)
             .await
+            .map(|a| a.uidl)
     }
 
     async fn import(
@@ -172,6 +174,20 @@ impl MailStore for S3Store {
             .append(&self.mailbox_prefix(mailbox), message, Some(uidl))
             .await
             .map(|_| ())
+    }
+
+    /// One PUT per message, as [`MailStore::import`]; the size index
+    /// learns the imported messages (size, carried UIDL) in one write at
+    /// [`Importer::finish`], so the next login (migrate-mail's own check
+    /// included) needs no GET per message to size them.
+    async fn importer<'a>(
+        &'a self,
+        mailbox: &MailboxId,
+    ) -> Result<Box<dyn Importer + 'a>, StoreError> {
+        Ok(Box::new(import::S3Importer::new(
+            self.inner.clone(),
+            self.mailbox_prefix(mailbox),
+        )))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

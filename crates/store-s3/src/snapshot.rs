@@ -15,7 +15,7 @@ use crate::client::io_temporary;
 use crate::index::SizeIndex;
 use crate::{Inner, SIZE_CONCURRENCY, SIZE_METADATA, UIDL_METADATA, uidl_for};
 
-const INDEX_NAME: &str = "sizes.json";
+pub(crate) const INDEX_NAME: &str = "sizes.json";
 /// its end (keeps the connection reusable); a larger one is dropped.
 const DRAIN_LIMIT: i64 = 256 << 10;
 /// An index larger than this is ignored (and rebuilt).
@@ -118,7 +118,7 @@ impl Inner {
         Ok((keep, messages))
     }
 
-    async fn load_index(&self, prefix: &str) -> Result<Option<SizeIndex>, StoreError> {
+    pub(crate) async fn load_index(&self, prefix: &str) -> Result<Option<SizeIndex>, StoreError> {
         let key = Self::reserved_key(prefix, INDEX_NAME);
         Ok(match self.get_small(&key, MAX_INDEX).await? {
             None => None,

@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use popgate_lock::{LockError, LockGuard, MailboxLocks};
-use popgate_store::{MailStore, MailboxId, Maildrop, StoreError};
+use popgate_store::{MailStore, MailboxId, StoreError};
 
 use super::digest::{self, Sum, Tee};
 use super::progress::Progress;
+use super::verify;
 
 /// One mailbox to move.
 pub struct Job {
@@ -164,6 +165,11 @@ async fn migrate(job: &Job, opts: Options, progress: &Progress) -> Result<Outcom
 
     // Copy what the destination lacks, in source order.
     let mut copied: HashMap<usize, Sum> = HashMap::new();
+    let mut importer = None;
+    // A source message that reads otherwise than listed: copying stops
+    // there, and the check below takes this run's copies from it on out.
+    let mut changed = None;
+    let mut interrupted = false;
     for (i, m) in listed.iter().enumerate() {
         if present.contains_key(&m.uidl) {
             stats.present += 1;
@@ -177,76 +183,76 @@ async fn migrate(job: &Job, opts: Options, progress: &Progress) -> Result<Outcom
             continue;
         }
         if progress.stopping.load(Ordering::Relaxed) {
-            return Ok(Outcome::Interrupted);
+            interrupted = true;
+            break;
         }
+        let imp = match &mut importer {
+            Some(imp) => imp,
+            None => importer.insert(
+                job.dest
+                    .importer(&job.dest_mailbox)
+                    .await
+                    .map_err(|e| err("starting the import", e))?,
+            ),
+        };
         let stream = source
             .fetch(i)
             .await
             .map_err(|e| err(&format!("reading source message {}", i + 1), e))?;
         let (tee, summer) = Tee::new(stream);
-        job.dest
-            .import(&job.dest_mailbox, &m.uidl, Box::pin(tee))
+        imp.add(&m.uidl, Box::pin(tee))
             .await
             .map_err(|e| err(&format!("storing message {} (UIDL {})", i + 1, m.uidl), e))?;
         let sum = digest::take(summer);
         stats.copied += 1;
         stats.bytes += sum.size;
         progress.message_done(sum.size);
+        let size = sum.size;
         copied.insert(i, sum);
+        if size != m.size {
+            changed = Some((
+                i,
+                format!(
+                    "message {} (UIDL {}): the source sent {size} octets but lists {}: it changed during the copy",
+                    i + 1,
+                    m.uidl,
+                    m.size
+                ),
+            ));
+            break;
+        }
+    }
+    if let Some(imp) = importer {
+        imp.finish()
+            .await
+            .map_err(|e| err("storing the copies", e))?;
     }
     if opts.dry_run {
         return Ok(Outcome::Done(stats));
     }
+    if interrupted {
+        return Ok(Outcome::Interrupted);
+    }
 
-    // Verify every message: what the destination serves now against what
-    // the source serves now (and against what was read while copying).
+    // Verify every message against one listing of the destination.
     let mut dest = job
         .dest
         .open(&job.dest_mailbox)
         .await
         .map_err(|e| err("reopening the destination", e))?;
-    let at: HashMap<&str, usize> = dest
-        .messages()
-        .iter()
-        .enumerate()
-        .map(|(j, m)| (m.uidl.as_str(), j))
-        .collect();
-    let mut last = None;
-    let mut failure = None;
-    let mut positions = Vec::with_capacity(listed.len());
-    for (i, m) in listed.iter().enumerate() {
-        let Some(&j) = at.get(m.uidl.as_str()) else {
-            failure = Some((
-                i,
-                format!(
-                    "message {} (UIDL {}) is missing at the destination",
-                    i + 1,
-                    m.uidl
-                ),
-            ));
-            break;
-        };
-        positions.push(j);
-        if last.is_some_and(|l| j <= l) {
-            failure = Some((
-                i,
-                format!(
-                    "message {} (UIDL {}) is out of order at the destination",
-                    i + 1,
-                    m.uidl
-                ),
-            ));
-            break;
-        }
-        last = Some(j);
-        if let Some(problem) = verify_one(&*source, &*dest, i, j, m.size, copied.get(&i)).await? {
-            failure = Some((i, format!("message {} (UIDL {}): {problem}", i + 1, m.uidl)));
-            break;
-        }
-    }
+    let failure = match changed {
+        Some(c) => Some(c),
+        None => verify::mailbox(&*source, &*dest, &listed, &copied).await?,
+    };
     if let Some((i, why)) = failure {
         // Take out this run's copies from the failed one on, so that the
         // destination keeps the source's order and a re-run copies them again.
+        let at: HashMap<&str, usize> = dest
+            .messages()
+            .iter()
+            .enumerate()
+            .map(|(j, m)| (m.uidl.as_str(), j))
+            .collect();
         let undo: Vec<usize> = copied
             .keys()
             .filter(|&&k| k >= i)
@@ -292,64 +298,4 @@ async fn migrate(job: &Job, opts: Options, progress: &Progress) -> Result<Outcom
     drop(source_guard);
     drop(dest_guard);
     Ok(Outcome::Done(stats))
-}
-
-/// Compares source message `i` with destination message `j`: the size both
-/// list, what each serves, and what was read while copying. `Some(problem)`
-/// on a difference.
-async fn verify_one(
-    source: &dyn Maildrop,
-    dest: &dyn Maildrop,
-    i: usize,
-    j: usize,
-    listed_size: u64,
-    copied: Option<&Sum>,
-) -> Result<Option<String>, String> {
-    let dest_size = dest.messages()[j].size;
-    if dest_size != listed_size {
-        return Ok(Some(format!(
-            "the destination lists {dest_size} octets, the source {listed_size}"
-        )));
-    }
-    let read = |what: &'static str, e: std::io::Error| format!("reading the {what} again: {e}");
-    let source_now = digest::sum(
-        source
-            .fetch(i)
-            .await
-            .map_err(|e| format!("reading source message {} again: {e}", i + 1))?,
-    )
-    .await
-    .map_err(|e| read("source", e))?;
-    let dest_now = digest::sum(
-        dest.fetch(j)
-            .await
-            .map_err(|e| format!("reading the copy of message {}: {e}", i + 1))?,
-    )
-    .await
-    .map_err(|e| read("destination", e))?;
-    if source_now.size != listed_size {
-        return Ok(Some(format!(
-            "the source now sends {} octets but lists {listed_size}: it changed during the copy",
-            source_now.size
-        )));
-    }
-    if let Some(c) = copied
-        && *c != source_now
-    {
-        return Ok(Some(
-            "the source message changed during the copy".to_owned(),
-        ));
-    }
-    if dest_now != source_now {
-        return Ok(Some(format!(
-            "the copy differs from the source ({} octets, checksum {})",
-            dest_now.size,
-            hex(&dest_now.sha256[..6])
-        )));
-    }
-    Ok(None)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

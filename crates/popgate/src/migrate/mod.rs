@@ -9,6 +9,7 @@ mod pop3;
 mod progress;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

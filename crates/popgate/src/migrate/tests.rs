@@ -154,8 +154,8 @@ async fn delete_source_deletes_only_after_verification() {
     assert_eq!(listing(&*dest).await, before);
 }
 
-/// A source whose message 3 (index 2) reads differently from its second
-/// read on: it changed while it was being copied.
+/// A source whose message 3 (index 2) reads otherwise than listed (longer)
+/// from its first read on: it changed after the listing, during the copy.
 #[derive(Clone)]
 struct Changing {
     inner: MemoryStore,
@@ -189,9 +189,9 @@ impl Maildrop for ChangingDrop {
         self.inner.messages()
     }
     async fn fetch(&self, index: usize) -> Result<MessageStream, StoreError> {
-        if index == 2 && self.reads.fetch_add(1, Ordering::SeqCst) > 0 {
-            // Same length as "Subject: 2\n\nbody 2\n.dot\n", other bytes.
-            return Ok(stream(b"Subject: 2\n\nBODY 2\n.dot\n"));
+        if index == 2 {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            return Ok(stream(b"Subject: 2\n\nbody 2, rewritten\n.dot\n"));
         }
         self.inner.fetch(index).await
     }
@@ -232,6 +232,42 @@ async fn a_source_message_that_changes_during_the_copy_fails_the_mailbox_and_kee
     let s = done(copy::run(&j, COPY, &Progress::new(1)).await);
     assert_eq!((s.copied, s.present), (3, 2));
     assert_eq!(listing(&*dest).await, listing(&inner).await);
+}
+
+#[tokio::test]
+async fn a_copy_of_an_earlier_run_that_differs_is_found_on_the_rerun() {
+    let source = Arc::new(filled(3).await);
+    let dest = Arc::new(MemoryStore::new());
+    // An earlier run's copy of message 1: same UIDL, same size, other bytes.
+    dest.import(
+        &mailbox(),
+        "old-uidl-0",
+        stream(b"Subject: 0\n\nBODY 0\n.dot\n"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(listing(&*dest).await[0], listing(&*source).await[0]);
+    let j = job(source.clone(), dest.clone(), Arc::new(MemoryLocks::new()));
+    let opts = Options {
+        dry_run: false,
+        delete_source: true,
+    };
+    match copy::run(&j, opts, &Progress::new(1)).await {
+        Outcome::Failed(why) => {
+            assert!(
+                why.contains("message 1 (UIDL old-uidl-0): the copy differs"),
+                "{why}"
+            );
+            assert!(why.contains("2 copies of this run removed"), "{why}");
+        }
+        other => panic!("want Failed, got {other:?}"),
+    }
+    assert_eq!(
+        source.count(&mailbox()),
+        3,
+        "nothing deleted from the source"
+    );
+    assert_eq!(dest.count(&mailbox()), 1);
 }
 
 #[tokio::test]
