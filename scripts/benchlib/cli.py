@@ -38,9 +38,14 @@ dovecot-pop3d installed):
    and, for every scenario, the CPU time the server used (utime+stime from
    /proc/PID/stat; for Dovecot the master's own and its reaped children's
    times plus every live child's), per session.
+   Then, on restarted servers, the ceiling's two loads (scripts/benchlib/
+   ceiling.py: cs, 64 workers doing login, STAT, UIDL, LIST, 10 RETRs of
+   ~4 KiB, QUIT; cr, 4 workers RETRing 5 MiB) against popgate, Dovecot and
+   pop3-canned, a server that answers from memory: the ceiling.
 6. Prints a table: scenario, metric, popgate, Dovecot, ratio (popgate/Dovecot),
    the mean over the rounds with each round's value; then the CPU each side
-   and the load generator used per run; and any warning either server logged.
+   and the load generator used per run; the ceiling's table (popgate,
+   Dovecot, ceiling, popgate / ceiling); and any warning either server logged.
 
 Dovecot is tuned as its documentation suggests for speed: login processes in
 high-performance mode (service_count = 0, process_min_avail = CPUs), and pop3
@@ -64,6 +69,7 @@ import subprocess
 import tempfile
 import time
 
+from . import ceiling
 from .dataset import PASSWORD, chown_tree, make_dataset, write_passwd
 from .report import client_table, log_complaints, table
 from .runner import check_same_uidls, log, run_loadgen, scenarios, selected
@@ -84,7 +90,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--big-sessions", type=int, default=3)
     ap.add_argument("--login-concurrency", type=int, default=32)
     ap.add_argument("--full-concurrency", type=int, default=16)
-    ap.add_argument("--only", default="", help="comma-separated scenario keys (a,a1,a2,b,c,d)")
+    ap.add_argument("--only", default="", help="comma-separated scenario keys (a,a1,a2,b,c,d; cs,cr: the ceiling)")
     ap.add_argument("--no-crypt", action="store_true", help="skip the SHA512-CRYPT login run")
     ap.add_argument("--dovecot-default-pop3", action="store_true",
                     help="keep Dovecot's default one-pop3-process-per-session (service_count=1)"
@@ -92,6 +98,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", help="also write every run's raw figures to this file")
+    ceiling.add_arguments(ap)
     return ap
 
 
@@ -103,6 +110,8 @@ def refusal(a, euid: int, dovecot: str) -> str | None:
         return "dovecot is not installed (apt-get install dovecot-pop3d)"
     if a.idle < a.users or a.idle < a.login_concurrency:
         return "--idle must be at least --users and --login-concurrency"
+    if a.ceiling_users < a.ceiling_concurrency:
+        return "--ceiling-users must be at least --ceiling-concurrency"
     return None
 
 
@@ -111,9 +120,10 @@ def release_dir() -> str:
     return os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"), "release")
 
 
-def binaries(skip_build: bool, work: str) -> tuple[str, str]:
-    """Builds (unless `skip_build`) popgate and pop3-loadgen, and copies them
-    into `work`: a colleague's rebuild cannot swap them mid-run."""
+def binaries(skip_build: bool, work: str) -> tuple[str, str, str]:
+    """Builds (unless `skip_build`) popgate and pop3-loadgen (with
+    pop3-canned), and copies them into `work`: a colleague's rebuild cannot
+    swap them mid-run."""
     if not skip_build:
         log("cargo build --release -p popgate -p pop3-loadgen")
         if subprocess.run(["cargo", "build", "--release", "-q", "-p", "popgate", "-p", "pop3-loadgen"],
@@ -122,19 +132,23 @@ def binaries(skip_build: bool, work: str) -> tuple[str, str]:
     release = release_dir()
     os.makedirs(os.path.join(work, "bin"))
     copies = []
-    for name in ("popgate", "pop3-loadgen"):
+    for name in ("popgate", "pop3-loadgen", "pop3-canned"):
         binary = os.path.join(release, name)
         if not os.path.exists(binary):
             raise SystemExit(f"{binary} is missing: build it (cargo build --release -p popgate -p pop3-loadgen)")
         copies.append(shutil.copy2(binary, os.path.join(work, "bin", name)))
     os.chmod(os.path.join(work, "bin"), 0o755)
-    return copies[0], copies[1]
+    return copies[0], copies[1], copies[2]
 
 
-def prepare(a, work: str, popgate: str) -> tuple[int, int]:
-    """The dataset and the passwd-file; the uid and gid the mail belongs to."""
+def prepare(a, work: str, popgate: str) -> tuple[int, int, dict | None]:
+    """The dataset and the passwd-file; the uid and gid the mail belongs
+    to, and the ceiling's mail (when it runs)."""
     t = time.time()
     info = make_dataset(work, a.users, a.messages, a.idle - a.users, a.big_mb)
+    mail = None
+    if ceiling.wanted(a.only):
+        mail = ceiling.make_mail(work, a.ceiling_users, a.ceiling_big_concurrency, a.ceiling_big_mib)
     uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
     chown_tree(os.path.join(work, "mail"), uid, gid)
     log(f"dataset: {a.users} users x {a.messages} messages + {a.idle - a.users} small mailboxes"
@@ -145,7 +159,10 @@ def prepare(a, work: str, popgate: str) -> tuple[int, int]:
     if not crypt_hash.startswith("{SHA512-CRYPT}"):
         crypt_hash = "{SHA512-CRYPT}" + crypt_hash
     write_passwd(os.path.join(work, "passwd"), a.idle, crypt_hash)
-    return uid, gid
+    if mail:
+        with open(os.path.join(work, "passwd"), "a") as f:
+            f.write(mail["passwd"])
+    return uid, gid, mail
 
 
 class Pair:
@@ -240,15 +257,20 @@ def build_line(built: str) -> str:
             f"{' (with uncommitted changes)' if dirty else ''}")
 
 
-def print_report(a, built: str, results: dict, specs: list[dict], pair: Pair, work: str) -> None:
+def print_report(a, built: str, results: dict, specs: list[dict], pair: Pair, work: str,
+                 against_ceiling: dict) -> None:
     print(build_line(built))
     print(machine_line(a))
-    print(table(results, specs))
-    print("\nPer run (the CPU the load generator itself used shows when it, not the server, was the limit):\n")
-    print(client_table(results, specs))
+    if results:
+        print(table(results, specs))
+        print("\nPer run (the CPU the load generator itself used shows when it, not the server, was the limit):\n")
+        print(client_table(results, specs))
+    if against_ceiling:
+        print("\nAgainst the ceiling (issue 18; each server's range over the rounds, the ratio of the medians):\n")
+        print(ceiling.table(against_ceiling))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump({**results, **against_ceiling}, f, indent=1)
     for server in pair.servers:
         if server.proc.poll() is not None:
             log(f"WARNING: {server.name} exited during the run ({server.proc.returncode})")
@@ -259,7 +281,8 @@ def print_report(a, built: str, results: dict, specs: list[dict], pair: Pair, wo
             log(f"  {line}")
     else:
         log("neither server logged a warning or an error")
-    errors = sum(r["errors"] for k in results for n in results[k] for r in results[k][n])
+    everything = {**results, **against_ceiling}
+    errors = sum(r["errors"] for k in everything for n in everything[k] for r in everything[k][n])
     if errors:
         log(f"WARNING: {errors} errors in the runs (see above); their figures are not trustworthy")
 
@@ -273,16 +296,17 @@ def main(argv: list[str] | None = None) -> None:
     os.chmod(work, 0o755)
     pair = None
     try:
-        popgate, loadgen = binaries(a.skip_build, work)
+        popgate, loadgen, canned = binaries(a.skip_build, work)
         built = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(popgate)))
-        uid, gid = prepare(a, work, popgate)
+        uid, gid, mail = prepare(a, work, popgate)
         pair = Pair(a, work, popgate, uid, gid)
         log(f"popgate pid {pair.pg.pid} on {HOST}:{pair.pg.port}; "
             f"dovecot master pid {pair.dc.pid} on {HOST}:{pair.dc.port}")
         warm_up_and_check(a, pair, loadgen)
         specs = selected(scenarios(a, work), a.only)
         results = run_scenarios(a, pair, loadgen, specs)
-        print_report(a, built, results, specs, pair, work)
+        against_ceiling = ceiling.measure(a, pair, loadgen, canned, work, mail)
+        print_report(a, built, results, specs, pair, work, against_ceiling)
     finally:
         if pair:
             pair.stop()

@@ -1,5 +1,7 @@
 """What one session and one MB of RETR cost popgate, in repeatable units:
-instructions counted by callgrind (`--callgrind`), or CPU time from /proc.
+instructions counted by callgrind (`--callgrind`), heap allocations counted
+by DHAT (`--dhat`), system calls counted by strace (`--strace`, by name), or
+CPU time and context switches from /proc (the default).
 
 Each scenario runs against a fresh popgate: an idle start and stop (the
 baseline), N sessions one after another (login, STAT, UIDL, LIST, 10 RETRs
@@ -15,6 +17,7 @@ import argparse
 import glob
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -24,7 +27,7 @@ import tempfile
 import time
 
 from .dataset import PASSWORD, body_lines, message, small_mailboxes, write_maildir, write_passwd
-from .procfs import proc_times
+from .procfs import children, proc_times
 from .servers import HOST, free_port, popgate_config
 
 
@@ -48,17 +51,26 @@ def make_mail(work: str, users: int, big_mb: int) -> dict:
     return {"lf_mb": len(lf) / 1e6, "crlf_mb": len(crlf) / 1e6}
 
 
+TOOLS = ("cpu", "callgrind", "dhat", "strace")
+
+
 class Server:
-    def __init__(self, binary: str, work: str, callgrind: bool, tag: str):
+    """A fresh popgate, under `tool`: its counters when stopped."""
+
+    def __init__(self, binary: str, work: str, tool: str, tag: str):
         self.port = free_port()
+        self.tool = tool
         conf = os.path.join(work, "popgate.toml")
         with open(conf, "w") as f:
             f.write(popgate_config(work, self.port).replace('log_level = "info"', 'log_level = "warn"'))
         cmd = [binary, "serve", "--config", conf]
-        self.out = None
-        if callgrind:
-            self.out = os.path.join(work, f"callgrind.{tag}")
+        self.out = os.path.join(work, f"{tool}.{tag}")
+        if tool == "callgrind":
             cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}", *cmd]
+        elif tool == "dhat":
+            cmd = ["valgrind", "--tool=dhat", f"--dhat-out-file={self.out}.json", f"--log-file={self.out}", *cmd]
+        elif tool == "strace":
+            cmd = ["strace", "-f", "-c", "-U", "name,calls", "-o", self.out, *cmd]
         self.log = open(os.path.join(work, f"popgate.{tag}.log"), "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=work)
         deadline = time.monotonic() + 120
@@ -74,20 +86,59 @@ class Server:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise SystemExit(f"popgate did not start (see {self.log.name})")
             time.sleep(0.2)
+        # strace runs popgate as its child; valgrind runs in its place.
+        kids = children(self.proc.pid) if tool == "strace" else []
+        self.pid = kids[0] if kids else self.proc.pid
 
-    def stop(self) -> float:
-        """Stops it; its instructions (callgrind) or CPU seconds."""
-        cpu = sum(proc_times(self.proc.pid)) if self.out is None else 0.0
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self) -> dict[str, float]:
+        """Stops it; its counters: CPU seconds and context switches, or
+        instructions, or heap bytes and blocks, or system calls by name."""
+        counters = {}
+        if self.tool == "cpu":
+            counters = {"CPU ms": sum(proc_times(self.pid)) * 1000, "context switches": switches(self.pid)}
+        os.kill(self.pid, signal.SIGTERM)
         self.proc.wait(120)
-        if self.out is None:
-            return cpu
-        for path in glob.glob(self.out + "*"):
-            with open(path) as f:
-                for line in f:
-                    if line.startswith(("summary:", "totals:")):
-                        return float(line.split()[1])
-        raise SystemExit(f"no callgrind totals in {self.out}")
+        if self.tool == "cpu":
+            return counters
+        if self.tool == "callgrind":
+            for path in glob.glob(self.out + "*"):
+                with open(path) as f:
+                    for line in f:
+                        if line.startswith(("summary:", "totals:")):
+                            return {"instructions": float(line.split()[1])}
+            raise SystemExit(f"no callgrind totals in {self.out}")
+        with open(self.out) as f:
+            text = f.read()
+        return parse_dhat(text) if self.tool == "dhat" else parse_strace(text)
+
+
+def switches(pid: int) -> float:
+    """Voluntary and involuntary context switches of all of pid's threads."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            total += sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
+    return float(total)
+
+
+def parse_dhat(text: str) -> dict[str, float]:
+    """DHAT's summary: `Total: 1,234 bytes in 56 blocks`."""
+    m = re.search(r"Total:\s+([\d,]+) bytes in ([\d,]+) blocks", text)
+    if not m:
+        raise SystemExit(f"no DHAT totals in: {text[-300:]!r}")
+    return {"heap bytes": float(m.group(1).replace(",", "")), "allocations": float(m.group(2).replace(",", ""))}
+
+
+def parse_strace(text: str) -> dict[str, float]:
+    """`strace -c -U name,calls`: calls per system call, and the total."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            out[parts[0]] = float(parts[1])
+    if "total" not in out:
+        raise SystemExit(f"no strace totals in: {text[-300:]!r}")
+    return out
 
 
 def loadgen(binary: str, port: int, args: list[str]) -> None:
@@ -104,44 +155,62 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--popgate", default=f"{target}/release/popgate")
     p.add_argument("--loadgen", default=f"{target}/release/pop3-loadgen")
     p.add_argument("--callgrind", action="store_true", help="count instructions (slow)")
+    p.add_argument("--dhat", action="store_true", help="count heap allocations (slow)")
+    p.add_argument("--strace", action="store_true", help="count system calls, by name")
     p.add_argument("--sessions", type=int, default=200)
     p.add_argument("--big-mb", type=int, default=20)
     p.add_argument("--retrs", type=int, default=3)
     p.add_argument("--keep", action="store_true", help="keep the work directory (callgrind files, logs)")
     a = p.parse_args(argv)
-    unit = "instructions" if a.callgrind else "CPU ms"
-    scale = 1.0 if a.callgrind else 1000.0
+    tool = "callgrind" if a.callgrind else "dhat" if a.dhat else "strace" if a.strace else "cpu"
     work = tempfile.mkdtemp(prefix="popgate-cost-")
     try:
         sizes = make_mail(work, a.sessions, a.big_mb)
 
-        def run(tag: str, args: list[str] | None) -> float:
-            srv = Server(a.popgate, work, a.callgrind, tag)
+        def run(tag: str, args: list[str] | None) -> dict[str, float]:
+            srv = Server(a.popgate, work, tool, tag)
             if args is not None:
                 loadgen(a.loadgen, srv.port, args)
-            return srv.stop() * scale
+            return srv.stop()
 
         base = run("base", None)
         sessions = run("sessions", ["--user-pattern", "u%04d@bench.test", "--user-range",
                                     f"1-{a.sessions}", "--sessions", str(a.sessions), "--retr", "10"])
-        rows = [("per session (login, STAT, UIDL, LIST, 10 RETR of ~4 KiB, QUIT)",
-                 (sessions - base) / a.sessions)]
+        rows = [("per session (login, STAT, UIDL, LIST, 10 RETR of ~4 KiB, QUIT)", sessions, a.sessions)]
         for user, mb in (("big", sizes["lf_mb"]), ("crlf", sizes["crlf_mb"])):
             users = os.path.join(work, f"{user}.users")
             with open(users, "w") as f:
                 f.write(f"{user}@bench.test\n")
             cost = run(user, ["--users-file", users, "--sessions", str(a.retrs), "--retr", "1"])
             kind = "LF" if user == "big" else "CRLF"
-            rows.append((f"per MB of RETR ({kind} stored, {mb:.0f} MB x {a.retrs})", (cost - base) / (mb * a.retrs)))
-        print(f"baseline (start, one probe, stop): {base:,.0f} {unit}")
-        for what, v in rows:
-            print(f"{what}: {v:,.0f} {unit}" if a.callgrind else f"{what}: {v:.2f} {unit}")
+            rows.append((f"per MB of RETR ({kind} stored, {mb:.0f} MB x {a.retrs})", cost, mb * a.retrs))
+        print(f"baseline (start, one probe, stop): " + ", ".join(f"{v:,.0f} {k}" for k, v in base.items()
+                                                                   if k in ("total", "CPU ms", "instructions",
+                                                                            "allocations", "heap bytes")))
+        for what, counters, per in rows:
+            print(f"{what}: " + per_unit(counters, base, per, tool))
     finally:
         if a.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work)
     return 0
+
+
+def per_unit(counters: dict[str, float], base: dict[str, float], per: float, tool: str) -> str:
+    """The counters less the baseline's, per session or MB; for strace the
+    total and the system calls that make up nine tenths of it."""
+    diff = {k: (v - base.get(k, 0.0)) / per for k, v in counters.items()}
+    if tool != "strace":
+        return ", ".join(f"{v:,.0f} {k}" if abs(v) >= 100 else f"{v:.2f} {k}" for k, v in diff.items())
+    total = diff.pop("total")
+    shown, acc = [], 0.0
+    for name, v in sorted(diff.items(), key=lambda kv: -kv[1]):
+        if acc >= 0.9 * total or v < 0.05:
+            break
+        shown.append(f"{name} {v:.1f}")
+        acc += v
+    return f"{total:.1f} system calls ({', '.join(shown)})"
 
 
 if __name__ == "__main__":

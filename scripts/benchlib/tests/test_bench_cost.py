@@ -22,3 +22,19 @@ def test_cost_mail_has_ten_small_messages_per_user_and_two_large_ones(tmp_path):
     assert sizes["lf_mb"] >= 1.0
     passwd = (tmp_path / "passwd").read_text()
     assert "u0003@bench.test:{PLAIN}" in passwd and "crlf@bench.test:{PLAIN}" in passwd
+
+
+def test_strace_and_dhat_summaries_are_read():
+    strace = ("syscall              calls\n---------------- ---------\nread                     7\n"
+              "openat2                 12\n---------------- ---------\ntotal                  144\n")
+    assert cost.parse_strace(strace) == {"read": 7.0, "openat2": 12.0, "total": 144.0}
+    dhat = "==1== Total:     1,234,567 bytes in 8,901 blocks\n==1== At t-gmax: 5 bytes in 1 blocks\n"
+    assert cost.parse_dhat(dhat) == {"heap bytes": 1234567.0, "allocations": 8901.0}
+
+
+def test_per_unit_subtracts_the_baseline_and_names_the_big_system_calls():
+    run = {"total": 1100.0, "read": 600.0, "openat": 300.0, "close": 200.0}
+    base = {"total": 100.0, "read": 100.0, "close": 0.0}
+    line = cost.per_unit(run, base, 10, "strace")
+    assert line == "100.0 system calls (read 50.0, openat 30.0, close 20.0)"
+    assert cost.per_unit({"CPU ms": 30.0}, {"CPU ms": 10.0}, 4, "cpu") == "5.00 CPU ms"
