@@ -98,11 +98,12 @@ store = {{ kind = "maildir", path = "{work}/mail/bench.test/%n/Maildir", uidl_fo
 class Popgate(Server):
     name = "popgate"
 
-    def __init__(self, work: str, port: int, uid: int, gid: int, binary: str):
+    def __init__(self, work: str, port: int, uid: int, gid: int, binary: str, config: str | None = None):
+        """`config`: the popgate.toml to run with; by default popgate_config's."""
         self.port = port
         self.conf = os.path.join(work, "popgate.toml")
         with open(self.conf, "w") as f:
-            f.write(popgate_config(work, port))
+            f.write(config if config is not None else popgate_config(work, port))
         os.chmod(self.conf, 0o644)
         self.log = open(os.path.join(work, "popgate.log"), "ab")
         env = {"PATH": "/usr/bin:/bin", "HOME": work}
