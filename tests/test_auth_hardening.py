@@ -5,7 +5,9 @@ Dovecot's allow_nets (issue 12), against the real binary:
   like a wrong password, the log names the cap; check-config and the load
   step name the file and line);
 - a wait for a hashing slot has a deadline and answers [SYS/TEMP]; one
-  tenant's flood of logins leaves a slot for the others;
+  tenant's flood of logins leaves a slot for the others; a flood of argon2
+  logins at Dovecot's cost neither holds up a logged-in session's RETR nor
+  takes more memory than the slots allow;
 - an unknown domain or an invalid local part fails in the time of a wrong
   password;
 - allow_nets admits only its networks, for the client address after PROXY.
@@ -18,6 +20,7 @@ import socket
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -113,6 +116,7 @@ def test_cost_caps_are_configured(popgate):
         ({"wait": "0s"}, "wait"),
         ({"slots": 2, "tenant_slots": 3}, "tenant_slots"),
         ({"argon2_max_lanes": 0}, "argon2_max_lanes"),
+        ({"nice": 20}, "nice"),
         ({"slotz": 2}, "slotz"),
     ],
 )
@@ -191,6 +195,46 @@ def test_one_tenant_leaves_a_slot_for_the_others(popgate):
     assert answer.startswith(b"+OK"), answer
     assert took < one, f"globex waited {took:.3f}s behind acme (one slow check: {one:.3f}s)"
     assert results == [AUTH_FAILED] * 6, results
+
+
+def test_argon2_flood_neither_stalls_sessions_nor_grows_memory_past_the_slots(popgate):
+    # Dovecot's ARGON2ID cost (m=64 MiB, t=3): 12 logins at once would
+    # take 768 MiB if each hashed when it came; 2 slots allow 128 MiB.
+    slots, flood, argon2_kb = 2, 12, 64 * 1024
+    srv = popgate(
+        server={
+            "password_hashing": {"slots": slots, "tenant_slots": slots, "wait": "120s"},
+            "auth_failure_delay": "0s", "auth_penalty": "1ms", "auth_penalty_max": "1ms",
+        },
+        start=False,
+    )
+    add_users(srv, "acme", [f"dove@acme.example:{FAKE_ARGON2.format(m=65536, t=3)}"])
+    srv.start()
+    body = b"".join(b"line %d of a message read during the flood\n" % i for i in range(1500))
+    srv.deliver("bob@acme.example", b"Subject: during\n\n" + body)
+    reader = srv.session("bob@acme.example")
+    Path(f"/proc/{srv.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = srv.memory_kb("VmRSS")
+    answers: list[bytes] = []
+    threads = [threading.Thread(target=lambda i=i: answers.append(attempt(srv.port, "dove@acme.example", f"no{i}")[0]))
+               for i in range(flood)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)  # the slots are busy hashing, the other logins queued
+    for _ in range(3):
+        status, data = reader.retr(1)
+        assert status.startswith(b"+OK") and data.count(b"during the flood") == 1500, status
+    # The session was served while the logins were still hashing.
+    answered_when_read = len(answers)
+    for t in threads:
+        t.join(120)
+    assert answered_when_read < flood, "the RETRs finished only after every argon2 login"
+    assert answers == [AUTH_FAILED] * flood, answers
+    grown = srv.memory_kb("VmHWM") - before
+    print(f"peak RSS grew {grown / 1024:.0f} MiB over the flood; {answered_when_read} of {flood} answered by the RETRs")
+    assert grown >= argon2_kb // 2, f"grew only {grown} kB: argon2 did not run at its cost"
+    assert grown < (slots + 1) * argon2_kb, f"grew {grown} kB: more than {slots} argon2 checks at once"
+    reader.ok("QUIT")
 
 
 # --------------------------------------------------------------------------

@@ -49,6 +49,7 @@ fn pool(slots: usize, wait: Duration) -> Arc<HashPool> {
         tenant_slots: None,
         wait,
         limits: CostLimits::DEFAULT,
+        nice: HashPoolConfig::DEFAULT_NICE,
     })
 }
 

@@ -1,12 +1,19 @@
 //! The password-hashing pool: a fixed number of slots in which password
-//! checks run (on tokio's blocking pool), shared by every tenant's
-//! directory, with the cost caps that stored hashes must keep to.
+//! checks run, on threads of their own, shared by every tenant's directory,
+//! with the cost caps that stored hashes must keep to.
 //!
 //! The binary makes one [`HashPool`] from its configuration and hands each
-//! tenant's directory a [`Hashing`] handle for that tenant. Three rules keep
+//! tenant's directory a [`Hashing`] handle for that tenant. These rules keep
 //! hashing from being turned against the service:
-//! - at most `slots` checks run at once, so memory for argon2 is bounded by
-//!   `slots` times [`CostLimits::argon2_max_memory_kib`];
+//! - at most `slots` checks run at once, on `slots` threads of the pool's
+//!   own (started at the first check), so memory for argon2 is bounded by
+//!   `slots` times [`CostLimits::argon2_max_memory_kib`]: what the
+//!   allocator keeps after a check stays in those threads' arenas, not in
+//!   those of every thread of tokio's blocking pool;
+//! - those threads run `nice` steps below the rest of the process (Linux),
+//!   so a flood of logins hashing on every core slows logins down, not the
+//!   sessions already in: the runtime's workers win the CPU when they need
+//!   it;
 //! - a login waits at most `wait` for a slot, then fails with an
 //!   [`AuthError`] (POP3 `-ERR [SYS/TEMP]`) instead of queueing without end;
 //! - one tenant holds at most `tenant_slots` slots at once (by default all
@@ -15,8 +22,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -36,9 +44,16 @@ pub struct HashPoolConfig {
     pub wait: Duration,
     /// What a stored hash may cost.
     pub limits: CostLimits,
+    /// How many nice steps below the process the hashing threads run
+    /// (0 to 19; 0: the same priority as the sessions). Linux only.
+    pub nice: u8,
 }
 
 impl HashPoolConfig {
+    /// The default `nice`: a hashing thread gets about a tenth of a core
+    /// that a session's work also wants, and all of an idle one.
+    pub const DEFAULT_NICE: u8 = 10;
+
     /// The default number of slots: one per CPU this process may use
     /// (cgroup quotas count), at least 2 and at most 8, so that the default
     /// argon2 cap (64 MiB) times the slots stays at 512 MiB or less.
@@ -64,6 +79,7 @@ impl Default for HashPoolConfig {
             tenant_slots: None,
             wait: Duration::from_secs(5),
             limits: CostLimits::DEFAULT,
+            nice: HashPoolConfig::DEFAULT_NICE,
         }
     }
 }
@@ -75,6 +91,18 @@ pub struct HashPool {
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Checks waiting for their tenant's share or a slot.
     waiting: AtomicUsize,
+    threads: Mutex<Threads>,
+}
+
+/// A password check, with the slot it holds, for a hashing thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads and their queue. A job is queued only by a caller
+/// holding a slot, so the queue never holds more than `slots` jobs.
+struct Threads {
+    queue: mpsc::Sender<Job>,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    started: usize,
 }
 
 impl HashPool {
@@ -83,12 +111,59 @@ impl HashPool {
             slots: config.slots.max(1),
             ..config
         };
+        let (queue, jobs) = mpsc::channel();
         Arc::new(HashPool {
             slots: Arc::new(Semaphore::new(config.slots)),
             config,
             tenants: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
+            threads: Mutex::new(Threads {
+                queue,
+                jobs: Arc::new(Mutex::new(jobs)),
+                started: 0,
+            }),
         })
+    }
+
+    /// Hashing threads running now (they start with the first check, and
+    /// end when the pool is dropped).
+    pub fn threads(&self) -> usize {
+        self.lock_threads().started
+    }
+
+    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Threads> {
+        self.threads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `job` for a hashing thread, starting the threads that are
+    /// not running yet. Fails only when not one thread can be started.
+    fn submit(&self, job: Job) -> Result<(), AuthError> {
+        let mut threads = self.lock_threads();
+        let mut failed = None;
+        while threads.started < self.config.slots {
+            let jobs = threads.jobs.clone();
+            let nice = self.config.nice;
+            let spawned = std::thread::Builder::new()
+                .name(format!("popgate-hash-{}", threads.started))
+                .spawn(move || hashing_thread(&jobs, nice));
+            match spawned {
+                Ok(_) => threads.started += 1,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if threads.started == 0 {
+            let e = failed.map_or_else(String::new, |e| e.to_string());
+            return Err(AuthError(format!(
+                "cannot start a password-hashing thread: {e}"
+            )));
+        }
+        threads
+            .queue
+            .send(job)
+            .map_err(|_| AuthError("password hashing threads gone".into()))
     }
 
     pub fn config(&self) -> &HashPoolConfig {
@@ -166,9 +241,10 @@ impl Hashing {
     }
 
     /// Runs `f` (a password check, and the file access that comes with it)
-    /// in a slot, on tokio's blocking pool. Waits at most the pool's `wait`
-    /// for the tenant's share and a slot, then fails. The slot is held
-    /// until `f` returns, even when the caller stops waiting.
+    /// in a slot, on one of the pool's hashing threads. Waits at most the
+    /// pool's `wait` for the tenant's share and a slot, then fails. The
+    /// slot is held until `f` returns, even when the caller stops waiting.
+    /// A panic in `f` fails this check only.
     pub async fn run<T, F>(&self, f: F) -> Result<T, AuthError>
     where
         T: Send + 'static,
@@ -197,13 +273,45 @@ impl Hashing {
                 )));
             }
         };
-        tokio::task::spawn_blocking(move || {
-            let _permits = permits;
-            f()
-        })
-        .await
-        .map_err(|e| AuthError(format!("password check aborted: {e}")))
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pool.submit(Box::new(move || {
+            let out = f();
+            drop(permits);
+            let _ = tx.send(out);
+        }))?;
+        rx.await
+            .map_err(|_| AuthError("password check aborted: it panicked".into()))
     }
+}
+
+/// A hashing thread: lowers its priority, then runs jobs until the pool is
+/// dropped.
+fn hashing_thread(jobs: &Mutex<mpsc::Receiver<Job>>, nice: u8) {
+    lower_priority(nice);
+    loop {
+        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else {
+            return;
+        };
+        // The slot and the caller's channel are dropped while unwinding.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+    }
+}
+
+/// Puts the calling thread `steps` nice values below where it is (at most
+/// 19). Linux keeps a nice value per thread; elsewhere `setpriority` would
+/// lower the whole process, so this does nothing there. Raising one's own
+/// nice value needs no privilege; should it fail anyway, the thread keeps
+/// the process's priority.
+fn lower_priority(steps: u8) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if steps > 0
+        && let Ok(now) = rustix::process::getpriority_process(None)
+    {
+        let _ = rustix::process::setpriority_process(None, (now + i32::from(steps)).min(19));
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = steps;
 }
 
 /// One entry of [`HashPool::waiting`], left when dropped.
@@ -280,5 +388,51 @@ mod tests {
         hold_tx.send(()).unwrap();
         assert!(first.await.unwrap().unwrap());
         assert_eq!((pool.busy(), pool.waiting()), (0, 0));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn checks_run_on_the_pools_own_threads_below_the_process() {
+        let pool = HashPool::new(HashPoolConfig {
+            slots: 3,
+            nice: 5,
+            ..HashPoolConfig::default()
+        });
+        assert_eq!(pool.threads(), 0);
+        let hashing = pool.for_tenant("a");
+        let (name, nice) = hashing
+            .run(|| {
+                let nice = rustix::process::getpriority_process(None).unwrap();
+                (std::thread::current().name().map(str::to_owned), nice)
+            })
+            .await
+            .unwrap();
+        assert_eq!(pool.threads(), 3);
+        assert!(name.unwrap().starts_with("popgate-hash-"));
+        // This (test) thread keeps its priority; the hashing thread is 5
+        // steps below it.
+        let ours = rustix::process::getpriority_process(None).unwrap();
+        assert_eq!(nice, (ours + 5).min(19));
+        // Many checks later, still the same three threads.
+        for _ in 0..20 {
+            hashing.run(|| ()).await.unwrap();
+        }
+        assert_eq!(pool.threads(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_check_fails_alone_and_frees_its_slot() {
+        let pool = HashPool::new(HashPoolConfig {
+            slots: 1,
+            ..HashPoolConfig::default()
+        });
+        let hashing = pool.for_tenant("a");
+        let err = hashing
+            .run(|| -> bool { panic!("a broken check") })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        assert_eq!(pool.busy(), 0);
+        assert!(hashing.run(|| true).await.unwrap());
     }
 }

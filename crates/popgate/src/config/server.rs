@@ -85,6 +85,9 @@ pub struct PasswordHashingSection {
     pub bcrypt_max_cost: u32,
     /// SHA-crypt `rounds=` (1000 to 999999999; 5000 when a hash has none).
     pub sha_crypt_max_rounds: u32,
+    /// How many nice steps below the sessions the hashing threads run
+    /// (0 to 19; 0: the same priority).
+    pub nice: u8,
 }
 
 impl Default for PasswordHashingSection {
@@ -99,6 +102,7 @@ impl Default for PasswordHashingSection {
             argon2_max_lanes: p.limits.argon2_max_lanes,
             bcrypt_max_cost: p.limits.bcrypt_max_cost,
             sha_crypt_max_rounds: p.limits.sha_crypt_max_rounds,
+            nice: p.nice,
         }
     }
 }
@@ -120,6 +124,7 @@ impl PasswordHashingSection {
                 bcrypt_max_cost: self.bcrypt_max_cost,
                 sha_crypt_max_rounds: self.sha_crypt_max_rounds,
             },
+            nice: self.nice,
         }
     }
 
@@ -162,6 +167,9 @@ impl PasswordHashingSection {
                 key("sha_crypt_max_rounds"),
                 "must be 1000 to 999999999",
             ));
+        }
+        if self.nice > 19 {
+            return Err(ConfigError::new(key("nice"), "must be 0 to 19"));
         }
         Ok(())
     }
