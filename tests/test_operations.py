@@ -242,3 +242,13 @@ def test_open_files_limit_is_raised_for_max_connections(popgate):
     line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
     assert line.split()[3] == str(1000 + 125 + 256), line
     srv.wait_log("raised the open-files limit")
+    # A hard limit below what max_connections needs: raised as far as it
+    # goes, and the start says so, naming the key, and still serves.
+    low = popgate(server={"max_connections": 5000}, start=False)
+    low.start(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 2000)))
+    limits = open(f"/proc/{low.proc.pid}/limits").read()
+    line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
+    assert line.split()[3:5] == ["2000", "2000"], line
+    low.wait_log("server.max_connections needs 5881 open files but the hard RLIMIT_NOFILE is 2000")
+    with low.connect() as c:
+        assert c.ok("QUIT")

@@ -73,6 +73,10 @@ struct Args {
     /// idle: how long to hold the sessions once all are logged in.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     hold: Duration,
+    /// idle: hold the sessions until stdin closes instead (a benchmark
+    /// measures meanwhile, then closes the pipe).
+    #[arg(long, conflicts_with = "hold")]
+    hold_stdin: bool,
     /// idle: logins in flight at once while opening the sessions.
     #[arg(long, default_value_t = 32)]
     ramp: usize,
@@ -234,6 +238,7 @@ struct Settings {
     sessions: u64,
     duration: Duration,
     hold: Duration,
+    hold_stdin: bool,
     ramp: usize,
     session_timeout: Duration,
     spec: SessionSpec,
@@ -247,6 +252,7 @@ impl Args {
             sessions: self.sessions.unwrap_or(u64::MAX),
             duration: self.duration,
             hold: self.hold,
+            hold_stdin: self.hold_stdin,
             ramp: self.ramp,
             session_timeout: self.session_timeout,
             spec: SessionSpec {
@@ -332,7 +338,7 @@ async fn run_load(s: Settings, users: Vec<(String, String)>) -> Report {
 
 /// Idle: log in `concurrency` sessions (users 1..C), print `READY ok=N
 /// failed=M` on stdout once every login has finished, hold them all for
-/// `hold`, then QUIT each.
+/// `hold` (or until stdin closes), then QUIT each.
 async fn run_idle(s: Settings, users: Vec<(String, String)>) -> Report {
     let begin = Instant::now();
     let ramp = Arc::new(tokio::sync::Semaphore::new(s.ramp));
@@ -396,7 +402,11 @@ async fn run_idle(s: Settings, users: Vec<(String, String)>) -> Report {
     let _ = tokio::time::timeout(s.duration, all_in).await;
     println!("READY ok={ok} failed={failed}");
     let _ = std::io::stdout().flush();
-    tokio::time::sleep(s.hold).await;
+    if s.hold_stdin {
+        stdin_closed().await;
+    } else {
+        tokio::time::sleep(s.hold).await;
+    }
     let _ = release_tx.send(true);
     let mut total = Sample::default();
     let _ = tokio::time::timeout(s.session_timeout + Duration::from_secs(5), async {
@@ -415,6 +425,16 @@ async fn run_idle(s: Settings, users: Vec<(String, String)>) -> Report {
         sample: total,
         held: Some(ok),
     }
+}
+
+/// Resolves when stdin reaches its end (or fails).
+async fn stdin_closed() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
 }
 
 #[cfg(test)]

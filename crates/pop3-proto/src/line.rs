@@ -112,6 +112,14 @@ impl LineReader {
         !self.partial.is_empty() || self.discarding
     }
 
+    /// Gives back the memory of the (used up) queue of complete lines: an
+    /// idle session holds none.
+    pub fn shrink_idle(&mut self) {
+        if self.ready.is_empty() && self.ready.capacity() > 0 {
+            self.ready = VecDeque::new();
+        }
+    }
+
     /// Bytes held for a partial line (bounded by the limit).
     pub fn buffered(&self) -> usize {
         self.partial.len()

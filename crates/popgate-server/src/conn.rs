@@ -17,6 +17,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// Flush the response buffer once it holds this much, even mid-command.
 pub const FLUSH_AT: usize = 64 * 1024;
 
+/// What the response buffer starts with when the client sends a command:
+/// most answers fit, and the buffer grows for the rest.
+const OUT_START: usize = 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
     #[error("client did not read for {0:?}")]
@@ -51,7 +55,7 @@ impl Conn {
     pub fn new(io: Box<dyn Io>, send_timeout: Duration) -> Self {
         Conn {
             io,
-            out: Vec::with_capacity(4096),
+            out: Vec::new(),
             bytes_sent: 0,
             live_sent: Arc::default(),
             send_timeout,
@@ -145,7 +149,7 @@ impl Conn {
                 self.out.clear();
                 // Do not keep a large buffer around after a big RETR.
                 if self.out.capacity() > 4 * FLUSH_AT {
-                    self.out.shrink_to(4096);
+                    self.out.shrink_to(OUT_START);
                 }
                 Ok(())
             }
@@ -161,6 +165,19 @@ impl Conn {
         } else {
             Ok(())
         }
+    }
+
+    /// Before waiting for the client: an empty response buffer is given
+    /// back, so an idle session holds none (thousands of them wait at once).
+    pub fn idle(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = Vec::new();
+        }
+    }
+
+    /// After the client sent something: room for the answers.
+    pub fn busy(&mut self) {
+        self.out.reserve(OUT_START);
     }
 
     pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -165,7 +165,10 @@ async fn connection(
             shared.observer.proxy_header_error("untrusted");
             return;
         }
-        match proxy::read_header(&mut tcp, timeout).await {
+        // Boxed, as the TLS handshake and the caps below: these futures
+        // live a moment, and the session's (which an idle session keeps
+        // for hours) should not be as large as theirs.
+        match Box::pin(proxy::read_header(&mut tcp, timeout)).await {
             Ok((header, rest)) => {
                 match header {
                     ProxyHeader::Proxied(addr) => client = addr,
@@ -186,7 +189,7 @@ async fn connection(
         }
     }
     let mut socket = Prefixed::new(after_header, tcp);
-    let permit = match shared.limits.connect(client.ip()).await {
+    let permit = match Box::pin(shared.limits.connect(client.ip())).await {
         Ok(p) => p,
         Err(rejected) => {
             shared.observer.connection_rejected(rejected.reason());
@@ -206,7 +209,7 @@ async fn connection(
         let Some(tls) = &shared.tls else {
             return;
         };
-        match tokio::time::timeout(timeout, tls.acceptor().accept(socket)).await {
+        match Box::pin(tokio::time::timeout(timeout, tls.acceptor().accept(socket))).await {
             Ok(Ok(stream)) => {
                 shared.observer.tls_handshake("implicit");
                 (Box::new(stream), true)

@@ -35,6 +35,12 @@ use crate::{ListenerConfig, Shared, TlsMode};
 use login::Sasl;
 use transaction::Mailbox;
 
+/// What an idle session reads into: room for a usual command line.
+const SMALL_READ: usize = 256;
+
+/// What a session reads into while the client sends more than that.
+const BIG_READ: usize = 4096;
+
 /// What the loop does after a command.
 pub(crate) enum Flow {
     Continue,
@@ -193,7 +199,10 @@ impl Session {
     /// credentials are verified the tenant and the user. Every line the
     /// session logs carries them, so its events name none of them again
     /// (a JSON line has each field once: see `docs/logging.md`).
-    pub(crate) async fn run(self) {
+    ///
+    /// Not an `async fn`: that would keep a second copy of the session in
+    /// its future next to `run_in_span`'s, for the session's whole life.
+    pub(crate) fn run(self) -> impl std::future::Future<Output = ()> + Send {
         let span = tracing::info_span!(
             "session",
             id = %self.id,
@@ -205,7 +214,7 @@ impl Session {
         if self.tls_via_proxy {
             span.record("tls_via", "proxy");
         }
-        tracing::Instrument::instrument(self.run_in_span(), span).await
+        tracing::Instrument::instrument(self.run_in_span(), span)
     }
 
     async fn run_in_span(mut self) {
@@ -217,6 +226,7 @@ impl Session {
             greeting.push(' ');
             greeting.push_str(ts);
         }
+        self.conn.busy();
         response::ok(&mut self.conn.out, &greeting);
         let outcome = self.serve().await;
         // Whatever happened, a session that did not commit deletes nothing:
@@ -254,7 +264,11 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Outcome {
-        let mut buf = vec![0u8; 4096];
+        // An idle session waits with only `small` to read into (a command
+        // line fits); `big` exists only while reads keep filling what they
+        // read into (pipelined input), and goes once one does not.
+        let mut small = [0u8; SMALL_READ];
+        let mut big: Option<Vec<u8>> = None;
         let login_deadline =
             tokio::time::Instant::now() + self.shared.limits.config().login_timeout;
         // When the client started a command line that is not complete yet.
@@ -266,17 +280,20 @@ impl Session {
                     // A process stopped past the ttl reads its clients' lines
                     // before its renewal task runs: no answer as the holder.
                     if mb.lock_expired() {
-                        return self.end_lock_lost().await;
+                        return Box::pin(self.end_lock_lost()).await;
                     }
-                    self.handle_line(line).await
+                    // Boxed: a command's future (a login, a RETR) is far
+                    // larger than an idle session's wait, and exists only
+                    // while the command runs.
+                    Box::pin(self.handle_line(line)).await
                 } else {
-                    match self.handle_line_before_login(line, login_deadline).await {
+                    match Box::pin(self.handle_line_before_login(line, login_deadline)).await {
                         Some(flow) => flow,
-                        None => return self.login_took_too_long().await,
+                        None => return Box::pin(self.login_took_too_long()).await,
                     }
                 };
                 if let Flow::Close(outcome) = flow {
-                    self.conn.close().await;
+                    Box::pin(self.conn.close()).await;
                     return outcome;
                 }
                 if let Err(e) = self.conn.flush_if_full().await {
@@ -286,6 +303,8 @@ impl Session {
             if let Err(e) = self.conn.flush().await {
                 return conn_outcome(&e);
             }
+            self.conn.idle();
+            self.reader.shrink_idle();
             let logged_in = matches!(self.state, State::Transaction(_));
             let mut timeout = if logged_in {
                 self.shared.config.idle_timeout
@@ -311,7 +330,11 @@ impl Session {
             }
             let lost = lock_lost(&mut self.state);
             let kicked = kicked(&mut self.registration);
-            let read = tokio::time::timeout(timeout, self.conn.read(&mut buf));
+            let buf: &mut [u8] = match &mut big {
+                Some(big) => big,
+                None => &mut small,
+            };
+            let read = tokio::time::timeout(timeout, self.conn.read(buf));
             let shutdown_rx = &mut self.shutdown;
             let shutdown = async move {
                 let _ = shutdown_rx.wait_for(|&stop| stop).await;
@@ -321,22 +344,29 @@ impl Session {
                     Ok(Ok(0)) => return Outcome::Dropped,
                     Ok(Ok(n)) => n,
                     Ok(Err(_)) => return Outcome::Error,
-                    Err(_) if login_bound => return self.login_took_too_long().await,
+                    Err(_) if login_bound => return Box::pin(self.login_took_too_long()).await,
                     Err(_) => {
                         response::err(&mut self.conn.out, None, "Disconnected for inactivity.");
-                        self.conn.close().await;
+                        Box::pin(self.conn.close()).await;
                         return Outcome::Timeout;
                     }
                 },
-                () = lost => return self.end_lock_lost().await,
-                () = kicked => return self.end_kicked().await,
+                () = lost => return Box::pin(self.end_lock_lost()).await,
+                () = kicked => return Box::pin(self.end_kicked()).await,
                 () = shutdown => {
                     response::err(&mut self.conn.out, Some(Code::SysTemp), "Server shutting down; no messages were deleted.");
-                    self.conn.close().await;
+                    Box::pin(self.conn.close()).await;
                     return Outcome::Shutdown;
                 }
             };
-            self.reader.push(&buf[..n]);
+            let data = big.as_deref().unwrap_or(&small[..]);
+            self.reader.push(&data[..n]);
+            if n < data.len() {
+                big = None;
+            } else if big.is_none() {
+                big = Some(vec![0u8; BIG_READ]);
+            }
+            self.conn.busy();
         }
     }
 
