@@ -59,10 +59,8 @@ impl Importer for S3Importer {
                 return Ok(());
             }
         };
-        let versions: HashMap<&str, &str> = listed
-            .iter()
-            .map(|o| (o.rel.as_str(), o.version.as_str()))
-            .collect();
+        let versions: HashMap<&str, std::borrow::Cow<'_, str>> =
+            listed.iter().map(|o| (o.rel(), o.version())).collect();
         let mut index = stored_index.unwrap_or_else(SizeIndex::new);
         for a in &self.stored {
             if let Some(version) = versions.get(a.rel.as_str()) {
