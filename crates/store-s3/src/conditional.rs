@@ -33,6 +33,15 @@ fn is_condition_failure<E>(e: &SdkError<E>) -> bool {
 }
 
 impl Inner {
+    /// Whether [`Inner::conditional`] answers without writing: off, or the
+    /// server already probed. The probe is a write; an open runs it only
+    /// after its listing found the bucket (a server such as s3s-fs makes a
+    /// missing bucket on the first write).
+    pub(crate) fn conditional_known(&self) -> bool {
+        self.conditional_writes == ConditionalWrites::Off
+            || self.conditions_honoured.get().is_some()
+    }
+
     /// Whether commits are fenced by conditional writes, probing the server
     /// once under `auto`. Under `on`, a server that ignores conditions is
     /// an error.

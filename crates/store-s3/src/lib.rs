@@ -138,11 +138,18 @@ impl MailStore for S3Store {
     /// the same time, for the claim that follows.
     async fn open(&self, mailbox: &MailboxId) -> Result<Box<dyn Maildrop>, StoreError> {
         let prefix = self.mailbox_prefix(mailbox);
-        let ((objects, messages), fence_read) = futures_util::future::try_join(
-            self.inner.snapshot(&prefix),
-            self.inner.read_fence(&prefix),
-        )
-        .await?;
+        let ((objects, messages), fence_read) = if self.inner.conditional_known() {
+            futures_util::future::try_join(
+                self.inner.snapshot(&prefix),
+                self.inner.read_fence(&prefix),
+            )
+            .await?
+        } else {
+            // The first open: the conditional-write probe (a PUT) waits for
+            // the listing to find the bucket.
+            let listed = self.inner.snapshot(&prefix).await?;
+            (listed, self.inner.read_fence(&prefix).await?)
+        };
         Ok(Box::new(S3Drop {
             inner: self.inner.clone(),
             prefix,

@@ -344,7 +344,8 @@ async fn a_missing_bucket_is_permanent() {
         Err(e) => panic!("want Permanent, got {e:?}"),
         Ok(_) => panic!("want Permanent, got a maildrop"),
     }
-    assert!(matches!(store.ping().await, Err(StoreError::Permanent(_))));
+    let ping = store.ping().await;
+    assert!(matches!(ping, Err(StoreError::Permanent(_))), "{ping:?}");
 }
 
 #[test]
